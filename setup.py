@@ -1,0 +1,5 @@
+"""Setup shim: all metadata lives in setup.cfg."""
+from setuptools import setup
+
+if __name__ == "__main__":
+    setup()
