@@ -1,0 +1,5 @@
+"""Pipeline components (registered through the ``spacy_factories`` entry point)."""
+from .relation_extractor import RelationExtractor, make_relation_extractor
+from .relation_model import create_relation_model_v1
+
+__all__ = ["RelationExtractor", "make_relation_extractor", "create_relation_model_v1"]
