@@ -69,9 +69,12 @@ def _as_key(arg: Any) -> List[Any]:
 
 
 def get_relations(doc: Doc) -> List[Relation]:
-    """The relations of a doc (an empty list when none were set)."""
-    rels = doc._.relations
-    return list(rels) if rels else []
+    """The relations of a doc (an empty list when none were set), with arguments
+    as lists (msgpack may hand them back as tuples after ``DocBin``)."""
+    return [
+        {**rel, "arg1": list(rel["arg1"]), "arg2": list(rel["arg2"])}
+        for rel in (doc._.relations or [])
+    ]
 
 
 def get_entities(doc: Doc, spans_key: str = ENTITY_SPANS_KEY) -> List[Span]:

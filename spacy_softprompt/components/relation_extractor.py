@@ -18,7 +18,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer
+from thinc.api import Config, Model, Optimizer
 from thinc.types import Floats2d
 
 from ..annotations import ENTITY_SPANS_KEY, get_entities, get_relations, make_relation
@@ -47,7 +47,7 @@ upstream = "*"
     assigns=["doc._.relations"],
     requires=["doc.ents"],
     default_config={
-        "model": DEFAULT_REL_MODEL,
+        "model": Config().from_str(DEFAULT_REL_MODEL)["model"],
         "spans_key": ENTITY_SPANS_KEY,
         "labels": None,
         "allowed_pairs": None,
@@ -133,7 +133,7 @@ class RelationExtractor(TrainablePipe):
         return 1
 
     def _allow_resize(self) -> None:
-        if self.model.has_dim("nO") and self.model.get_dim("nO") is not None:
+        if self.model.get_ref("output_layer").has_dim("nO") is True:
             raise ValueError(f"Cannot add labels to '{self.name}' after it was initialised.")
 
     @property
@@ -275,11 +275,10 @@ class RelationExtractor(TrainablePipe):
         for eg in islice(get_examples(), 10):
             sample_docs.append(eg.predicted)
             sample_pairs.append(self._pair_array(self._gold_pairs(eg)[0]))
-        self.model.initialize(X=(sample_docs, sample_pairs))
-        if self.model.has_dim("nO") and self.model.get_dim("nO") is None:
-            self.model.set_dim("nO", len(self.labels) + 1)
         if not self.labels:
             raise ValueError(f"'{self.name}': no relation labels were given and none are in the training data.")
+        self.model.get_ref("output_layer").set_dim("nO", len(self.labels) + 1)
+        self.model.initialize(X=(sample_docs, sample_pairs))
 
 
 def _observe_relations(examples: Iterable[Example], spans_key: str, quantile: float = 0.99) -> dict:

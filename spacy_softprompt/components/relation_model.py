@@ -14,7 +14,8 @@ from typing import Callable, List, Tuple
 
 import numpy
 from spacy.tokens import Doc
-from thinc.api import Model, chain, Maxout, Softmax, Dropout, registry
+from spacy.util import registry
+from thinc.api import Model, chain, Maxout, Softmax, Dropout
 from thinc.types import Floats2d, Ints2d
 
 PairInput = Tuple[List[Doc], List[Ints2d]]
@@ -36,7 +37,7 @@ def create_relation_model_v1(
     pair_repr = pair_representation(tok2vec, distance_width)
     model = chain(
         pair_repr,
-        Maxout(nO=hidden_width, pieces=2, dropout=dropout, normalize=True),
+        Maxout(nO=hidden_width, nP=2, dropout=dropout, normalize=True),
         Dropout(dropout),
         Softmax(nO=nO),
     )
