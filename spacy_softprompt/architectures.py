@@ -1,0 +1,142 @@
+"""Registered spaCy architectures of spacy-softprompt.
+
+Exposed through the ``spacy_architectures`` entry point group, so configs
+resolve without ``--code``.  Never change a released ``vN``: add ``vN+1``.
+"""
+from typing import Callable, Dict, List, Optional, Union
+
+from spacy.tokens import Doc
+from spacy.util import registry
+from spacy_transformers.data_classes import FullTransformerBatch
+from spacy_transformers.layers.split_trf import split_trf_batch
+from spacy_transformers.layers.trfs2arrays import trfs2arrays
+from thinc.api import Model, chain
+from thinc.types import Floats2d, Ragged
+
+from .encoder.layer import EncoderSettings, SoftPromptTransformerModel
+
+
+@registry.architectures("spacy_softprompt.SoftPromptTransformerModel.v1")
+def create_soft_prompt_transformer_model_v1(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict = {},
+    transformer_config: dict = {},
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},
+    prompt_length: int = 20,
+    prompt_depth: str = "input",
+    prompt_init: str = "vocab",
+    prompt_init_text: Union[str, Dict[str, str]] = "",
+    prompt_names: List[str] = ["default"],
+    reparameterize: bool = False,
+    reparameterize_hidden_size: int = 512,
+    hard_prompt: Optional[str] = None,
+    freeze_backbone: bool = False,
+    save_backbone: bool = True,
+    gradient_checkpointing: bool = False,
+    mixed_precision_dtype: str = "float16",
+    init_seed: Optional[int] = None,
+) -> Model[List[Doc], FullTransformerBatch]:
+    """A prompted transformer, a drop-in for ``spacy-transformers.TransformerModel.v3``
+    (same ``transformer`` pipe, listeners, span getters).
+
+    name (str): HF hub name, local folder, or installed package holding the model.
+    get_spans: span getter (windows); a strided window must fit the text budget.
+    tokenizer_config, transformer_config, mixed_precision, grad_scaler_config:
+        as in TransformerModel.v3.
+    prompt_length (int): P soft prompt vectors; 0 = plain model (bit-identical).
+    prompt_depth (str): "input" (P vectors before the input embeddings) or
+        "deep" (P key/value prefix vectors at every layer, P-tuning v2).
+    prompt_init (str): "text" (embeddings of prompt_init_text), "vocab" (sampled
+        real vocabulary rows), "random" (scaled to the embedding table).
+    prompt_init_text (str or dict name -> text): text for prompt_init = "text".
+    prompt_names (List[str]): named prompts sharing the backbone; a Doc picks
+        one with ``doc._.prompt`` (None = the first).
+    reparameterize (bool): train the prompt through an MLP (folded when saved).
+    reparameterize_hidden_size (int): width of that MLP.
+    hard_prompt (str or None): text placed before every window
+        ([CLS] hard prompt [SEP] window [SEP]); stripped before alignment.
+    freeze_backbone (bool): backbone requires_grad False + eval mode.
+    save_backbone (bool): false = prompt-only saves (needs freeze_backbone),
+        the backbone is found again by name/path and verified by SHA-256.
+    gradient_checkpointing (bool): per-layer activation checkpointing.
+    mixed_precision_dtype (str): "float16" (with grad scaler) or "bfloat16".
+    init_seed (int or None): seed for the prompt init (None: torch's global RNG).
+    """
+    settings = EncoderSettings(
+        prompt_length=prompt_length,
+        prompt_depth=prompt_depth,
+        prompt_init=prompt_init,
+        prompt_init_text=prompt_init_text,
+        prompt_names=list(prompt_names),
+        reparameterize=reparameterize,
+        reparameterize_hidden_size=reparameterize_hidden_size,
+        hard_prompt=hard_prompt,
+        freeze_backbone=freeze_backbone,
+        save_backbone=save_backbone,
+        gradient_checkpointing=gradient_checkpointing,
+        mixed_precision_dtype=mixed_precision_dtype,
+        init_seed=init_seed,
+    )
+    return SoftPromptTransformerModel(
+        name,
+        get_spans,
+        tokenizer_config,
+        transformer_config,
+        mixed_precision,
+        grad_scaler_config,
+        settings=settings,
+    )
+
+
+@registry.architectures("spacy_softprompt.SoftPromptTok2VecTransformer.v1")
+def create_soft_prompt_tok2vec_transformer_v1(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict,
+    pooling: Model[Ragged, Floats2d],
+    grad_factor: float = 1.0,
+    transformer_config: dict = {},
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},
+    prompt_length: int = 20,
+    prompt_depth: str = "input",
+    prompt_init: str = "vocab",
+    prompt_init_text: Union[str, Dict[str, str]] = "",
+    prompt_names: List[str] = ["default"],
+    reparameterize: bool = False,
+    reparameterize_hidden_size: int = 512,
+    hard_prompt: Optional[str] = None,
+    freeze_backbone: bool = False,
+    save_backbone: bool = True,
+    gradient_checkpointing: bool = False,
+    mixed_precision_dtype: str = "float16",
+    init_seed: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """The prompted transformer used directly as a component's tok2vec layer
+    (what ``replace_listeners`` turns a listener into); arguments as above plus
+    ``pooling`` and ``grad_factor`` of ``spacy-transformers.Tok2VecTransformer.v3``."""
+    transformer = create_soft_prompt_transformer_model_v1(
+        name,
+        get_spans,
+        tokenizer_config,
+        transformer_config,
+        mixed_precision,
+        grad_scaler_config,
+        prompt_length=prompt_length,
+        prompt_depth=prompt_depth,
+        prompt_init=prompt_init,
+        prompt_init_text=prompt_init_text,
+        prompt_names=prompt_names,
+        reparameterize=reparameterize,
+        reparameterize_hidden_size=reparameterize_hidden_size,
+        hard_prompt=hard_prompt,
+        freeze_backbone=freeze_backbone,
+        save_backbone=save_backbone,
+        gradient_checkpointing=gradient_checkpointing,
+        mixed_precision_dtype=mixed_precision_dtype,
+        init_seed=init_seed,
+    )
+    # chain of chain, matching TransformerListener after replace_listener
+    return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))
