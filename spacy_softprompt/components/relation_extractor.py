@@ -62,6 +62,8 @@ upstream = "*"
         "rels_lenient_f": 0.0,
         "ents_strict_f": 0.0,
         "ents_lenient_f": 0.0,
+        "ents_per_type": None,
+        "rels_per_type": None,
     },
 )
 def make_relation_extractor(
