@@ -1,0 +1,170 @@
+"""``python -m spacy_softprompt <command>``: data conversion, scoring, training helpers,
+evaluation and annotation. Every command has ``--help``."""
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="spacy_softprompt",
+    help="Prompt-tuned clinical encoders as spaCy pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+SCHEMA_HELP = "Schema name (maccrobat_medication, ddi2013, n2c2_2018, ...) or path to a schema JSON; omit to keep everything."
+
+
+@app.command()
+def convert(
+    in_dir: Path = typer.Argument(..., help="Folder of brat .txt/.ann pairs (searched recursively)."),
+    out_path: Path = typer.Argument(..., help="Output .spacy DocBin."),
+    schema: Optional[str] = typer.Option(None, "--schema", "-s", help=SCHEMA_HELP),
+    strict: bool = typer.Option(False, "--strict", help="Turn annotation warnings into errors."),
+    limit: int = typer.Option(0, "--limit", help="Convert at most this many documents (0 = all)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write conversion statistics and issues as JSON."),
+) -> None:
+    """brat -> DocBin, printing counts and any misaligned or mismatched annotations."""
+    from .data.readers import convert_brat_dir
+
+    stats = convert_brat_dir(in_dir, out_path, schema=schema, strict=strict, limit=limit)
+    typer.echo(str(stats))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(stats.to_dict(), indent=2), encoding="utf8")
+
+
+@app.command()
+def export(
+    in_path: Path = typer.Argument(..., help="A .spacy DocBin (gold or predicted)."),
+    out_dir: Path = typer.Argument(..., help="Folder for the .txt/.ann pairs."),
+) -> None:
+    """DocBin -> brat (entities, relations, discontinuous fragments preserved)."""
+    from .data.readers import export_docbin
+
+    n = export_docbin(in_path, out_dir)
+    typer.echo(f"wrote {n} documents to {out_dir}")
+
+
+@app.command()
+def score(
+    gold_dir: Path = typer.Argument(..., help="Gold brat folder."),
+    pred_dir: Path = typer.Argument(..., help="Predicted brat folder (same file names)."),
+    schema: Optional[str] = typer.Option(None, "--schema", "-s", help=SCHEMA_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON."),
+    matching: str = typer.Option("any", "--matching", help="Lenient counting: 'any' or 'n2c2' (the official script's)."),
+) -> None:
+    """Score brat against brat: strict/lenient entity and relation P/R/F1 (n2c2 2018 style)."""
+    from .data.readers import score_brat_dirs
+    from .scoring import format_table
+
+    scores = score_brat_dirs(gold_dir, pred_dir, schema=schema, lenient_matching=matching)
+    typer.echo(format_table(scores))
+    _write_json(output, scores)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="Pipeline folder or installed package name."),
+    data_path: Path = typer.Argument(..., help="Gold .spacy DocBin."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON."),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, -1 for CPU."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b"),
+    matching: str = typer.Option("any", "--matching", help="Lenient counting: 'any' or 'n2c2'."),
+) -> None:
+    """Run a pipeline on gold texts and print strict/lenient entity and relation scores."""
+    from .evaluation import evaluate_model
+    from .scoring import format_table
+
+    scores = evaluate_model(model, data_path, output, gpu_id=gpu_id, batch_size=batch_size, lenient_matching=matching)
+    typer.echo(format_table(scores))
+    typer.echo(f"{scores['n_docs']} docs, {scores['n_words']} words, {scores['words_per_second']} words/s")
+
+
+@app.command()
+def annotate(
+    model: str = typer.Argument(..., help="Pipeline folder or installed package name."),
+    source: Path = typer.Argument(..., help="Folder of .txt files, or a .jsonl file of {id, text}."),
+    output: Path = typer.Argument(..., help="Output folder (brat) or .jsonl file."),
+    output_format: str = typer.Option("brat", "--format", "-f", help="brat or jsonl."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    n_process: int = typer.Option(1, "--n-process", "-n", help="Worker processes (CPU)."),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Annotate notes; resumable (skips documents already written), failures reported, never lost."""
+    import spacy
+
+    from .annotate import annotate as run_annotate
+
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    nlp = spacy.load(model)
+    report = run_annotate(
+        nlp, source, output, output_format=output_format, batch_size=batch_size, n_process=n_process, progress=not quiet
+    )
+    typer.echo(
+        f"written {report.written}, already there {report.skipped_existing}, failed {len(report.failed)}"
+        + (f" (see {ERRORS_HINT})" if report.failed else "")
+    )
+    if report.failed:
+        raise typer.Exit(code=3)
+
+
+ERRORS_HINT = "annotate_errors.jsonl beside the output"
+
+
+@app.command()
+def assets(
+    corpus: str = typer.Argument(..., help="Corpus folder name, e.g. maccrobat2020."),
+    dest: Path = typer.Argument(..., help="Where the corpus should appear (a link to the mirror)."),
+    mirror: Optional[Path] = typer.Option(None, "--mirror", help="Local mirror folder holding <corpus>/ (air-gapped sites)."),
+) -> None:
+    """Make a corpus available under assets/ from a local mirror (linked, not copied)."""
+    from .data.assets import fetch_corpus
+
+    path = fetch_corpus(corpus, dest, mirror=mirror)
+    typer.echo(f"{corpus}: {path}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config_path: Path = typer.Argument(..., help="Training config."),
+    output_path: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder."),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
+) -> None:
+    """``spacy train`` with ``package:`` backbone names resolved to folders, so plain
+    spacy-transformers architectures (the baseline) can use the offline backbone too.
+    Extra ``--section.key value`` overrides are passed on."""
+    from spacy.cli._util import parse_config_overrides
+    from spacy.cli.train import train as spacy_train
+
+    from .backbones import resolve_backbone
+
+    overrides = parse_config_overrides(ctx.args)
+    if "paths.backbone" in overrides:
+        overrides["paths.backbone"] = resolve_backbone(overrides["paths.backbone"])
+    else:
+        from spacy.util import load_config
+
+        backbone = load_config(config_path, interpolate=False)["paths"].get("backbone")
+        if isinstance(backbone, str):
+            overrides["paths.backbone"] = resolve_backbone(backbone)
+    spacy_train(config_path, output_path, use_gpu=gpu_id, overrides=overrides)
+
+
+def _write_json(path: Optional[Path], data) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf8")
+    typer.echo(f"wrote {path}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="python -m spacy_softprompt")
