@@ -1,0 +1,112 @@
+"""The shipped configs: in sync with their generator, differ only in strategy values,
+and each strategy trains two steps end to end on a tiny random encoder."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from spacy.util import load_config
+
+from spacy_softprompt.annotations import make_relation, set_entities
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+STRATEGIES = ["finetune", "hard", "soft", "soft-frozen"]
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_configs", REPO / "scripts" / "make_configs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_config_files_match_generator():
+    for name, text in _generator().expected_files().items():
+        assert (CONFIGS / name).read_text(encoding="utf8") == text, f"configs/{name} is stale: run scripts/make_configs.py"
+
+
+def _flatten(cfg, prefix=""):
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_strategies_differ_only_in_a_few_values():
+    base = _flatten(load_config(CONFIGS / "finetune_cpu.cfg", interpolate=False))
+    allowed = {
+        "components.transformer.model.prompt_length",
+        "components.transformer.model.prompt_depth",
+        "components.transformer.model.hard_prompt",
+        "components.transformer.model.freeze_backbone",
+        "training.optimizer.learn_rate.initial_rate",
+    }
+    for strategy in STRATEGIES[1:]:
+        other = _flatten(load_config(CONFIGS / f"{strategy}_cpu.cfg", interpolate=False))
+        assert set(other) == set(base)
+        changed = {k for k in base if base[k] != other[k]}
+        assert changed and changed <= allowed, (strategy, changed - allowed)
+
+
+def test_gpu_configs_use_pytorch_allocator_and_mixed_precision():
+    for strategy in STRATEGIES:
+        cfg = load_config(CONFIGS / f"{strategy}_gpu.cfg", interpolate=False)
+        assert cfg["system"]["gpu_allocator"] == "pytorch"
+        assert cfg["components"]["transformer"]["model"]["mixed_precision"] is True
+
+
+TRAIN_TEXTS = [
+    ("aspirin 10 mg daily for fever", [("Drug", "aspirin"), ("Strength", "10 mg"), ("Frequency", "daily")]),
+    ("heparin 5 ml twice after surgery", [("Drug", "heparin"), ("Strength", "5 ml"), ("Frequency", "twice")]),
+    ("warfarin 2 mg daily was held", [("Drug", "warfarin"), ("Strength", "2 mg"), ("Frequency", "daily")]),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    nlp = spacy.blank("en")
+    docs = []
+    for text, ents in TRAIN_TEXTS:
+        doc = nlp.make_doc(text)
+        spans = [doc.char_span(text.index(s), text.index(s) + len(s), label=l) for l, s in ents]
+        set_entities(doc, spans)
+        doc._.relations = [make_relation(f"{s.label_}-Drug", s, spans[0]) for s in spans[1:]]
+        docs.append(doc)
+    path = tmp_path_factory.mktemp("corpus") / "tiny.spacy"
+    DocBin(store_user_data=True, docs=docs).to_disk(path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_two_training_steps_per_strategy(strategy, tiny_corpus, tiny_megatron, tmp_path):
+    from spacy.cli.train import train
+
+    out = tmp_path / strategy
+    overrides = {
+        "paths.train": str(tiny_corpus),
+        "paths.dev": str(tiny_corpus),
+        "paths.backbone": str(tiny_megatron),
+        "training.max_steps": 2,
+        "training.eval_frequency": 1,
+        "training.optimizer.learn_rate.total_steps": 2,
+        "training.optimizer.learn_rate.warmup_steps": 1,
+        "components.transformer.model.get_spans.window": 24,
+        "components.transformer.model.get_spans.stride": 16,
+    }
+    if strategy == "hard":
+        overrides["components.transformer.model.hard_prompt"] = "find drugs"
+    train(CONFIGS / f"{strategy}_cpu.cfg", out, use_gpu=-1, overrides=overrides)
+    nlp = spacy.load(out / "model-last")
+    assert nlp.pipe_names == ["transformer", "ner", "relation_extractor"]
+    assert set(nlp.get_pipe("relation_extractor").labels) == {"Strength-Drug", "Frequency-Drug"}
+    meta = json.loads((out / "model-last" / "meta.json").read_text())
+    assert "rels_strict_f" in meta["performance"] and "ents_strict_f" in meta["performance"]
+    doc = nlp("aspirin 10 mg daily")
+    assert isinstance(doc._.relations, list)
