@@ -1,0 +1,169 @@
+"""Corpus readers: brat folders as training Examples, and brat <-> DocBin conversion.
+
+* ``spacy_softprompt.BratCorpus.v1`` (``[corpora.train]`` in a config) trains
+  straight from a brat folder::
+
+      [corpora.train]
+      @readers = "spacy_softprompt.BratCorpus.v1"
+      path = ${paths.train}
+      schema = "maccrobat_medication"
+
+* :func:`convert_brat_dir` / :func:`export_docbin` back
+  ``python -m spacy_softprompt convert IN_DIR OUT.spacy --schema NAME [--strict]``
+  and ``export IN.spacy OUT_DIR``.
+"""
+import random
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Union
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+from spacy.util import registry
+
+from .brat import BratDocument, read_brat_dir
+from .docs import brat_to_doc, docs_to_brat_dir, normalize_extensions
+from .errors import BratError, IssueCollector
+from .schema import Schema, load_schema
+from .stats import ConversionStats
+from .tokenizer import build_clinical_tokenizer
+
+PathLike = Union[str, Path]
+SchemaLike = Union[None, str, Path, Schema]
+
+
+def blank_clinical_nlp(lang: str = "en") -> Language:
+    """A blank pipeline with the clinical tokenizer (what conversion uses by default)."""
+    nlp = spacy.blank(lang)
+    nlp.tokenizer = build_clinical_tokenizer(nlp)
+    return nlp
+
+
+class BratCorpus:
+    """Yields ``Example(predicted=nlp.make_doc(text), reference=annotated doc)`` per document.
+
+    The folder is read once (issues logged then, or raised when ``strict``);
+    reference docs are rebuilt with the pipeline's own tokenizer at each call.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        schema: SchemaLike = None,
+        limit: int = 0,
+        shuffle: bool = False,
+        recursive: bool = True,
+        split_gold_boundaries: bool = True,
+        strict: bool = False,
+        augmenter: Optional[Callable[[Language, Example], Iterable[Example]]] = None,
+    ) -> None:
+        self.path = Path(path)
+        self.schema = load_schema(schema)
+        self.limit = limit
+        self.shuffle = shuffle
+        self.recursive = recursive
+        self.split_gold_boundaries = split_gold_boundaries
+        self.strict = strict
+        self.augmenter = augmenter
+        self._docs: Optional[List[BratDocument]] = None
+
+    def documents(self) -> List[BratDocument]:
+        if self._docs is None:
+            collector = IssueCollector(strict=self.strict)
+            self._docs = read_brat_dir(self.path, recursive=self.recursive, collector=collector)
+        return self._docs
+
+    def __call__(self, nlp: Language) -> Iterator[Example]:
+        docs = list(self.documents())
+        if self.shuffle:
+            random.shuffle(docs)
+        if self.limit >= 1:
+            docs = docs[: self.limit]
+        collector = IssueCollector(strict=self.strict, log=False)
+        for brat_doc in docs:
+            reference = brat_to_doc(nlp, brat_doc, self.schema, self.split_gold_boundaries, collector=collector)
+            example = Example(nlp.make_doc(brat_doc.text), reference)
+            if self.augmenter is None:
+                yield example
+            else:
+                yield from self.augmenter(nlp, example)
+
+
+@registry.readers("spacy_softprompt.BratCorpus.v1")
+def create_brat_corpus(
+    path: Union[str, Path],
+    schema: Optional[str] = None,
+    limit: int = 0,
+    shuffle: bool = False,
+    recursive: bool = True,
+    split_gold_boundaries: bool = True,
+    strict: bool = False,
+    augmenter: Optional[Callable[[Language, Example], Iterable[Example]]] = None,
+) -> Callable[[Language], Iterator[Example]]:
+    """Registered reader: training Examples straight from a brat folder.
+
+    ``schema`` is a shipped schema name or a JSON path (None keeps everything);
+    ``limit`` 0 reads all documents.
+    """
+    return BratCorpus(path, schema, limit, shuffle, recursive, split_gold_boundaries, strict, augmenter)
+
+
+def read_brat_docs(
+    in_dir: PathLike,
+    nlp: Optional[Language] = None,
+    schema: SchemaLike = None,
+    strict: bool = False,
+    recursive: bool = True,
+    split_gold_boundaries: bool = True,
+    stats: Optional[ConversionStats] = None,
+) -> Iterator[Doc]:
+    """Annotated Docs for every document of a brat folder; counts and issues go to ``stats``."""
+    nlp = nlp if nlp is not None else blank_clinical_nlp()
+    schema = load_schema(schema)
+    stats = stats if stats is not None else ConversionStats()
+    collector = IssueCollector(strict=strict)
+    try:
+        for brat_doc in read_brat_dir(in_dir, recursive=recursive, collector=collector):
+            yield brat_to_doc(nlp, brat_doc, schema, split_gold_boundaries, collector=collector, stats=stats)
+    finally:
+        stats.add_issues(collector.issues)
+
+
+def convert_brat_dir(
+    in_dir: PathLike,
+    out_path: PathLike,
+    nlp: Optional[Language] = None,
+    schema: SchemaLike = None,
+    strict: bool = False,
+    recursive: bool = True,
+    split_gold_boundaries: bool = True,
+) -> ConversionStats:
+    """Convert a brat folder to a ``.spacy`` DocBin (user data kept); returns the stats.
+
+    In strict mode the first issue raises :class:`BratError` and nothing is written.
+    """
+    stats = ConversionStats()
+    docbin = DocBin(store_user_data=True)
+    for doc in read_brat_docs(in_dir, nlp, schema, strict, recursive, split_gold_boundaries, stats):
+        docbin.add(doc)
+    if stats.documents == 0:
+        raise BratError(f"no brat documents (.txt files) found in {in_dir}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    docbin.to_disk(out_path)
+    return stats
+
+
+def load_docbin(in_path: PathLike, nlp: Optional[Language] = None) -> List[Doc]:
+    """The Docs of a ``.spacy`` file, with ``doc._.relations``/``doc._.brat`` as lists again."""
+    nlp = nlp if nlp is not None else blank_clinical_nlp()
+    docs = list(DocBin().from_disk(in_path).get_docs(nlp.vocab))
+    for doc in docs:
+        normalize_extensions(doc)
+    return docs
+
+
+def export_docbin(in_path: PathLike, out_dir: PathLike, nlp: Optional[Language] = None) -> List[Path]:
+    """Write the Docs of a ``.spacy`` file as brat ``.txt``/``.ann`` pairs; returns the ``.txt`` paths."""
+    return docs_to_brat_dir(load_docbin(in_path, nlp), out_dir)
