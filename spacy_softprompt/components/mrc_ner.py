@@ -1,0 +1,311 @@
+"""``mrc_ner``: concept extraction as machine reading comprehension.
+
+For every window of a Doc and every entity label there is one query row
+(Peng et al. 2023; MRC-NER, Li et al. 2020):
+
+* ``query_mode = "hard"``: ``[CLS] question [SEP] window [SEP]`` with the
+  label's question (from the schema's ``questions.entities``, or the
+  ``questions`` setting); token types 0 / 1.
+* ``query_mode = "soft"``: ``[CLS] window [SEP]`` encoded with the label's own
+  block of P trainable prompt vectors (``prompt_ids`` = label index; the
+  encoder's prompt names are the labels).
+
+All rows of a batch go through the encoder in one forward.  Start / end /
+span-match heads decode spans that start on a word's first wordpiece and end on
+a word's last; spans of different labels, and nested spans of one label, come
+out independently.  Windows are runs of whole tokens that fit the encoder next
+to the prompt and question; neighbouring windows overlap by
+``window_overlap`` tokens and each reports the spans starting in its half of
+the overlap.
+
+Entities go to ``doc.spans[spans_key]`` (all, nested included; their
+probabilities in the group's ``attrs["scores"]``) and, with ``set_ents``, a
+non-overlapping view to ``doc.ents`` (:func:`~spacy_softprompt.annotations.set_entities`).
+"""
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_get_examples
+from spacy.util import filter_spans
+from spacy.vocab import Vocab
+from thinc.api import Config, Model
+
+from ..annotations import ENTITY_SPANS_KEY, get_entities
+from .mrc_pipe import MRCPipe, entities_on, gold_array, observed_width
+from .mrc_rows import MRCRows, RowSpec, build_rows, token_windows, tokenize_docs, tokenize_queries, window_owners
+
+DEFAULT_MRC_MODEL = """
+[model]
+@architectures = "spacy_softprompt.MRCSpanModel.v1"
+name = "bert-base-cased"
+prompt_length = 20
+prompt_depth = "deep"
+prompt_init = "vocab"
+freeze_backbone = false
+save_backbone = true
+hidden_width = 256
+dropout = 0.1
+
+[model.tokenizer_config]
+use_fast = true
+"""
+
+DEFAULT_LOSS_WEIGHTS = {"start": 1.0, "end": 1.0, "match": 1.0}
+
+
+def default_question(label: str) -> str:
+    return f"Find the {label.replace('_', ' ').replace('-', ' ').lower()} mentions in the text."
+
+
+@Language.factory(
+    "mrc_ner",
+    assigns=["doc.ents", "doc.spans"],
+    default_config={
+        "model": Config().from_str(DEFAULT_MRC_MODEL)["model"],
+        "query_mode": "soft",
+        "labels": None,
+        "questions": None,
+        "spans_key": ENTITY_SPANS_KEY,
+        "set_ents": True,
+        "window_pieces": None,
+        "window_overlap": 16,
+        "max_span_width": None,
+        "threshold": 0.5,
+        "match_threshold": 0.5,
+        "loss_weights": DEFAULT_LOSS_WEIGHTS,
+        "max_query_pieces": 64,
+        "max_batch_rows": None,
+        "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
+    },
+    default_score_weights={
+        "ents_strict_f": 1.0,
+        "ents_strict_p": 0.0,
+        "ents_strict_r": 0.0,
+        "ents_lenient_f": 0.0,
+        "ents_per_type": None,
+    },
+)
+def make_mrc_ner(
+    nlp: Language,
+    name: str,
+    model: Model,
+    query_mode: str,
+    labels: Optional[List[str]],
+    questions: Optional[Dict[str, str]],
+    spans_key: str,
+    set_ents: bool,
+    window_pieces: Optional[int],
+    window_overlap: int,
+    max_span_width: Optional[int],
+    threshold: float,
+    match_threshold: float,
+    loss_weights: Dict[str, float],
+    max_query_pieces: int,
+    max_batch_rows: Optional[int],
+    scorer: Optional[Callable],
+) -> "MRCEntityRecognizer":
+    """MRC concept extraction (see the module docstring).
+
+    query_mode: "hard" (per-label question text) or "soft" (per-label prompt).
+    labels: entity labels; null = the schema's (``initialize.components.<name>.task_schema``)
+        or those in the training data.
+    questions: label -> question; overrides the schema's questions (hard mode).
+    spans_key: span group for all entities; set_ents: also set doc.ents.
+    window_pieces: most context wordpieces per row (null: all that fit).
+    window_overlap: tokens shared by neighbouring windows.
+    max_span_width: longest entity in tokens; null = the longest in the training data.
+    threshold / match_threshold: probabilities a start/end and a (start, end)
+        pair must reach.
+    loss_weights: {"start", "end", "match"} weights of the three losses.
+    max_query_pieces: questions are cut to this many wordpieces.
+    max_batch_rows: at inference, run at most this many rows per forward
+        (null: the whole batch in one forward).
+    """
+    return MRCEntityRecognizer(
+        nlp.vocab,
+        model,
+        name,
+        query_mode=query_mode,
+        labels=labels,
+        questions=questions,
+        spans_key=spans_key,
+        set_ents=set_ents,
+        window_pieces=window_pieces,
+        window_overlap=window_overlap,
+        max_span_width=max_span_width,
+        threshold=threshold,
+        match_threshold=match_threshold,
+        loss_weights=loss_weights,
+        max_query_pieces=max_query_pieces,
+        max_batch_rows=max_batch_rows,
+        scorer=scorer,
+    )
+
+
+class MRCEntityRecognizer(MRCPipe):
+    """One query row per (window, label); start/end/match heads; nested spans."""
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "mrc_ner",
+        *,
+        query_mode: str = "soft",
+        labels: Optional[Sequence[str]] = None,
+        questions: Optional[Dict[str, str]] = None,
+        spans_key: str = ENTITY_SPANS_KEY,
+        set_ents: bool = True,
+        window_pieces: Optional[int] = None,
+        window_overlap: int = 16,
+        max_span_width: Optional[int] = None,
+        threshold: float = 0.5,
+        match_threshold: float = 0.5,
+        loss_weights: Optional[Dict[str, float]] = None,
+        max_query_pieces: int = 64,
+        max_batch_rows: Optional[int] = None,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        cfg = {
+            "query_mode": query_mode,
+            "labels": list(labels or []),
+            "questions": dict(questions or {}),
+            "spans_key": spans_key,
+            "set_ents": bool(set_ents),
+            "window_pieces": window_pieces,
+            "window_overlap": int(window_overlap),
+            "max_span_width": max_span_width,
+            "threshold": threshold,
+            "match_threshold": match_threshold,
+            "loss_weights": {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})},
+            "max_query_pieces": int(max_query_pieces),
+            "max_batch_rows": max_batch_rows,
+        }
+        super().__init__(vocab, model, name, cfg, scorer=scorer)
+
+    # ---- queries and windows ------------------------------------------------------
+    def question(self, label: str) -> str:
+        return self.cfg["questions"].get(label) or default_question(label)
+
+    def _queries(self) -> List[numpy.ndarray]:
+        """Query piece ids per label (empty arrays in soft mode)."""
+        if "labels" not in self._query_cache:
+            if self.cfg["query_mode"] == "hard":
+                texts = [self.question(label) for label in self.labels]
+                ids = tokenize_queries(self.tokenizer, texts, self.cfg["max_query_pieces"])
+            else:
+                ids = [numpy.zeros((0,), dtype="int64") for _ in self.labels]
+            self._query_cache["labels"] = ids
+        return self._query_cache["labels"]
+
+    def context_budget(self) -> int:
+        """Context wordpieces per row: the encoder's room minus specials and the
+        longest question (hard mode), capped by ``window_pieces``."""
+        layout = self.layout
+        if self.cfg["query_mode"] == "hard":
+            budget = self.text_limit - layout.n_pair - max((len(q) for q in self._queries()), default=0)
+        else:
+            budget = self.text_limit - layout.n_single
+        if self.cfg.get("window_pieces"):
+            budget = min(budget, int(self.cfg["window_pieces"]))
+        if budget < 1:
+            raise ValueError(f"'{self.name}': no room for context next to the prompt and questions")
+        return budget
+
+    def windows(self, docs: Sequence[Doc], pieces=None) -> List[List[Tuple[int, int]]]:
+        """Token windows per Doc (windows without any wordpiece are skipped)."""
+        pieces = pieces if pieces is not None else tokenize_docs(self.tokenizer, docs)
+        budget = self.context_budget()
+        out = []
+        for doc_pieces in pieces:
+            counts = doc_pieces.counts
+            cum = numpy.concatenate([[0], numpy.cumsum(counts)])
+            wins = token_windows(counts, budget, self.cfg["window_overlap"])
+            out.append([(a, b) for a, b in wins if cum[b] > cum[a]])
+        return out
+
+    def _make_rows(self, docs: Sequence[Doc], examples: Optional[Sequence[Example]] = None) -> MRCRows:
+        if not self.labels:
+            raise ValueError(f"'{self.name}' has no labels: initialize it first")
+        pieces = tokenize_docs(self.tokenizer, docs)
+        queries = self._queries()
+        specs: List[RowSpec] = []
+        for d, windows in enumerate(self.windows(docs, pieces)):
+            for (a, b), owner in zip(windows, window_owners(windows)):
+                for k, label in enumerate(self.labels):
+                    specs.append(RowSpec(doc=d, prompt_id=k, query=queries[k], ctx_start=a, ctx_end=b, owner=owner, key=(label,)))
+        rows = build_rows(specs, pieces, self.layout)
+        if examples is not None:
+            rows.gold = self._gold(rows, docs, examples)
+        return rows
+
+    def _gold(self, rows: MRCRows, docs: Sequence[Doc], examples: Sequence[Example]) -> numpy.ndarray:
+        by_doc: List[Dict[str, List[Tuple[int, int]]]] = []
+        for doc, eg in zip(docs, examples):
+            spans: Dict[str, List[Tuple[int, int]]] = {}
+            for span in entities_on(doc, eg.reference, self.cfg["spans_key"]).values():
+                spans.setdefault(span.label_, []).append((span.start, span.end))
+            by_doc.append(spans)
+        gold = []
+        for r, spec in enumerate(rows.specs):
+            for s, e in by_doc[spec.doc].get(spec.key[0], ()):
+                pos = rows.positions(r, s, e)
+                if pos is not None:
+                    gold.append((r, pos[0], pos[1]))
+        return gold_array(gold)
+
+    # ---- annotations ----------------------------------------------------------------
+    def set_annotations(self, docs: Iterable[Doc], predictions) -> None:
+        rows, out = predictions
+        docs = list(docs)
+        found: List[Dict[Tuple[int, int, str], float]] = [dict() for _ in docs]
+        for row, s, e, p in self._token_spans(rows, out):
+            spec = rows.specs[row]
+            key = (s, e, spec.key[0])
+            found[spec.doc][key] = max(p, found[spec.doc].get(key, 0.0))
+        key = self.cfg["spans_key"]
+        for doc, spans in zip(docs, found):
+            items = [(Span(doc, s, e, label=label), p) for (s, e, label), p in spans.items()]
+            items.sort(key=lambda item: (item[0].start_char, item[0].end_char, item[0].label_))
+            doc.spans[key] = [span for span, _ in items]
+            doc.spans[key].attrs["scores"] = [float(p) for _, p in items]
+            if self.cfg["set_ents"]:
+                doc.ents = filter_spans([span for span, _ in items])
+
+    # ---- initialization -------------------------------------------------------------
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+        task_schema: Optional[Any] = None,
+        questions: Optional[Dict[str, str]] = None,
+    ) -> None:
+        """``task_schema``: a shipped schema name or a schema JSON path (null: none).
+
+        Labels (given > configured > the schema's > the data's), questions
+        (given > configured > the schema's ``questions.entities`` > a generic
+        one) and ``max_span_width`` (configured > the data's longest entity),
+        then build the encoder with one prompt per label."""
+        from ..data.schema import load_schema
+
+        validate_get_examples(get_examples, "MRCEntityRecognizer.initialize")
+        schema_obj = load_schema(task_schema) if task_schema else None
+        observed = sorted({ent.label_ for eg in get_examples() for ent in get_entities(eg.reference, self.cfg["spans_key"])})
+        chosen = list(labels or self.cfg["labels"] or (schema_obj.entity_labels if schema_obj else []) or observed)
+        self.cfg["labels"] = list(dict.fromkeys(chosen))
+        for label in self.labels:
+            self.vocab.strings.add(label)
+        texts = {}
+        for label in self.labels:
+            text = (questions or {}).get(label) or self.cfg["questions"].get(label)
+            if not text and schema_obj is not None:
+                text = schema_obj.question("entities", label)
+            texts[label] = text or default_question(label)
+        self.cfg["questions"] = texts
+        if self.cfg.get("max_span_width") is None:
+            self.cfg["max_span_width"] = observed_width(get_examples(), self.cfg["spans_key"]) or 10
+        self._initialize_model(self.labels, texts)
