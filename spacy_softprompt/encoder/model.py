@@ -83,6 +83,13 @@ def supports_deep_prompts(backbone: nn.Module) -> bool:
     return True
 
 
+def _cuda_autocast_enabled() -> bool:
+    try:
+        return bool(torch.is_autocast_enabled("cuda"))
+    except TypeError:  # torch < 2.4
+        return bool(torch.is_autocast_enabled())
+
+
 def _checkpointed_forward(layer: nn.Module, *args, **kwargs):
     fn = type(layer).forward
     if torch.is_grad_enabled():
@@ -425,13 +432,7 @@ class PromptedEncoder(nn.Module):
 
     # ------------------------------------------------------------- forward
     def _autocast(self, device: torch.device):
-        if self.autocast_dtype is None or device.type != "cuda":
-            return contextlib.nullcontext()
-        try:
-            enabled = torch.is_autocast_enabled("cuda")
-        except TypeError:  # torch < 2.4
-            enabled = torch.is_autocast_enabled()
-        if not enabled:
+        if self.autocast_dtype is None or device.type != "cuda" or not _cuda_autocast_enabled():
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[self.autocast_dtype])
 
@@ -471,9 +472,13 @@ class PromptedEncoder(nn.Module):
         kv = kv.permute(2, 3, 0, 4, 1, 5)  # layers, k|v, B, heads, P, head_dim
         return tuple((kv[i, 0], kv[i, 1]) for i in range(self._num_layers))
 
-    def _compute_dtype(self) -> torch.dtype:
-        if torch.is_autocast_enabled():
-            return torch.float32  # autocast casts inside the ops
+    def _compute_dtype(self, device: torch.device) -> torch.dtype:
+        """dtype of the keys/values the prefix is concatenated with."""
+        if device.type == "cuda" and _cuda_autocast_enabled():
+            try:
+                return torch.get_autocast_dtype("cuda")
+            except AttributeError:  # torch < 2.4
+                return torch.get_autocast_gpu_dtype()
         return self.backbone.get_input_embeddings().weight.dtype
 
     def forward(
@@ -530,7 +535,7 @@ class PromptedEncoder(nn.Module):
                     **extra,
                 )
                 return self._output(out, P, K)
-            past = self._prefix(prompt_ids, self._compute_dtype()) if P else None
+            past = self._prefix(prompt_ids, self._compute_dtype(ids.device)) if P else None
             out = self.backbone(
                 input_ids=ids,
                 attention_mask=mask,

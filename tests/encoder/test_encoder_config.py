@@ -1,8 +1,6 @@
 """Configs resolve through entry points; the PromptAdam optimizer; `spacy train`."""
-import json
 import subprocess
 import sys
-import textwrap
 
 import numpy
 import pytest
@@ -94,7 +92,7 @@ dropout = 0.1
 accumulate_gradient = 1
 patience = 100
 max_epochs = 0
-max_steps = 4
+max_steps = 2
 eval_frequency = 2
 frozen_components = []
 annotating_components = []
@@ -119,14 +117,14 @@ eps = 0.00000001
 
 [training.optimizer.learn_rate]
 @schedules = "warmup_linear.v1"
-warmup_steps = 2
-total_steps = 4
+warmup_steps = 1
+total_steps = 2
 initial_rate = 0.00005
 
 [training.optimizer.prompt_learn_rate]
 @schedules = "warmup_linear.v1"
-warmup_steps = 2
-total_steps = 4
+warmup_steps = 1
+total_steps = 2
 initial_rate = 0.03
 
 [training.score_weights]
@@ -137,41 +135,10 @@ vectors = null
 """
 
 
-def _run(code, tmp_path):
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(code))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def test_config_resolves_through_entry_points_only(tiny_megatron, tmp_path):
-    (tmp_path / "config.cfg").write_text(CONFIG)
-    out = _run(
-        f"""
-        import sys, json
-        import spacy
-        from spacy.util import load_config, load_model_from_config
-        from thinc.api import registry
-        assert not any(m.startswith("spacy_softprompt") for m in sys.modules)
-        cfg = load_config("config.cfg", overrides={{"paths.backbone": {str(tiny_megatron)!r}}}, interpolate=True)
-        nlp = load_model_from_config(cfg, auto_fill=True)
-        nlp.initialize()
-        optimizer = registry.resolve({{"o": cfg["training"]["optimizer"]}})["o"]
-        doc = nlp("patient was given aspirin")
-        print(json.dumps({{"optimizer": type(optimizer).__name__, "width": doc._.trf_data.model_output.last_hidden_state.shape[-1],
-                          "arch": type(nlp.get_pipe("transformer").model).__name__}}))
-        """,
-        tmp_path,
-    )
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result == {"optimizer": "PromptOptimizer", "width": 32, "arch": "SoftPromptTransformerModel"}
-
-
-@pytest.mark.slow
-def test_spacy_train_cli_with_prompt_only_pipeline(tiny_megatron, tmp_path):
-    """`spacy train` end to end (no --code): schedules, averages, evaluation,
-    model-best/model-last saved prompt-only and loadable."""
+def test_spacy_train_resolves_the_config_through_entry_points(tiny_megatron, tmp_path):
+    """`spacy train` in a fresh process, without --code and without importing
+    spacy_softprompt: architecture and optimizer resolve through entry points;
+    schedules, averages, evaluation, model-best/model-last saved prompt-only."""
     import spacy
     from spacy.tokens import DocBin
 
@@ -179,7 +146,7 @@ def test_spacy_train_cli_with_prompt_only_pipeline(tiny_megatron, tmp_path):
 
     nlp = spacy.blank("en")
     db = DocBin()
-    for text, ents in zip(TEXTS * 3, ENTITIES * 3):
+    for text, ents in zip(TEXTS, ENTITIES):
         doc = nlp.make_doc(text)
         doc.ents = [doc.char_span(s, e, label=label) for s, e, label in ents]
         db.add(doc)
@@ -193,18 +160,11 @@ def test_spacy_train_cli_with_prompt_only_pipeline(tiny_megatron, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     model_file = tmp_path / "out" / "model-last" / "transformer" / "model"
     assert model_file.stat().st_size < 200_000  # prompt + tokenizer only
-    out = _run(
-        """
-        import spacy
-        nlp = spacy.load("out/model-best")
-        doc = nlp("patient was given aspirin")
-        enc = nlp.get_pipe("transformer").model.encoder
-        assert not enc.prompt_encoder.reparameterize and enc.backbone_frozen and enc.prompt_depth == "deep"
-        print("ok", doc._.trf_data.model_output.last_hidden_state.shape)
-        """,
-        tmp_path,
-    )
-    assert out.startswith("ok")
+    loaded = spacy.load(tmp_path / "out" / "model-best")
+    enc = loaded.get_pipe("transformer").model.encoder
+    assert not enc.prompt_encoder.reparameterize and enc.backbone_frozen and enc.prompt_depth == "deep"
+    assert enc.gradient_checkpointing
+    assert loaded("patient was given aspirin")._.trf_data.model_output.last_hidden_state.shape[-1] == 32
 
 
 def test_prompt_adam_is_a_thinc_optimizer_with_two_learning_rates():

@@ -46,17 +46,19 @@ def _encoder_msg(pipeline_dir):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kind,kwargs",
     [
-        {"prompt_depth": "input"},
-        {"prompt_depth": "deep", "prompt_names": ["a", "b"]},
-        {"prompt_depth": "input", "hard_prompt": "find the drugs", "freeze_backbone": True},
-        {"prompt_length": 0},
+        ("megatron", {"prompt_depth": "input"}),
+        ("bert", {"prompt_depth": "deep", "prompt_names": ["a", "b"]}),
+        ("megatron", {"prompt_depth": "deep", "hard_prompt": "find the drugs", "freeze_backbone": True}),
+        ("bert", {"prompt_length": 0}),
     ],
 )
-def test_full_round_trip_is_identical(tiny_model, tmp_path, kwargs):
+def test_full_round_trip_is_identical(tiny_megatron, tiny_bert, tmp_path, kind, kwargs):
+    kwargs = dict(kwargs)
     kwargs.setdefault("prompt_length", 4)
-    nlp = _train(make_nlp(tiny_model, ner=True, **kwargs))
+    path = tiny_megatron if kind == "megatron" else tiny_bert
+    nlp = _train(make_nlp(path, ner=True, **kwargs))
     before = _outputs(nlp)
     nlp.to_disk(tmp_path / "full")
     loaded = spacy.load(tmp_path / "full")
