@@ -255,6 +255,12 @@ def _backbone_from_state(hf_config: Dict[str, Any], shards: List[bytes], device)
     return model.to(device)
 
 
+# public names (the underscored ones are kept: other components import them)
+tokenizer_to_files = _tokenizer_to_files
+tokenizer_from_files = _tokenizer_from_files
+backbone_from_state = _backbone_from_state
+
+
 # ------------------------------------------------------------------- shim
 class SoftPromptShim(HFShim):
     """HFShim whose ``_model`` is a :class:`PromptedEncoder`; safetensors I/O."""
