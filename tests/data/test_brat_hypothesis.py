@@ -18,7 +18,7 @@ from spacy_softprompt.data.brat import (
 from spacy_softprompt.data.docs import brat_to_doc, doc_to_brat
 from spacy_softprompt.data.errors import BratError, IssueCollector
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 WORD = st.text(alphabet=string.ascii_letters + "µ–é", min_size=1, max_size=8)
 TYPE = st.sampled_from(["Drug", "Dosage", "Sign_symptom", "ADE", "X-1"])
