@@ -29,9 +29,10 @@ DEVICES = {
         gpu_allocator="null",
         mixed_precision="false",
         window=128,
-        stride=96,
+        stride=112,
         max_steps=1600,
-        eval_frequency=200,
+        eval_frequency=100,
+        warmup=30,
         batch_size=1000,
         gradient_checkpointing="false",
     ),
@@ -40,9 +41,10 @@ DEVICES = {
         gpu_allocator='"pytorch"',
         mixed_precision="true",
         window=192,
-        stride=144,
+        stride=160,
         max_steps=20000,
         eval_frequency=500,
+        warmup=500,
         batch_size=4000,
         gradient_checkpointing="false",
     ),
@@ -214,7 +216,7 @@ prompt_learn_rate = {prompt_lr}
 [training.optimizer.learn_rate]
 @schedules = "warmup_linear.v1"
 warmup_steps = {warmup}
-total_steps = {max_steps}
+total_steps = ${{training.max_steps}}
 initial_rate = {lr}
 
 [training.score_weights]
@@ -261,7 +263,6 @@ def render(strategy: str, device: str) -> str:
         freeze_str=str(s["freeze"]).lower(),
         lr=s["lr"],
         prompt_lr=s["prompt_lr"],
-        warmup=max(1, d["max_steps"] // 10),
         **d,
     )
 

@@ -24,13 +24,12 @@ def convert(
     out_path: Path = typer.Argument(..., help="Output .spacy DocBin."),
     schema: Optional[str] = typer.Option(None, "--schema", "-s", help=SCHEMA_HELP),
     strict: bool = typer.Option(False, "--strict", help="Turn annotation warnings into errors."),
-    limit: int = typer.Option(0, "--limit", help="Convert at most this many documents (0 = all)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write conversion statistics and issues as JSON."),
 ) -> None:
     """brat -> DocBin, printing counts and any misaligned or mismatched annotations."""
     from .data.readers import convert_brat_dir
 
-    stats = convert_brat_dir(in_dir, out_path, schema=schema, strict=strict, limit=limit)
+    stats = convert_brat_dir(in_dir, out_path, schema=schema, strict=strict)
     typer.echo(str(stats))
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +44,8 @@ def export(
     """DocBin -> brat (entities, relations, discontinuous fragments preserved)."""
     from .data.readers import export_docbin
 
-    n = export_docbin(in_path, out_dir)
-    typer.echo(f"wrote {n} documents to {out_dir}")
+    written = export_docbin(in_path, out_dir)
+    typer.echo(f"wrote {len(written)} documents to {out_dir}")
 
 
 @app.command()
@@ -58,7 +57,7 @@ def score(
     matching: str = typer.Option("any", "--matching", help="Lenient counting: 'any' or 'n2c2' (the official script's)."),
 ) -> None:
     """Score brat against brat: strict/lenient entity and relation P/R/F1 (n2c2 2018 style)."""
-    from .data.readers import score_brat_dirs
+    from .evaluation import score_brat_dirs
     from .scoring import format_table
 
     scores = score_brat_dirs(gold_dir, pred_dir, schema=schema, lenient_matching=matching)
