@@ -36,7 +36,10 @@ def logit(probability: float) -> float:
 def span_end_limit(word_index: torch.Tensor, max_span_width: int) -> torch.Tensor:
     """``LongTensor[R, L]``: for each position ``i`` the last position ``j`` whose
     token is at most ``max_span_width - 1`` tokens after ``i``'s token."""
-    monotone = torch.cummax(word_index, dim=1).values.contiguous()
+    running = torch.cummax(word_index, dim=1).values
+    # positions after the context (specials, padding) sort after every token
+    after = (word_index < 0) & (running >= 0)
+    monotone = torch.where(after, torch.full_like(word_index, 1 << 60), running).contiguous()
     limit = (word_index + (int(max_span_width) - 1)).contiguous()
     return torch.searchsorted(monotone, limit, right=True) - 1
 
