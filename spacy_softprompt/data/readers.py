@@ -11,13 +11,13 @@
   (The argument is ``label_schema``, not ``schema``: spaCy validates reader
   arguments with pydantic, where a field called ``schema`` is not allowed.)
 
-* :func:`convert_brat_dir` / :func:`export_docbin` / :func:`score_brat_dirs` back
-  ``python -m spacy_softprompt convert IN_DIR OUT.spacy --schema NAME [--strict]``,
-  ``export IN.spacy OUT_DIR`` and ``score GOLD_DIR PRED_DIR --schema NAME``.
+* :func:`convert_brat_dir` / :func:`export_docbin` back
+  ``python -m spacy_softprompt convert IN_DIR OUT.spacy --schema NAME [--strict]``
+  and ``export IN.spacy OUT_DIR``.
 """
 import random
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import spacy
 from spacy.language import Language
@@ -28,7 +28,7 @@ from spacy.util import registry
 from .brat import BratDocument, iter_brat_dir, read_brat_dir
 from .docs import brat_to_doc, docs_to_brat_dir, normalize_extensions
 from .errors import BratError, IssueCollector
-from .schema import Schema, apply_schema, load_schema
+from .schema import Schema, load_schema
 from .stats import ConversionStats
 from .tokenizer import build_clinical_tokenizer
 
@@ -176,70 +176,7 @@ def load_docbin(in_path: PathLike, nlp: Optional[Language] = None) -> List[Doc]:
     return docs
 
 
-def export_docbin(in_path: PathLike, out_dir: PathLike, nlp: Optional[Language] = None) -> int:
+def export_docbin(in_path: PathLike, out_dir: PathLike, nlp: Optional[Language] = None) -> List[Path]:
     """Write the Docs of a ``.spacy`` file (gold or predicted) as brat ``.txt``/``.ann``
-    pairs named after ``doc._.brat["doc_id"]``; returns the number of documents."""
-    return len(docs_to_brat_dir(load_docbin(in_path, nlp), out_dir))
-
-
-def brat_annotations(
-    doc: BratDocument, schema: SchemaLike = None, accept_target_labels: bool = False
-) -> Dict[str, List[Any]]:
-    """``{"entities": [(start, end, label)], "relations": [(label, arg1, arg2)]}`` of a
-    brat document after schema mapping (no tokenization: offsets as in the file).
-
-    With ``accept_target_labels`` (predictions written by a pipeline), annotations
-    that already carry the schema's target labels are kept as they are too.
-    """
-    schema = load_schema(schema)
-    mapped = apply_schema(doc, schema)
-    labels = {ent.id: label for ent, label in mapped.entities}
-    entities = [(e.start, e.end, label) for e, label in mapped.entities]
-    relations = [
-        (r.label, (r.arg1.start, r.arg1.end, labels[r.arg1.id]), (r.arg2.start, r.arg2.end, labels[r.arg2.id]))
-        for r in mapped.relations
-    ]
-    if schema is not None and accept_target_labels:
-        direct = apply_schema(doc, None)
-        targets = set(schema.entity_labels)
-        kept = {e.id for e, label in direct.entities if e.type not in schema.entities and label in targets}
-        entities += [(e.start, e.end, e.type) for e, _ in direct.entities if e.id in kept]
-        for rel in direct.relations:
-            pair = (rel.arg1.type, rel.arg2.type)
-            if rel.label in schema.pairs and pair in schema.pairs[rel.label] and {rel.arg1.id, rel.arg2.id} <= kept:
-                relations.append((rel.label, (rel.arg1.start, rel.arg1.end, pair[0]), (rel.arg2.start, rel.arg2.end, pair[1])))
-    return {"entities": entities, "relations": relations}
-
-
-def score_brat_dirs(
-    gold_dir: PathLike,
-    pred_dir: PathLike,
-    schema: SchemaLike = None,
-    lenient_matching: str = "any",
-    recursive: bool = True,
-) -> Dict[str, Any]:
-    """n2c2-style strict/lenient scores of a predicted brat folder against a gold one.
-
-    Documents pair by path (``doc_id``); a gold document without prediction
-    scores as an empty prediction, a prediction without gold as extra
-    predictions (both are logged). The schema maps the gold annotations; the
-    predictions may use either the source types or the schema's target labels.
-    """
-    from ..scoring import score_documents
-
-    schema = load_schema(schema)
-    collector = IssueCollector()
-    gold = {d.doc_id: d for d in read_brat_dir(gold_dir, recursive=recursive, collector=collector)}
-    pred = {d.doc_id: d for d in read_brat_dir(pred_dir, recursive=recursive, collector=collector)}
-    for doc_id in sorted(set(gold) ^ set(pred)):
-        where = "predictions" if doc_id in gold else "gold"
-        collector.report(doc_id, 0, "", f"document missing from the {where} folder", kind="missing_file")
-    empty: Dict[str, List[Any]] = {"entities": [], "relations": []}
-    pairs = [
-        (
-            brat_annotations(gold[d], schema) if d in gold else empty,
-            brat_annotations(pred[d], schema, accept_target_labels=True) if d in pred else empty,
-        )
-        for d in sorted(set(gold) | set(pred))
-    ]
-    return score_documents(pairs, lenient_matching=lenient_matching)
+    pairs named after ``doc._.brat["doc_id"]``; returns the ``.txt`` paths."""
+    return docs_to_brat_dir(load_docbin(in_path, nlp), out_dir)

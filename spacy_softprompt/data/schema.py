@@ -438,3 +438,36 @@ def _add_mapped(
         out.relations_dropped += 1
         return
     out.relations.append(MappedRelation(rule.label, e1, e2, rel_id, source=source))
+
+
+def mapped_annotations(
+    doc: BratDocument, schema: Optional[Schema] = None, accept_target_labels: bool = False
+) -> Tuple[List[Tuple[int, int, str]], List[Tuple[str, Tuple[int, int, str], Tuple[int, int, str]]]]:
+    """``(entities, relations)`` of a brat document after mapping, as plain items:
+    entities ``(start, end, label)``, relations ``(label, arg1, arg2)`` (file offsets,
+    no tokenization; e.g. for scoring brat against brat).
+
+    With ``accept_target_labels`` (a folder written by a pipeline, already in the
+    schema's labels), entities whose type is a target label and ``R`` lines whose
+    type is a target relation label joining an allowed pair are kept as they are.
+    """
+    mapped = apply_schema(doc, schema)
+    labels = {ent.id: label for ent, label in mapped.entities}
+    entities = [(e.start, e.end, label) for e, label in mapped.entities]
+    relations = [
+        (r.label, (r.arg1.start, r.arg1.end, labels[r.arg1.id]), (r.arg2.start, r.arg2.end, labels[r.arg2.id]))
+        for r in mapped.relations
+    ]
+    if schema is None or not accept_target_labels:
+        return entities, relations
+    targets = set(schema.entity_labels)
+    direct = apply_schema(doc, None)
+    for ent, _ in direct.entities:
+        if ent.type not in schema.entities and ent.type in targets:
+            labels.setdefault(ent.id, ent.type)
+            entities.append((ent.start, ent.end, ent.type))
+    for rel in direct.relations:
+        pair = (labels.get(rel.arg1.id), labels.get(rel.arg2.id))
+        if pair in schema.pairs.get(rel.label, []):
+            relations.append((rel.label, (rel.arg1.start, rel.arg1.end, pair[0]), (rel.arg2.start, rel.arg2.end, pair[1])))
+    return entities, relations

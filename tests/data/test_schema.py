@@ -10,6 +10,7 @@ from spacy_softprompt.data.schema import (
     apply_schema,
     available_schemas,
     load_schema,
+    mapped_annotations,
     schema_from_dict,
 )
 
@@ -219,3 +220,24 @@ def test_identity_rule_is_the_default():
     )
     assert schema.rules[0].relation == "MODIFY"
     assert [r.label for r in apply_schema(parse_ann(MACCROBAT_ANN, TEXT), schema).relations] == ["MODIFY"]
+
+
+def test_mapped_annotations_accept_target_labels():
+    schema = load_schema("maccrobat_medication")
+    gold = parse_ann(MACCROBAT_ANN, TEXT, strict=True)
+    gold_ents, gold_rels = mapped_annotations(gold, schema)
+    assert (TEXT.index("orally"), TEXT.index("orally") + 6, "Route") in gold_ents
+    # a pipeline's output: target labels and target relation types
+    predicted = parse_ann(
+        f"T1\tMedication {offsets('aspirin')}\taspirin\nT2\tRoute {offsets('orally')}\torally\n"
+        f"T3\tSign_symptom {offsets('rash')}\trash\nT4\tFrequency {offsets('She')}\tShe\n"
+        "R1\tRoute-Drug Arg1:T2 Arg2:T1\nR2\tADE-Drug Arg1:T3 Arg2:T1\nR3\tRoute-Drug Arg1:T1 Arg2:T2\n",
+        TEXT,
+        strict=True,
+    )
+    ents, rels = mapped_annotations(predicted, schema, accept_target_labels=True)
+    assert sorted(label for *_, label in ents) == ["Frequency", "Medication", "Route", "Sign_symptom"]
+    assert sorted(r[0] for r in rels) == ["ADE-Drug", "Route-Drug"]  # R3 joins a pair the schema does not allow
+    assert set(rels) == {r for r in gold_rels if r[0] in ("Route-Drug", "ADE-Drug")}
+    plain_ents, plain_rels = mapped_annotations(predicted, schema)  # source types only
+    assert sorted(label for *_, label in plain_ents) == ["Frequency", "Medication", "Sign_symptom"] and plain_rels == []
