@@ -11,10 +11,10 @@ Nothing outside this package knows about brat. The modules:
 * :mod:`.readers`   ``spacy_softprompt.BratCorpus.v1``, DocBin conversion
 """
 from .brat import BratDocument, parse_ann, read_brat_dir, read_brat_file, write_ann, write_brat_document
-from .docs import brat_to_doc, doc_to_brat, docs_to_brat_dir
+from .docs import brat_to_doc, doc_to_brat, docs_to_brat_dir, get_fragments, normalize_extensions
 from .errors import BratError, BratIssue, IssueCollector
 from .readers import convert_brat_dir, create_brat_corpus, export_docbin, read_brat_docs
-from .schema import Schema, available_schemas, load_schema
+from .schema import Schema, apply_schema, available_schemas, load_schema, mapped_annotations
 from .stats import ConversionStats
 from .tokenizer import create_clinical_tokenizer, split_at_boundaries
 
@@ -25,6 +25,7 @@ __all__ = [
     "ConversionStats",
     "IssueCollector",
     "Schema",
+    "apply_schema",
     "available_schemas",
     "brat_to_doc",
     "convert_brat_dir",
@@ -33,7 +34,10 @@ __all__ = [
     "doc_to_brat",
     "docs_to_brat_dir",
     "export_docbin",
+    "get_fragments",
     "load_schema",
+    "mapped_annotations",
+    "normalize_extensions",
     "parse_ann",
     "read_brat_dir",
     "read_brat_docs",
