@@ -85,20 +85,6 @@ def doc_to_record(doc_id: str, doc: Doc) -> Dict[str, Any]:
     return {"id": doc_id, "text": doc.text, "entities": entities, "relations": get_relations(doc)}
 
 
-def record_to_ann(record: Dict[str, Any]) -> str:
-    """brat ``.ann`` text for a record (T lines, then R lines referring to them)."""
-    lines, ids = [], {}
-    for i, ent in enumerate(record["entities"], 1):
-        ids[(ent["start"], ent["end"], ent["label"])] = f"T{i}"
-        surface = ent["text"].replace("\n", " ").replace("\r", " ")
-        lines.append(f"T{i}\t{ent['label']} {ent['start']} {ent['end']}\t{surface}")
-    for i, rel in enumerate(record["relations"], 1):
-        a1, a2 = ids.get(tuple(rel["arg1"])), ids.get(tuple(rel["arg2"]))
-        if a1 and a2:
-            lines.append(f"R{i}\t{rel['label']} Arg1:{a1} Arg2:{a2}\t")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
 class _BratSink:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
@@ -107,11 +93,15 @@ class _BratSink:
     def done(self) -> Set[str]:
         return {str(p.relative_to(self.out_dir).with_suffix("")) for p in self.out_dir.rglob("*.ann")}
 
-    def write(self, record: Dict[str, Any]) -> None:
-        base = self.out_dir / record["id"]
+    def write(self, doc_id: str, doc: Doc) -> None:
+        from .data.brat import write_ann
+        from .data.docs import doc_to_brat
+
+        base = self.out_dir / doc_id
         base.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(base.with_suffix(".txt"), record["text"])
-        _atomic_write(base.with_suffix(".ann"), record_to_ann(record))  # written last: marks completion
+        _atomic_write(base.with_name(base.name + ".txt"), doc.text)
+        # The .ann is written last: its presence marks the document as done.
+        _atomic_write(base.with_name(base.name + ".ann"), write_ann(doc_to_brat(doc, doc_id)))
 
 
 class _JsonlSink:
@@ -138,9 +128,9 @@ class _JsonlSink:
                 ids.add(str(json.loads(line)["id"]))
         return ids
 
-    def write(self, record: Dict[str, Any]) -> None:
+    def write(self, doc_id: str, doc: Doc) -> None:
         with self.out_file.open("a", encoding="utf8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json.dumps(doc_to_record(doc_id, doc), ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -186,7 +176,7 @@ def annotate(
             if error is not None:
                 _fail(report, errors_path, doc_id, error)
             else:
-                sink.write(doc_to_record(doc_id, doc))
+                sink.write(doc_id, doc)
                 report.written += 1
             bar.update(1)
     bar.close()

@@ -71,23 +71,6 @@ def evaluate_model(
     return scores
 
 
-def brat_annotations(brat_doc, schema=None):
-    """Entities and relations the schema keeps of a brat document, as scorer items."""
-    from .data.schema import apply_schema
-    from .scoring import make_annotations
-
-    mapped = apply_schema(brat_doc, schema)
-    label_of = {ent.id: label for ent, label in mapped.entities}
-    entities = [(ent.start, ent.end, label) for ent, label in mapped.entities]
-    relations = []
-    for rel in mapped.relations:
-        if rel.arg1.id in label_of and rel.arg2.id in label_of:
-            arg1 = (rel.arg1.start, rel.arg1.end, label_of[rel.arg1.id])
-            arg2 = (rel.arg2.start, rel.arg2.end, label_of[rel.arg2.id])
-            relations.append((rel.label, arg1, arg2))
-    return make_annotations(entities, relations)
-
-
 def score_brat_dirs(
     gold_dir: Path,
     pred_dir: Path,
@@ -102,7 +85,7 @@ def score_brat_dirs(
     ``unmatched_predictions`` and not scored."""
     from .data.brat import read_brat_dir
     from .data.errors import IssueCollector
-    from .data.schema import load_schema
+    from .data.schema import load_schema, mapped_annotations
     from .scoring import make_annotations, score_documents
 
     schema = load_schema(schema) if schema is not None else None
@@ -111,7 +94,13 @@ def score_brat_dirs(
     pred = {d.doc_id: d for d in read_brat_dir(pred_dir, recursive=True, collector=collector)}
     empty = make_annotations()
     pairs = [
-        (brat_annotations(doc, schema), brat_annotations(pred[doc_id], schema) if doc_id in pred else empty)
+        (
+            make_annotations(*mapped_annotations(doc, schema)),
+            # Predictions may already carry the schema's target labels (a pipeline's output).
+            make_annotations(*mapped_annotations(pred[doc_id], schema, accept_target_labels=True))
+            if doc_id in pred
+            else empty,
+        )
         for doc_id, doc in sorted(gold.items())
     ]
     scores = score_documents(pairs, lenient_matching=lenient_matching)
