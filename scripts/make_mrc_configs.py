@@ -94,6 +94,7 @@ REL_EXTRA = """allowed_pairs = null
 head_argument = null
 context_sentences = 1
 context_window = 48
+mark_head = true
 """
 
 TEMPLATE = """\

@@ -19,6 +19,12 @@ an entity of an allowed argument type for (label, head type) becomes a
 relation, with the arguments in the label's order (``arg1``/``arg2`` as in the
 data, e.g. n2c2: arg1 the attribute, arg2 the drug).
 
+``mark_head`` (default on) gives the head mention's wordpieces in the context
+the query's token type (0 instead of 1): the query names the head by its text
+only, so without a mark two mentions of the same drug (or two drugs sharing
+one sentence, on a small model) are told apart by nothing but attention
+patterns.  It is a no-op for tokenizers without a second token type (RoBERTa).
+
 Training uses the gold entities and relations of the reference Docs; inference
 uses the entities upstream components predicted (``doc.spans[spans_key]``,
 else ``doc.ents``), so evaluation is end to end.  Relations go to
@@ -64,6 +70,7 @@ def fill_template(template: str, head_side: str, head_text: str) -> str:
         "spans_key": ENTITY_SPANS_KEY,
         "context_sentences": 1,
         "context_window": 48,
+        "mark_head": True,
         "window_pieces": None,
         "max_span_width": None,
         "threshold": 0.5,
@@ -93,6 +100,7 @@ def make_mrc_relations(
     spans_key: str,
     context_sentences: int,
     context_window: int,
+    mark_head: bool,
     window_pieces: Optional[int],
     max_span_width: Optional[int],
     threshold: float,
@@ -110,6 +118,7 @@ def make_mrc_relations(
     (``initialize.components.<name>.task_schema``) or the training data.
     context_sentences: neighbour sentences on each side of the head's sentence.
     context_window: tokens on each side of the head when there are no sentences.
+    mark_head: give the head's context wordpieces the query's token type.
     window_pieces: most context wordpieces per row (null: all that fit).
     Other settings as for ``mrc_ner``.
     """
@@ -125,6 +134,7 @@ def make_mrc_relations(
         spans_key=spans_key,
         context_sentences=context_sentences,
         context_window=context_window,
+        mark_head=mark_head,
         window_pieces=window_pieces,
         max_span_width=max_span_width,
         threshold=threshold,
@@ -153,6 +163,7 @@ class MRCRelationExtractor(MRCPipe):
         spans_key: str = ENTITY_SPANS_KEY,
         context_sentences: int = 1,
         context_window: int = 48,
+        mark_head: bool = True,
         window_pieces: Optional[int] = None,
         max_span_width: Optional[int] = None,
         threshold: float = 0.5,
@@ -171,6 +182,7 @@ class MRCRelationExtractor(MRCPipe):
             "spans_key": spans_key,
             "context_sentences": int(context_sentences),
             "context_window": int(context_window),
+            "mark_head": bool(mark_head),
             "window_pieces": window_pieces,
             "max_span_width": max_span_width,
             "threshold": threshold,
@@ -277,7 +289,8 @@ class MRCRelationExtractor(MRCPipe):
                 budget = min(budget, int(self.cfg["window_pieces"]))
             a, b = context_around(pieces[d].counts, lo, hi, head.start, head.end, max(budget, 1))
             key = (self.labels[k], (head.start, head.end, head.label_))
-            specs.append(RowSpec(doc=d, prompt_id=k, query=query, ctx_start=a, ctx_end=b, key=key))
+            mark = (head.start, head.end) if self.cfg.get("mark_head", True) else (0, 0)
+            specs.append(RowSpec(doc=d, prompt_id=k, query=query, ctx_start=a, ctx_end=b, key=key, mark=mark))
         rows = build_rows(specs, pieces, layout)
         if gold_rel is not None:
             gold = []
@@ -347,9 +360,10 @@ class MRCRelationExtractor(MRCPipe):
 
         Each of labels, allowed pairs, head argument and question templates is
         taken from the argument, else the component's settings, else the
-        schema, else the training data (head argument: the side with fewer
-        distinct entities per label, i.e. the drug that has several
-        attributes; question: a generic template).  ``max_span_width`` is the
+        schema (head argument: the placeholder in its template), else the
+        training data (head argument: the side whose entity type is in more
+        relation labels, then the side with fewer distinct entities, i.e. the
+        drug that has several attributes; question: a generic template).  ``max_span_width`` is the
         longest answer entity in the data unless configured."""
         from ..data.schema import load_schema
 
@@ -416,5 +430,19 @@ def _observe(examples: Iterable[Example], spans_key: str) -> Dict[str, Any]:
                 span = ref.char_span(s, e, alignment_mode="expand")
                 if span is not None:
                     widths.setdefault((label, side), []).append(len(span))
-    head_side = {label: ("arg1" if len(a1) < len(a2) else "arg2") for label, (a1, a2) in distinct.items()}
+    # the head is the side whose entity type takes part in more relation labels
+    # (n2c2: Drug is in all of them), then the side with fewer distinct entities
+    labels_of_type: Dict[str, Set[str]] = {}
+    for label, type_pairs in pairs.items():
+        for t1, t2 in type_pairs:
+            labels_of_type.setdefault(t1, set()).add(label)
+            labels_of_type.setdefault(t2, set()).add(label)
+    head_side = {}
+    for label, (a1, a2) in distinct.items():
+        reach1 = max(len(labels_of_type[t1]) for t1, _ in pairs[label])
+        reach2 = max(len(labels_of_type[t2]) for _, t2 in pairs[label])
+        if reach1 != reach2:
+            head_side[label] = "arg1" if reach1 > reach2 else "arg2"
+        else:
+            head_side[label] = "arg1" if len(a1) < len(a2) else "arg2"
     return {"pairs": pairs, "head_side": head_side, "answer_widths": widths}

@@ -192,6 +192,7 @@ class RowSpec:
     ctx_end: int  # one past the last context token
     owner: Tuple[int, int] = (0, 1 << 60)  # tokens whose spans this row reports
     key: Tuple = ()  # free bookkeeping (label, head entity ...)
+    mark: Tuple[int, int] = (0, 0)  # context tokens given the query's token type (a relation's head)
 
 
 @dataclass
@@ -304,6 +305,10 @@ def build_rows(specs: Sequence[RowSpec], pieces: Sequence[DocPieces], layout: Sp
             word_index[r, h : h + c] = doc.piece_word[p0:p1]
             start_mask[r, h : h + c] = is_first[p0:p1]
             end_mask[r, h : h + c] = is_last[p0:p1]
+            m0, m1 = max(spec.mark[0], spec.ctx_start), min(spec.mark[1], spec.ctx_end)
+            if m1 > m0 and len(spec.query):
+                q0, q1 = int(doc.word_start[m0]) - p0 + h, int(doc.word_end[m1 - 1]) - p0 + h
+                types[r, q0:q1] = 0
             tokens = numpy.arange(spec.ctx_start, spec.ctx_end)
             has = doc.word_end[tokens] > doc.word_start[tokens]
             first[has] = doc.word_start[tokens[has]] - p0 + h
