@@ -71,3 +71,37 @@ def make_random_encoder(
     tokenizer.model_max_length = max_position_embeddings
     tokenizer.save_pretrained(path)
     return path
+
+
+TOY_TEXTS = [
+    ("aspirin 10 mg daily for fever", [("Drug", "aspirin"), ("Strength", "10 mg"), ("Frequency", "daily")]),
+    ("heparin 5 ml twice after surgery", [("Drug", "heparin"), ("Strength", "5 ml"), ("Frequency", "twice")]),
+    ("warfarin 2 mg daily was held", [("Drug", "warfarin"), ("Strength", "2 mg"), ("Frequency", "daily")]),
+]
+
+
+def toy_docs(nlp=None):
+    """Three annotated toy docs: Drug/Strength/Frequency entities and
+    ``Strength-Drug`` / ``Frequency-Drug`` relations (arg1 the attribute)."""
+    import spacy
+
+    from .annotations import make_relation, set_entities
+
+    nlp = nlp or spacy.blank("en")
+    docs = []
+    for text, ents in TOY_TEXTS:
+        doc = nlp.make_doc(text)
+        spans = [doc.char_span(text.index(s), text.index(s) + len(s), label=l) for l, s in ents]
+        set_entities(doc, spans)
+        doc._.relations = [make_relation(f"{s.label_}-Drug", s, spans[0]) for s in spans[1:]]
+        docs.append(doc)
+    return docs
+
+
+def write_toy_corpus(path: Union[str, Path]) -> Path:
+    """The toy docs as a ``.spacy`` DocBin (user data kept)."""
+    from spacy.tokens import DocBin
+
+    path = Path(path)
+    DocBin(store_user_data=True, docs=toy_docs()).to_disk(path)
+    return path

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import spacy
-from spacy.tokens import DocBin
 from spacy.util import load_config
 
-from spacy_softprompt.annotations import make_relation, set_entities
+from spacy_softprompt.testing import write_toy_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -61,26 +60,9 @@ def test_gpu_configs_use_pytorch_allocator_and_mixed_precision():
         assert cfg["components"]["transformer"]["model"]["mixed_precision"] is True
 
 
-TRAIN_TEXTS = [
-    ("aspirin 10 mg daily for fever", [("Drug", "aspirin"), ("Strength", "10 mg"), ("Frequency", "daily")]),
-    ("heparin 5 ml twice after surgery", [("Drug", "heparin"), ("Strength", "5 ml"), ("Frequency", "twice")]),
-    ("warfarin 2 mg daily was held", [("Drug", "warfarin"), ("Strength", "2 mg"), ("Frequency", "daily")]),
-]
-
-
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
-    nlp = spacy.blank("en")
-    docs = []
-    for text, ents in TRAIN_TEXTS:
-        doc = nlp.make_doc(text)
-        spans = [doc.char_span(text.index(s), text.index(s) + len(s), label=l) for l, s in ents]
-        set_entities(doc, spans)
-        doc._.relations = [make_relation(f"{s.label_}-Drug", s, spans[0]) for s in spans[1:]]
-        docs.append(doc)
-    path = tmp_path_factory.mktemp("corpus") / "tiny.spacy"
-    DocBin(store_user_data=True, docs=docs).to_disk(path)
-    return path
+    return write_toy_corpus(tmp_path_factory.mktemp("corpus") / "tiny.spacy")
 
 
 @pytest.mark.slow
