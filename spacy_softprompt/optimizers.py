@@ -8,6 +8,12 @@ segment ``prompt_encoder`` (see ``spacy_softprompt.encoder``).
 :class:`PromptOptimizer` is a thinc ``Optimizer`` (same schedules,
 ``step_schedules``, ``averages``, ``learn_rate``...) that uses
 ``prompt_learn_rate`` (and optionally ``prompt_L2``) for those keys.
+
+Heads (thinc layers such as ``ner`` or ``relation_extractor``) learn far from
+their initialisation and want a larger rate than a pretrained backbone:
+``head_learn_rate`` applies to thinc-native parameters, whose keys name a
+parameter of a thinc node (``"W"``, ``"b"``...), never a dotted torch
+``named_parameters()`` name. Left as ``None`` they use ``learn_rate``.
 """
 from typing import Optional, Tuple, cast
 
@@ -16,6 +22,11 @@ from thinc.optimizers import ADAM_DEFAULTS, FloatOrSeq, Optimizer
 from thinc.types import FloatsXd
 
 from .encoder.model import PROMPT_MODULE_NAME
+
+
+def is_head_key(key) -> bool:
+    """True for thinc-native parameters (head layers), False for torch ones."""
+    return isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], str) and "." not in key[1]
 
 
 def is_prompt_key(key) -> bool:
@@ -28,7 +39,7 @@ def is_prompt_key(key) -> bool:
 class PromptOptimizer(Optimizer):
     """thinc ``Optimizer`` with parameter groups: prompts vs everything else."""
 
-    __slots__ = ["prompt_learn_rate", "prompt_L2", "last_score"]
+    __slots__ = ["prompt_learn_rate", "prompt_L2", "head_learn_rate", "last_score"]
 
     def __init__(
         self,
@@ -36,9 +47,14 @@ class PromptOptimizer(Optimizer):
         *,
         prompt_learn_rate: FloatOrSeq,
         prompt_L2: Optional[FloatOrSeq] = None,
+        head_learn_rate: Optional[FloatOrSeq] = None,
         **kwargs,
     ):
         super().__init__(learn_rate, **kwargs)
+        if head_learn_rate is None:
+            self.head_learn_rate = None
+        else:
+            self._set_attr_or_schedule("head_learn_rate", head_learn_rate)
         self._set_attr_or_schedule("prompt_learn_rate", prompt_learn_rate)
         if prompt_L2 is None:
             self.prompt_L2 = None
@@ -47,12 +63,15 @@ class PromptOptimizer(Optimizer):
         self.last_score = None
 
     def __call__(self, key: Tuple[int, str], weights: FloatsXd, gradient: FloatsXd, *, lr_scale: float = 1.0):
-        if not is_prompt_key(key):
-            return super().__call__(key, weights, gradient, lr_scale=lr_scale)
         learn_rate, L2 = self.learn_rate, self.L2
-        self.learn_rate = self.prompt_learn_rate
-        if self.prompt_L2 is not None:
-            self.L2 = self.prompt_L2
+        if is_prompt_key(key):
+            self.learn_rate = self.prompt_learn_rate
+            if self.prompt_L2 is not None:
+                self.L2 = self.prompt_L2
+        elif self.head_learn_rate is not None and is_head_key(key):
+            self.learn_rate = self.head_learn_rate
+        else:
+            return super().__call__(key, weights, gradient, lr_scale=lr_scale)
         try:
             return super().__call__(key, weights, gradient, lr_scale=lr_scale)
         finally:
@@ -66,6 +85,7 @@ def PromptAdam(
     *,
     L2: FloatOrSeq = ADAM_DEFAULTS["L2"],
     prompt_L2: Optional[FloatOrSeq] = None,
+    head_learn_rate: Optional[FloatOrSeq] = None,
     beta1: FloatOrSeq = ADAM_DEFAULTS["beta1"],
     beta2: FloatOrSeq = ADAM_DEFAULTS["beta2"],
     eps: FloatOrSeq = ADAM_DEFAULTS["eps"],
@@ -74,12 +94,14 @@ def PromptAdam(
     use_averages: bool = True,
 ) -> PromptOptimizer:
     """Adam (AdamW with ``L2_is_weight_decay``) with ``prompt_learn_rate`` for
-    prompt parameters and ``learn_rate`` for the rest (backbone, heads).
-    Both rates accept schedules; ``prompt_L2`` defaults to ``L2``."""
+    prompt parameters, ``head_learn_rate`` for thinc head layers (``None``: as
+    ``learn_rate``) and ``learn_rate`` for the rest (the backbone). All rates
+    accept schedules; ``prompt_L2`` defaults to ``L2``."""
     return PromptOptimizer(
         learn_rate,
         prompt_learn_rate=prompt_learn_rate,
         prompt_L2=prompt_L2,
+        head_learn_rate=head_learn_rate,
         L2=L2,
         beta1=beta1,
         beta2=beta2,

@@ -44,7 +44,6 @@ def test_strategies_differ_only_in_a_few_values():
         "components.transformer.model.prompt_depth",
         "components.transformer.model.hard_prompt",
         "components.transformer.model.freeze_backbone",
-        "training.optimizer.learn_rate.initial_rate",
     }
     for strategy in STRATEGIES[1:]:
         other = _flatten(load_config(CONFIGS / f"{strategy}_cpu.cfg", interpolate=False))

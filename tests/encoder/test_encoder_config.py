@@ -216,3 +216,25 @@ def test_prompt_adam_schedules_and_config():
         weights, _ = optimizer(key, numpy.ones((3,), dtype="f"), numpy.zeros((3,), dtype="f"))
         assert (weights[0] < 1.0) == expect_decay
     assert optimizer.L2 == 0.01
+
+
+def test_prompt_adam_head_learning_rate_for_thinc_layers():
+    from spacy_softprompt.optimizers import is_head_key
+
+    optimizer = PromptAdam(learn_rate=1e-4, prompt_learn_rate=1e-1, head_learn_rate=1e-2, use_averages=False)
+    keys = {
+        "prompt": (1, "prompt_encoder.table"),
+        "backbone": (1, "backbone.encoder.layer.0.attention.self.key.weight"),
+        "head": (7, "W"),
+    }
+    assert is_head_key(keys["head"]) and not is_head_key(keys["backbone"]) and not is_head_key(keys["prompt"])
+    moved = {}
+    for name, key in keys.items():
+        new, _ = optimizer(key, numpy.zeros((4,), dtype="f"), numpy.ones((4,), dtype="f"))
+        moved[name] = float(-new[0])
+    assert moved == pytest.approx({"prompt": 1e-1, "backbone": 1e-4, "head": 1e-2}, rel=1e-3)
+    assert optimizer.learn_rate == 1e-4  # restored after each group
+    # Without head_learn_rate, heads use learn_rate (the v1 behaviour).
+    plain = PromptAdam(learn_rate=1e-4, prompt_learn_rate=1e-1, use_averages=False)
+    new, _ = plain(keys["head"], numpy.zeros((4,), dtype="f"), numpy.ones((4,), dtype="f"))
+    assert float(-new[0]) == pytest.approx(1e-4, rel=1e-3)
