@@ -86,18 +86,7 @@ max_batch_items = 4096
 set_extra_annotations = {{"@annotation_setters":"spacy-transformers.null_annotation_setter.v1"}}
 
 [components.transformer.model]
-@architectures = "spacy_softprompt.SoftPromptTransformerModel.v1"
-name = ${{paths.backbone}}
-mixed_precision = {mixed_precision}
-prompt_length = {prompt_length}
-prompt_depth = "{prompt_depth}"
-prompt_init = "vocab"
-hard_prompt = {hard_prompt_cfg}
-freeze_backbone = {freeze_str}
-save_backbone = true
-gradient_checkpointing = {gradient_checkpointing}
-init_seed = ${{system.seed}}
-
+{architecture_block}
 [components.transformer.model.get_spans]
 @span_getters = "spacy-transformers.strided_spans.v1"
 window = {window}
@@ -251,10 +240,51 @@ after_init = null
 """
 
 
+SOFT_PROMPT_ARCHITECTURE = """\
+@architectures = "spacy_softprompt.SoftPromptTransformerModel.v1"
+name = ${{paths.backbone}}
+mixed_precision = {mixed_precision}
+prompt_length = {prompt_length}
+prompt_depth = "{prompt_depth}"
+prompt_init = "vocab"
+hard_prompt = {hard_prompt_cfg}
+freeze_backbone = {freeze_str}
+save_backbone = true
+gradient_checkpointing = {gradient_checkpointing}
+init_seed = ${{system.seed}}
+"""
+
+# The comparison point: plain spacy-transformers fine-tuning, same heads, same optimizer.
+# Its backbone name must be a hub name or folder: train it with `python -m spacy_softprompt
+# train`, which resolves `package:` names (spacy-transformers cannot).
+BASELINE_ARCHITECTURE = """\
+@architectures = "spacy-transformers.TransformerModel.v3"
+name = ${{paths.backbone}}
+mixed_precision = {mixed_precision}
+"""
+
+BASELINE = "baseline-trf"
+
+
 def render(strategy: str, device: str) -> str:
-    s, d = STRATEGIES[strategy], DEVICES[device]
+    if strategy == BASELINE:
+        s = dict(STRATEGIES["finetune"])
+        architecture = BASELINE_ARCHITECTURE
+    else:
+        s = STRATEGIES[strategy]
+        architecture = SOFT_PROMPT_ARCHITECTURE
+    d = DEVICES[device]
     hard = s["hard_prompt"]
+    fields = dict(
+        mixed_precision=d["mixed_precision"],
+        prompt_length=s["prompt_length"],
+        prompt_depth=s["prompt_depth"],
+        hard_prompt_cfg="null" if hard is None else f'"{hard}"',
+        freeze_str=str(s["freeze"]).lower(),
+        gradient_checkpointing=d["gradient_checkpointing"],
+    )
     return TEMPLATE.format(
+        architecture_block=architecture.format(**fields),
         strategy=strategy,
         device_upper=device.upper(),
         prompt_length=s["prompt_length"],
@@ -267,7 +297,8 @@ def render(strategy: str, device: str) -> str:
 
 
 def expected_files() -> dict:
-    return {f"{strategy}_{device}.cfg": render(strategy, device) for strategy in STRATEGIES for device in DEVICES}
+    names = list(STRATEGIES) + [BASELINE]
+    return {f"{strategy}_{device}.cfg": render(strategy, device) for strategy in names for device in DEVICES}
 
 
 def main() -> int:
