@@ -65,7 +65,7 @@ def tiny_corpus(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", STRATEGIES + ["baseline-trf"])
 def test_two_training_steps_per_strategy(strategy, tiny_corpus, tiny_megatron, tmp_path):
     from spacy.cli.train import train
 
