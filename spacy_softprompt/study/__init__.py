@@ -1,0 +1,22 @@
+"""The study as a workflow: strategies x backbones, few-shot, cross-source transfer
+and prompt shape, each one resumable run grid, plus a Markdown report with plots.
+
+* :mod:`.runner` -- expands a grid into runs, trains each one with ``spacy train``
+  (in its own process by default, so wall time and peak memory are per run),
+  evaluates ``model-best`` with :func:`spacy_softprompt.evaluation.evaluate_pipeline`,
+  counts trainable parameters and appends one JSON line per run to the results
+  file (a CSV copy is kept beside it).
+* :mod:`.data` -- deterministic few-shot subsets (nested per seed) and train/dev splits.
+* :mod:`.report` -- ``results.jsonl -> report.md`` + PNG plots + the mechanical
+  check of the study's four conclusions.
+* :mod:`.cli` -- ``python -m spacy_softprompt study run|split|subsample`` and
+  ``python -m spacy_softprompt report`` (also ``python -m spacy_softprompt.study``).
+
+Importing this package is cheap: spaCy, torch and matplotlib are imported
+where they are used.
+"""
+EXPERIMENTS = ("strategies", "fewshot", "transfer", "prompt-shape")
+STRATEGIES = ("finetune", "hard", "soft", "soft-frozen")
+MODES = ("single", "mrc")
+
+__all__ = ["EXPERIMENTS", "STRATEGIES", "MODES"]

@@ -1,0 +1,176 @@
+"""The study report from synthetic results: tables hold the right means, the PNGs
+are real PNGs, and the four conclusions are checked both ways."""
+import json
+import struct
+import warnings
+
+import pytest
+
+import synthetic
+from spacy_softprompt.study.report import (
+    HELD,
+    NO_DATA,
+    NOT_HELD,
+    check_conclusions,
+    make_stat,
+    pct,
+    render_report,
+    strategy_table,
+)
+from spacy_softprompt.study.results import latest_rows, read_results
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert data.rstrip(b"\x00")[-8:-4] == b"IEND" or b"IEND" in data[-12:]
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    results = synthetic.write(synthetic.paper_like_rows(), tmp / "results.jsonl")
+    summary = render_report(results, tmp / "out")
+    return summary, tmp / "out"
+
+
+def test_report_tables_hold_the_means(rendered):
+    summary, out = rendered
+    text = (out / "report.md").read_text(encoding="utf8")
+    # strategy comparison: soft on the small backbone, seeds 0.65/0.67 -> 66.0 ± 1.4; lenient +10
+    line = next(l for l in text.splitlines() if "· small ·" in l and "| soft |" in l)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:3] == ["soft", "2"]
+    assert cells[5:9] == ["66.0 ± 1.4", "76.0 ± 1.4", "46.0 ± 1.4", "51.0 ± 1.4"]
+    # frozen row: 2% of the parameters train
+    frozen = next(l for l in text.splitlines() if "· small ·" in l and "| soft-frozen |" in l)
+    assert "440,000" in frozen and "2.00%" in frozen
+    # few-shot: soft-frozen at k=5 is 20.0 ± 2.8 (0.18 / 0.22), and 45.0 at all
+    fewshot = text.split("## Few-shot")[1].split("## Cross-source")[0]
+    row = next(l for l in fewshot.splitlines() if "| soft-frozen |" in l)
+    assert "| 20.0 ± 2.8 | 30.0 ± 2.8 | 40.0 ± 2.8 | 45.0 ± 2.8 |" in row
+    # transfer matrix and drop
+    transfer = text.split("## Cross-source")[1].split("## Prompt length")[0]
+    assert "| drugbank | medline |" in transfer
+    soft = next(l for l in transfer.splitlines() if "| soft | drugbank |" in l)
+    assert "80.0 ± 0.0" in soft and "50.0 ± 0.0" in soft and "+30.0" in soft
+    # prompt shape: deep unfrozen P=100 -> 0.3 + 0.1 + 0.1 = 50.0
+    shape = text.split("## Prompt length")[1].split("## Conclusions")[0]
+    assert "| P=1 | P=20 | P=100 |" in shape
+    deep = next(l for l in shape.splitlines() if "| deep | no |" in l)
+    assert deep.rstrip().endswith("| 50.0 |")
+    # failed run listed, not averaged
+    assert "## Failed runs" in text and "Killed" in text
+    assert summary["runs"] == 49 and summary["failed"] == 1
+    entry = next(e for e in summary["strategies"] if e["strategy"] == "soft" and e["context"][1] == "small")
+    assert entry["n"] == 2 and entry["ents_strict_f"]["mean"] == pytest.approx(0.66)
+
+
+def test_report_writes_valid_pngs_csv_and_summary(rendered):
+    summary, out = rendered
+    text = (out / "report.md").read_text(encoding="utf8")
+    for name in ("strategies", "fewshot", "transfer", "prompt_shape"):
+        path = out / f"{name}.png"
+        width, height = _png_size(path)
+        assert width > 200 and height > 100
+        assert f"]({name}.png)" in text
+        assert summary["images"][name] == str(path)
+    csv_lines = (out / "results.csv").read_text(encoding="utf8").splitlines()
+    assert len(csv_lines) == 1 + 49 and csv_lines[0].startswith("key,experiment,status")
+    assert json.loads((out / "summary.json").read_text())["conclusions"][0]["verdict"] == HELD
+
+
+def test_conclusions_hold_on_paper_like_numbers(rendered):
+    summary, out = rendered
+    assert [c["verdict"] for c in summary["conclusions"]] == [HELD] * 4
+    text = (out / "report.md").read_text(encoding="utf8")
+    assert text.count(": held.**") == 4
+
+
+def _reversed_rows():
+    """Numbers against every claim."""
+    rows = []
+    base = {
+        "small": {"finetune": 0.70, "hard": 0.60, "soft": 0.65, "soft-frozen": 0.60},  # soft < finetune
+        "large": {"finetune": 0.70, "hard": 0.70, "soft": 0.80, "soft-frozen": 0.60},  # gap grows with size
+    }
+    for backbone, scores in base.items():
+        for strategy, value in scores.items():
+            for seed in (0, 1):
+                rows.append(synthetic.row("strategies", strategy, seed, value, value, backbone=backbone))
+    for strategy, values in {"soft": {5: 0.3, 10: 0.4}, "soft-frozen": {5: 0.2, 10: 0.3}}.items():
+        for k, value in values.items():
+            rows.append(synthetic.row("fewshot", strategy, 0, value, value, k=k))
+    for strategy, (inside, cross) in {"soft": (0.8, 0.7), "soft-frozen": (0.8, 0.5)}.items():
+        ev = {"drugbank": {"ents_strict_f": inside, "rels_strict_f": inside}, "medline": {"ents_strict_f": cross, "rels_strict_f": cross}}
+        rows.append(synthetic.row("transfer", strategy, 0, inside, inside, train="drugbank", test="drugbank", evaluations=ev))
+    return rows
+
+
+def test_conclusions_do_not_hold_on_contrary_numbers():
+    verdicts = check_conclusions(_reversed_rows())
+    assert [c.verdict for c in verdicts] == [NOT_HELD] * 4
+    assert any("soft 65.0 vs hard 60.0, finetune 70.0 -> no" in e for e in verdicts[0].evidence)
+    assert any("gap +5.0" in e and "gap +20.0" in e for e in verdicts[1].evidence)
+
+
+def test_conclusions_without_the_runs_they_need():
+    rows = [synthetic.row("strategies", "soft", s, 0.5, 0.5) for s in (0, 1)]
+    rows.append(synthetic.row("strategies", "hard", 0, 0.4, 0.4))
+    verdicts = check_conclusions(rows)
+    assert [c.verdict for c in verdicts] == [HELD, NO_DATA, NO_DATA, NO_DATA]
+    # one backbone only: no size trend to check
+    rows.append(synthetic.row("strategies", "soft-frozen", 0, 0.3, 0.3))
+    assert check_conclusions(rows)[1].verdict == NO_DATA
+    # failed runs never count
+    failed = [synthetic.row("strategies", "finetune", 0, 0.9, 0.9, status="failed")]
+    assert check_conclusions(rows + failed)[0].verdict == HELD
+
+
+def test_transfer_uses_dev_as_in_domain_when_no_source_test():
+    rows = []
+    for strategy, (inside, cross) in {"soft": (0.8, 0.4), "soft-frozen": (0.7, 0.6)}.items():
+        ev = {"drugbank-dev": {"ents_strict_f": inside}, "medline": {"ents_strict_f": cross}}
+        rows.append(synthetic.row("transfer", strategy, 0, cross, None, train="drugbank", test="medline", evaluations=ev))
+    verdict = check_conclusions(rows)[2]
+    assert verdict.verdict == HELD and "drop soft +40.0, soft-frozen +10.0" in verdict.evidence[0]
+
+
+def test_stats_and_formatting():
+    stat = make_stat([0.65, 0.67, None])
+    assert stat.n == 2 and pct(stat) == "66.0 ± 1.4"
+    assert pct(make_stat([0.5])) == "50.0" and pct(None) == "–" and make_stat([None]) is None
+
+
+def test_latest_row_per_key_and_corrupt_lines(tmp_path):
+    ok = synthetic.row("strategies", "soft", 0, 0.5, 0.5)
+    failed = dict(ok, status="failed", ents_strict_f=None)
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(failed) + "\n" + '{"key": "trunc' + "\n" + json.dumps(ok) + "\n", encoding="utf8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = read_results(path)
+    assert len(rows) == 2 and any("not a JSON line" in str(w.message) for w in caught)
+    latest = latest_rows(rows)
+    assert len(latest) == 1 and latest[0]["status"] == "ok"
+    assert strategy_table(latest)[0]["ents_strict_f"].mean == 0.5
+
+
+def test_report_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_softprompt.study.cli import study_app
+
+    results = synthetic.write([synthetic.row("strategies", "soft", 0, 0.5, 0.4)], tmp_path / "r.jsonl")
+    result = CliRunner().invoke(study_app, ["report", str(results), str(tmp_path / "out"), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "(1) Unfrozen soft prompts beat hard prompts and fine-tuning: not enough data" in result.output
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+    assert "No successful `fewshot` runs." in text and not list((tmp_path / "out").glob("*.png"))
+    missing = CliRunner().invoke(study_app, ["report", str(tmp_path / "nope.jsonl"), str(tmp_path / "out")])
+    assert missing.exit_code == 2

