@@ -125,12 +125,17 @@ def span_losses(
     max_span_width: int,
     *,
     threshold: float = 0.5,
+    max_candidates: Optional[int] = None,
 ) -> Dict[str, torch.Tensor]:
     """The three MRC-NER losses (Li et al. 2020): binary cross-entropy of the
     start and end logits over the allowed positions, and of the match logits
     over the candidate pairs whose start and end are each predicted or gold
     ("pred_and_gold" candidates).  Returns ``{"start", "end", "match",
-    "n_match"}``, each loss a mean (0 when there is nothing to score)."""
+    "n_match"}``, each loss a mean (0 when there is nothing to score).
+
+    ``max_candidates`` bounds the match loss's memory (early in training about
+    half of all positions look like starts): above it, every gold pair is kept
+    and the negatives are a random sample."""
     R, L = start_logits.shape
     gold = gold.to(device=start_logits.device, dtype=torch.long).reshape(-1, 3)
     gold_start, gold_end = gold_position_targets(gold, (R, L))
@@ -151,8 +156,15 @@ def span_losses(
         ends = ((end_logits.detach() >= cut) | gold_end.bool()) & end_mask
         pairs = pair_candidates(starts, ends, word_index, max_span_width)
     if pairs.shape[0]:
+        is_gold = torch.isin(_pair_keys(pairs, L), _pair_keys(gold, L))
+        if max_candidates is not None and pairs.shape[0] > int(max_candidates):
+            negatives = (~is_gold).nonzero().flatten()
+            n_neg = max(int(max_candidates) - int(is_gold.sum()), 0)
+            keep = negatives[torch.randperm(len(negatives), device=negatives.device)[:n_neg]]
+            keep = torch.cat([is_gold.nonzero().flatten(), keep])
+            pairs, is_gold = pairs[keep], is_gold[keep]
         match = match_fn(pairs[:, 0], pairs[:, 1], pairs[:, 2]).float()
-        target = torch.isin(_pair_keys(pairs, L), _pair_keys(gold, L)).float()
+        target = is_gold.float()
         match_loss = F.binary_cross_entropy_with_logits(match, target)
     else:
         match_loss = zero

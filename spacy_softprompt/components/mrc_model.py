@@ -32,7 +32,7 @@ the heads, the tokenizer and a reference to the backbone (name, path, SHA-256)
 are saved, exactly like the transformer pipe's prompt-only saves.
 """
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy
 import srsly
@@ -40,10 +40,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from spacy.util import registry
-from thinc.api import Model, get_torch_default_device
+from thinc.api import Model, get_torch_default_device, torch2xp, xp2torch
 from thinc.shims.pytorch import PyTorchShim
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
-from thinc.types import ArgsKwargs
+from thinc.types import ArgsKwargs, FloatsXd
 from torch import nn
 from torch.nn import functional as F
 
@@ -68,6 +68,7 @@ DEFAULT_OPTIONS = {
     "threshold": 0.5,
     "match_threshold": 0.5,
     "loss_weights": {"start": 1.0, "end": 1.0, "match": 1.0},
+    "max_match_candidates": None,
 }
 
 
@@ -113,6 +114,7 @@ class MRCSpanModule(nn.Module):
         threshold: float = 0.5,
         match_threshold: float = 0.5,
         loss_weights: Optional[Dict[str, float]] = None,
+        max_match_candidates: Optional[int] = None,
     ) -> Dict[str, torch.Tensor]:
         hidden = self.encoder(
             input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, prompt_ids=prompt_ids
@@ -130,7 +132,7 @@ class MRCSpanModule(nn.Module):
         if gold is not None:
             losses = span_losses(
                 start_logits, end_logits, match_fn, start_mask, end_mask, word_index, gold, max_span_width,
-                threshold=threshold,
+                threshold=threshold, max_candidates=max_match_candidates,
             )
             w = {**DEFAULT_OPTIONS["loss_weights"], **(loss_weights or {})}
             loss = w["start"] * losses["start"] + w["end"] * losses["end"] + w["match"] * losses["match"]
@@ -199,6 +201,25 @@ class MRCShim(PyTorchShim):
         self.backbone_ref = dict(backbone_ref)
         self._layout = None
         self._grad_scaler.to_(device)
+
+    def finish_update(self, optimizer) -> None:
+        """PyTorchShim.finish_update, with optimizer keys that tell the heads
+        apart: prompt parameters keep their dotted name (``...prompt_encoder...``:
+        ``prompt_learn_rate``), backbone parameters too (``learn_rate``), and the
+        span heads -- small layers trained from scratch, like a thinc head -- are
+        keyed without dots (``start_head/weight``), which PromptAdam treats as
+        head parameters (``head_learn_rate``)."""
+        for name, param in self._model.named_parameters():
+            if param.grad is None:
+                continue
+            if not self._grad_scaler.found_inf:
+                key = name if name.startswith("encoder.") else name.replace(".", "/")
+                data, grad = optimizer(
+                    (self.id, key), cast(FloatsXd, torch2xp(param.data)), cast(FloatsXd, torch2xp(param.grad))
+                )
+                param.data = xp2torch(data, requires_grad=True, device=param.device)
+            param.grad.zero_()
+        self._grad_scaler.update()
 
     def to_device(self, device_type: str, device_id: int):  # pragma: no cover - GPU only
         if self._model is not None:
@@ -331,6 +352,7 @@ def forward(model: Model, rows: MRCRows, is_train: bool):
         threshold=float(options["threshold"]),
         match_threshold=float(options["match_threshold"]),
         loss_weights=dict(options["loss_weights"]),
+        max_match_candidates=options.get("max_match_candidates"),
     )
     if not is_train:
         out = shim.predict(ArgsKwargs(args=(), kwargs=kwargs))

@@ -76,6 +76,7 @@ def default_question(label: str) -> str:
         "match_threshold": 0.5,
         "loss_weights": DEFAULT_LOSS_WEIGHTS,
         "max_query_pieces": 64,
+        "max_match_candidates": 20000,
         "max_batch_rows": None,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
@@ -103,6 +104,7 @@ def make_mrc_ner(
     match_threshold: float,
     loss_weights: Dict[str, float],
     max_query_pieces: int,
+    max_match_candidates: Optional[int],
     max_batch_rows: Optional[int],
     scorer: Optional[Callable],
 ) -> "MRCEntityRecognizer":
@@ -120,6 +122,8 @@ def make_mrc_ner(
         pair must reach.
     loss_weights: {"start", "end", "match"} weights of the three losses.
     max_query_pieces: questions are cut to this many wordpieces.
+    max_match_candidates: training scores at most this many (start, end) pairs
+        per batch in the match loss (all gold pairs + sampled negatives; null: all).
     max_batch_rows: at inference, run at most this many rows per forward
         (null: the whole batch in one forward).
     """
@@ -139,6 +143,7 @@ def make_mrc_ner(
         match_threshold=match_threshold,
         loss_weights=loss_weights,
         max_query_pieces=max_query_pieces,
+        max_match_candidates=max_match_candidates,
         max_batch_rows=max_batch_rows,
         scorer=scorer,
     )
@@ -165,6 +170,7 @@ class MRCEntityRecognizer(MRCPipe):
         match_threshold: float = 0.5,
         loss_weights: Optional[Dict[str, float]] = None,
         max_query_pieces: int = 64,
+        max_match_candidates: Optional[int] = 20000,
         max_batch_rows: Optional[int] = None,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -181,6 +187,7 @@ class MRCEntityRecognizer(MRCPipe):
             "match_threshold": match_threshold,
             "loss_weights": {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})},
             "max_query_pieces": int(max_query_pieces),
+            "max_match_candidates": max_match_candidates,
             "max_batch_rows": max_batch_rows,
         }
         super().__init__(vocab, model, name, cfg, scorer=scorer)

@@ -76,6 +76,7 @@ class MRCPipe(TrainablePipe):
             "threshold": float(self.cfg["threshold"]),
             "match_threshold": float(self.cfg["match_threshold"]),
             "loss_weights": dict(self.cfg.get("loss_weights") or {}),
+            "max_match_candidates": self.cfg.get("max_match_candidates"),
         }
 
     def _make_rows(self, docs: Sequence[Doc], examples: Optional[Sequence[Example]] = None) -> MRCRows:

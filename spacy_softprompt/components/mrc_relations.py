@@ -77,6 +77,7 @@ def fill_template(template: str, head_side: str, head_text: str) -> str:
         "match_threshold": 0.5,
         "loss_weights": DEFAULT_LOSS_WEIGHTS,
         "max_query_pieces": 64,
+        "max_match_candidates": 20000,
         "max_batch_rows": None,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
@@ -107,6 +108,7 @@ def make_mrc_relations(
     match_threshold: float,
     loss_weights: Dict[str, float],
     max_query_pieces: int,
+    max_match_candidates: Optional[int],
     max_batch_rows: Optional[int],
     scorer: Optional[Callable],
 ) -> "MRCRelationExtractor":
@@ -141,6 +143,7 @@ def make_mrc_relations(
         match_threshold=match_threshold,
         loss_weights=loss_weights,
         max_query_pieces=max_query_pieces,
+        max_match_candidates=max_match_candidates,
         max_batch_rows=max_batch_rows,
         scorer=scorer,
     )
@@ -170,6 +173,7 @@ class MRCRelationExtractor(MRCPipe):
         match_threshold: float = 0.5,
         loss_weights: Optional[Dict[str, float]] = None,
         max_query_pieces: int = 64,
+        max_match_candidates: Optional[int] = 20000,
         max_batch_rows: Optional[int] = None,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -189,6 +193,7 @@ class MRCRelationExtractor(MRCPipe):
             "match_threshold": match_threshold,
             "loss_weights": {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})},
             "max_query_pieces": int(max_query_pieces),
+            "max_match_candidates": max_match_candidates,
             "max_batch_rows": max_batch_rows,
         }
         for label, side in cfg["head_argument"].items():

@@ -57,13 +57,18 @@ def test_strategies_differ_only_in_strategy_values():
 
 
 def test_training_conventions_match_the_single_pass_configs():
-    single = load_config(CONFIGS / "soft_cpu.cfg", interpolate=False)
+    for strategy in STRATEGIES:
+        for device in ("cpu", "gpu"):
+            single = load_config(CONFIGS / f"{strategy}_{device}.cfg", interpolate=False)
+            mrc = load_config(CONFIGS / f"mrc_{strategy}_{device}.cfg", interpolate=False)
+            assert mrc["nlp"]["pipeline"] == ["mrc_ner", "mrc_relations"]
+            for section in ("training", "corpora", "system", "pretraining"):
+                assert mrc[section] == single[section], section
+            assert mrc["nlp"]["tokenizer"] == single["nlp"]["tokenizer"]
+            assert {k: v for k, v in mrc["paths"].items() if k != "schema"} == single["paths"]
+            assert mrc["training"]["optimizer"]["@optimizers"] == "spacy_softprompt.PromptAdam.v1"
     for device in ("cpu", "gpu"):
         mrc = load_config(CONFIGS / f"mrc_soft_{device}.cfg", interpolate=False)
-        assert mrc["nlp"]["pipeline"] == ["mrc_ner", "mrc_relations"]
-        assert mrc["nlp"]["tokenizer"] == single["nlp"]["tokenizer"]
-        assert mrc["training"]["score_weights"] == single["training"]["score_weights"]
-        assert mrc["training"]["optimizer"]["@optimizers"] == "spacy_softprompt.PromptAdam.v1"
         assert mrc["components"]["mrc_ner"]["scorer"] == {"@scorers": "spacy_softprompt.n2c2_scorer.v1"}
         assert mrc["initialize"]["components"]["mrc_ner"]["task_schema"] == "${paths.schema}"
     gpu = load_config(CONFIGS / "mrc_soft-frozen_gpu.cfg", interpolate=False)

@@ -144,6 +144,25 @@ def test_losses_backpropagate_to_every_head():
     assert float(start.grad[0, :4].abs().sum()) == 0.0  # query positions get nothing
 
 
+def test_match_candidates_are_capped_keeping_every_gold_pair():
+    wi, start_mask, end_mask = _row(WORDS)
+    L = wi.shape[1]
+    gold = torch.tensor([[0, 5, 10], [0, 8, 10]])
+    start, end = torch.full((1, L), HIGH), torch.full((1, L), HIGH)  # every position a candidate
+    seen = []
+
+    def match_fn(rows, starts, ends):
+        seen.append(torch.stack([rows, starts, ends], 1))
+        return torch.zeros(len(rows))
+
+    full = span_losses(start, end, match_fn, start_mask, end_mask, wi, gold, 10)
+    assert int(full["n_match"]) == 15
+    capped = span_losses(start, end, match_fn, start_mask, end_mask, wi, gold, 10, max_candidates=4)
+    assert len(seen[-1]) == 4
+    assert {(5, 10), (8, 10)} <= {(int(i), int(j)) for _, i, j in seen[-1]}
+    assert float(capped["match"]) == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(0.0))))
+
+
 def test_logit_threshold():
     assert logit(0.5) == pytest.approx(0.0)
     assert logit(0.9) == pytest.approx(numpy.log(9.0))

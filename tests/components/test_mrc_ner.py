@@ -8,7 +8,7 @@ from spacy.util import fix_random_seed
 
 from spacy_softprompt.components.mrc_ner import MRCEntityRecognizer
 from spacy_softprompt.components.mrc_rows import tokenize_docs, tokenize_queries
-from spacy_softprompt.optimizers import PromptAdam, PromptOptimizer, is_prompt_key
+from spacy_softprompt.optimizers import PromptAdam, PromptOptimizer, is_head_key, is_prompt_key
 
 from test_mrc_helpers import (  # noqa: F401  (one_torch_thread is an autouse fixture)
     NESTED,
@@ -206,6 +206,9 @@ def test_frozen_mode_trains_only_prompts_and_heads(tiny_megatron, depth):
     assert sum(size for key, size in optimizer.touched.items() if is_prompt_key(key)) == prompt_size
     assert sum(optimizer.touched.values()) == prompt_size + head_size
     assert not any(k[1].startswith("encoder.backbone.") for k in optimizer.touched)
+    # the span heads get PromptAdam's head_learn_rate, like thinc heads do
+    heads = {k: size for k, size in optimizer.touched.items() if not is_prompt_key(k)}
+    assert heads and all(is_head_key(k) for k in heads) and sum(heads.values()) == head_size
 
 
 def test_unfrozen_hard_mode_moves_the_backbone(tiny_bert):
