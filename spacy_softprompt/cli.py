@@ -156,6 +156,12 @@ def train(
     spacy_train(config_path, output_path, use_gpu=gpu_id, overrides=overrides)
 
 
+from .study.cli import report as study_report, study_app  # noqa: E402  (heavy imports happen inside the commands)
+
+app.add_typer(study_app, name="study")
+app.command(name="report")(study_report)
+
+
 def _write_json(path: Optional[Path], data) -> None:
     if path is None:
         return
