@@ -52,9 +52,10 @@ MRC_STRATEGIES = {
 }
 
 MRC_DEVICES = {
-    # context wordpieces per query row; rows per forward at inference
-    "cpu": dict(window_pieces=128, max_batch_rows=256),
-    "gpu": dict(window_pieces=256, max_batch_rows=1024),
+    # context wordpieces per query row; rows per forward at inference / per
+    # forward-backward in training (chunks accumulate into one update)
+    "cpu": dict(window_pieces=128, max_batch_rows=128, max_train_rows=32),
+    "gpu": dict(window_pieces=256, max_batch_rows=512, max_train_rows=64),
 }
 
 SHARED = {

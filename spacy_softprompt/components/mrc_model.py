@@ -341,12 +341,9 @@ def _to_torch(rows: MRCRows, device) -> Dict[str, torch.Tensor]:
     }
 
 
-def forward(model: Model, rows: MRCRows, is_train: bool):
-    shim = mrc_shim(model)
-    if shim.module is None:
-        raise ValueError("the MRC model is not initialised (call nlp.initialize or load a trained pipeline)")
+def _kwargs(rows: MRCRows, device) -> Dict[str, Any]:
     options = {**DEFAULT_OPTIONS, **(getattr(rows, "options", None) or {})}
-    kwargs: Dict[str, Any] = _to_torch(rows, shim.device)
+    kwargs: Dict[str, Any] = _to_torch(rows, device)
     kwargs.update(
         max_span_width=int(options["max_span_width"]),
         threshold=float(options["threshold"]),
@@ -354,6 +351,20 @@ def forward(model: Model, rows: MRCRows, is_train: bool):
         loss_weights=dict(options["loss_weights"]),
         max_match_candidates=options.get("max_match_candidates"),
     )
+    return kwargs
+
+
+def _check(shim: MRCShim) -> None:
+    if shim.module is None:
+        raise ValueError("the MRC model is not initialised (call nlp.initialize or load a trained pipeline)")
+
+
+def forward(model: Model, rows: MRCRows, is_train: bool):
+    """thinc forward: ``predict`` decodes spans; ``begin_update`` (rows with
+    ``gold``) returns the losses and a backprop taking ``d_loss``."""
+    shim = mrc_shim(model)
+    _check(shim)
+    kwargs = _kwargs(rows, shim.device)
     if not is_train:
         out = shim.predict(ArgsKwargs(args=(), kwargs=kwargs))
         result = {
@@ -373,6 +384,53 @@ def forward(model: Model, rows: MRCRows, is_train: bool):
         return rows
 
     return result, backprop
+
+
+def row_chunks(rows: MRCRows, max_rows: Optional[int]) -> List[numpy.ndarray]:
+    """Row indices in chunks of at most ``max_rows`` (sorted by length, so each
+    chunk pads little); one chunk with every row when ``max_rows`` is None."""
+    if not max_rows or len(rows) <= int(max_rows):
+        return [numpy.arange(len(rows))]
+    order = numpy.argsort(rows.attention_mask.sum(1), kind="stable")
+    return [order[k : k + int(max_rows)] for k in range(0, len(order), int(max_rows))]
+
+
+def train_on_rows(model: Model, rows: MRCRows, max_rows: Optional[int] = None) -> Dict[str, float]:
+    """Forward and backward over ``rows`` (with ``gold``) in chunks of at most
+    ``max_rows`` rows, accumulating gradients (each chunk's loss weighted by its
+    share of the rows; mixed-precision loss scaling applied per chunk and undone
+    once), ready for ``model.finish_update``.  One chunk = one forward for the
+    whole batch, exactly ``begin_update`` + ``backprop(1.0)``."""
+    chunks = row_chunks(rows, max_rows)
+    if len(chunks) == 1:
+        out, backprop = model.begin_update(rows)
+        backprop(1.0)
+        return out
+    shim = mrc_shim(model)
+    _check(shim)
+    module = shim.module
+    module.train()
+    total = float(len(rows))
+    sums: Dict[str, float] = {}
+    autocast = bool(shim._mixed_precision) and torch.cuda.is_available()
+    for index in chunks:
+        sub = rows.select(index)
+        kwargs = _kwargs(sub, shim.device)
+        kwargs["gold"] = torch.as_tensor(numpy.asarray(sub.gold, dtype="int64").reshape(-1, 3), device=shim.device)
+        with torch.autocast(device_type="cuda", enabled=autocast):
+            out = module(**kwargs)
+        weight = len(index) / total
+        loss = out["loss"] * weight
+        if loss.requires_grad:
+            scaled = shim._grad_scaler.scale([loss], inplace=False)[0] if shim._grad_scaler._enabled else loss
+            scaled.backward()
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach()) * (1.0 if key == "n_match" else weight)
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads and shim._grad_scaler.unscale(grads):
+        for grad in grads:
+            grad.zero_()
+    return sums
 
 
 def init(model: Model, X=None, Y=None) -> None:

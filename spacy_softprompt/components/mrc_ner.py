@@ -78,6 +78,7 @@ def default_question(label: str) -> str:
         "max_query_pieces": 64,
         "max_match_candidates": 20000,
         "max_batch_rows": None,
+        "max_train_rows": None,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
     default_score_weights={
@@ -106,6 +107,7 @@ def make_mrc_ner(
     max_query_pieces: int,
     max_match_candidates: Optional[int],
     max_batch_rows: Optional[int],
+    max_train_rows: Optional[int],
     scorer: Optional[Callable],
 ) -> "MRCEntityRecognizer":
     """MRC concept extraction (see the module docstring).
@@ -124,8 +126,11 @@ def make_mrc_ner(
     max_query_pieces: questions are cut to this many wordpieces.
     max_match_candidates: training scores at most this many (start, end) pairs
         per batch in the match loss (all gold pairs + sampled negatives; null: all).
-    max_batch_rows: at inference, run at most this many rows per forward
-        (null: the whole batch in one forward).
+    max_batch_rows: at inference, most rows per encoder forward (null: the
+        whole batch in one forward).
+    max_train_rows: in training, most rows per forward/backward; the chunks
+        accumulate gradients, so a batch still makes one update (null: one
+        forward per batch).
     """
     return MRCEntityRecognizer(
         nlp.vocab,
@@ -145,6 +150,7 @@ def make_mrc_ner(
         max_query_pieces=max_query_pieces,
         max_match_candidates=max_match_candidates,
         max_batch_rows=max_batch_rows,
+        max_train_rows=max_train_rows,
         scorer=scorer,
     )
 
@@ -172,6 +178,7 @@ class MRCEntityRecognizer(MRCPipe):
         max_query_pieces: int = 64,
         max_match_candidates: Optional[int] = 20000,
         max_batch_rows: Optional[int] = None,
+        max_train_rows: Optional[int] = None,
         scorer: Optional[Callable] = None,
     ) -> None:
         cfg = {
@@ -189,6 +196,7 @@ class MRCEntityRecognizer(MRCPipe):
             "max_query_pieces": int(max_query_pieces),
             "max_match_candidates": max_match_candidates,
             "max_batch_rows": max_batch_rows,
+            "max_train_rows": max_train_rows,
         }
         super().__init__(vocab, model, name, cfg, scorer=scorer)
 

@@ -12,7 +12,16 @@ from spacy.vocab import Vocab
 from thinc.api import Model, Optimizer
 
 from ..annotations import get_entities
-from .mrc_model import mrc_encoder, mrc_layout, mrc_module, mrc_text_limit, mrc_tokenizer, set_load_name
+from .mrc_model import (
+    mrc_encoder,
+    mrc_layout,
+    mrc_module,
+    mrc_text_limit,
+    mrc_tokenizer,
+    row_chunks,
+    set_load_name,
+    train_on_rows,
+)
 from .mrc_rows import MRCRows
 
 QUERY_MODES = ("hard", "soft")
@@ -24,8 +33,9 @@ class MRCPipe(TrainablePipe):
     def __init__(self, vocab: Vocab, model: Model, name: str, cfg: Dict[str, Any], scorer: Optional[Callable] = None):
         if cfg.get("query_mode") not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {cfg.get('query_mode')!r}")
-        if cfg.get("max_batch_rows") is not None and int(cfg["max_batch_rows"]) < 1:
-            raise ValueError("max_batch_rows must be a positive number of rows or null")
+        for key in ("max_batch_rows", "max_train_rows"):
+            if cfg.get(key) is not None and int(cfg[key]) < 1:
+                raise ValueError(f"{key} must be a positive number of rows or null")
         for key in ("threshold", "match_threshold"):
             if not 0.0 < float(cfg[key]) < 1.0:
                 raise ValueError(f"{key} must be in (0, 1), got {cfg[key]}")
@@ -86,15 +96,13 @@ class MRCPipe(TrainablePipe):
         """Decoded spans of all rows; rows are split into chunks of at most
         ``max_batch_rows`` (sorted by length) only when there are more."""
         rows.options = self._options()
-        limit = self.cfg.get("max_batch_rows")
         if not len(rows):
             return {"spans": numpy.zeros((0, 3), dtype="int64"), "probs": numpy.zeros((0,), dtype="float32")}
-        if not limit or len(rows) <= int(limit):
+        chunks = row_chunks(rows, self.cfg.get("max_batch_rows"))
+        if len(chunks) == 1:
             return self.model.predict(rows)
-        order = numpy.argsort(rows.attention_mask.sum(1), kind="stable")
         spans, probs = [], []
-        for k in range(0, len(order), int(limit)):
-            chunk = order[k : k + int(limit)]
+        for chunk in chunks:
             out = self.model.predict(rows.select(chunk))
             found = out["spans"].copy()
             found[:, 0] = chunk[found[:, 0]]
@@ -141,8 +149,7 @@ class MRCPipe(TrainablePipe):
         if not len(rows):
             return losses
         rows.options = self._options()
-        out, backprop = self.model.begin_update(rows)
-        backprop(1.0)
+        out = train_on_rows(self.model, rows, self.cfg.get("max_train_rows"))
         if sgd is not None:
             self.finish_update(sgd)
         losses[self.name] += out["loss"]

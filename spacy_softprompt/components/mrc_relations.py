@@ -79,6 +79,7 @@ def fill_template(template: str, head_side: str, head_text: str) -> str:
         "max_query_pieces": 64,
         "max_match_candidates": 20000,
         "max_batch_rows": None,
+        "max_train_rows": None,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
     default_score_weights={
@@ -110,6 +111,7 @@ def make_mrc_relations(
     max_query_pieces: int,
     max_match_candidates: Optional[int],
     max_batch_rows: Optional[int],
+    max_train_rows: Optional[int],
     scorer: Optional[Callable],
 ) -> "MRCRelationExtractor":
     """MRC relation extraction (see the module docstring).
@@ -145,6 +147,7 @@ def make_mrc_relations(
         max_query_pieces=max_query_pieces,
         max_match_candidates=max_match_candidates,
         max_batch_rows=max_batch_rows,
+        max_train_rows=max_train_rows,
         scorer=scorer,
     )
 
@@ -175,6 +178,7 @@ class MRCRelationExtractor(MRCPipe):
         max_query_pieces: int = 64,
         max_match_candidates: Optional[int] = 20000,
         max_batch_rows: Optional[int] = None,
+        max_train_rows: Optional[int] = None,
         scorer: Optional[Callable] = None,
     ) -> None:
         cfg = {
@@ -195,6 +199,7 @@ class MRCRelationExtractor(MRCPipe):
             "max_query_pieces": int(max_query_pieces),
             "max_match_candidates": max_match_candidates,
             "max_batch_rows": max_batch_rows,
+            "max_train_rows": max_train_rows,
         }
         for label, side in cfg["head_argument"].items():
             if side not in HEAD_SIDES:

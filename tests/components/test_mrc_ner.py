@@ -101,6 +101,43 @@ def test_max_batch_rows_splits_rows_without_changing_results(tiny_megatron):
     assert alone == whole
 
 
+def test_training_in_row_chunks_accumulates_one_update(tiny_megatron):
+    from spacy_softprompt.components.mrc_model import train_on_rows
+
+    nlp = make_nlp(
+        tiny_megatron, ner={"query_mode": "soft", "window_pieces": 12}, model={"freeze_backbone": True, "dropout": 0.0}
+    )
+    egs = examples(nlp, with_relations=False)
+    nlp.initialize(lambda: egs)
+    pipe = nlp.get_pipe("mrc_ner")
+    module = module_of(nlp, "mrc_ner")
+    rows = pipe._make_rows([eg.predicted for eg in egs], egs)
+    rows.options = pipe._options()
+    assert len(rows) > 5
+
+    def grads(max_rows):
+        module.zero_grad(set_to_none=True)
+        counter = ForwardCounter(module.encoder)
+        try:
+            out = train_on_rows(pipe.model, rows, max_rows)
+        finally:
+            counter.close()
+        flat = torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+        return out["loss"], flat, len(counter.calls)
+
+    loss_one, grad_one, calls_one = grads(None)
+    loss_chunked, grad_chunked, calls_chunked = grads(5)
+    assert calls_one == 1 and calls_chunked == -(-len(rows) // 5)
+    assert loss_chunked == pytest.approx(loss_one, rel=0.1)
+    assert torch.nn.functional.cosine_similarity(grad_one, grad_chunked, dim=0) > 0.95
+    module.zero_grad(set_to_none=True)
+    pipe.cfg["max_train_rows"] = 5
+    before = module.encoder.prompt_encoder.table.detach().clone()
+    nlp.update(egs, sgd=PromptAdam(learn_rate=1e-3, prompt_learn_rate=1e-2))
+    assert not torch.equal(before, module.encoder.prompt_encoder.table.detach())
+    assert all(p.grad is None for p in module.encoder.backbone.parameters())
+
+
 def test_hard_rows_carry_the_label_question(tiny_bert):
     nlp = make_nlp(tiny_bert, ner={"query_mode": "hard", "questions": {"Drug": "which drugs", "Strength": "what strength"}})
     egs = examples(nlp, with_relations=False)
