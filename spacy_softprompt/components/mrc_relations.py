@@ -71,6 +71,7 @@ def fill_template(template: str, head_side: str, head_text: str) -> str:
         "context_sentences": 1,
         "context_window": 48,
         "mark_head": True,
+        "negative_rows": 1.0,
         "window_pieces": None,
         "max_span_width": None,
         "threshold": 0.5,
@@ -103,6 +104,7 @@ def make_mrc_relations(
     context_sentences: int,
     context_window: int,
     mark_head: bool,
+    negative_rows: float,
     window_pieces: Optional[int],
     max_span_width: Optional[int],
     threshold: float,
@@ -123,6 +125,8 @@ def make_mrc_relations(
     context_sentences: neighbour sentences on each side of the head's sentence.
     context_window: tokens on each side of the head when there are no sentences.
     mark_head: give the head's context wordpieces the query's token type.
+    negative_rows: in training, the fraction of queries without any gold
+        answer that are kept (sampled per batch); 1.0 = all (the paper's setup).
     window_pieces: most context wordpieces per row (null: all that fit).
     Other settings as for ``mrc_ner``.
     """
@@ -139,6 +143,7 @@ def make_mrc_relations(
         context_sentences=context_sentences,
         context_window=context_window,
         mark_head=mark_head,
+        negative_rows=negative_rows,
         window_pieces=window_pieces,
         max_span_width=max_span_width,
         threshold=threshold,
@@ -170,6 +175,7 @@ class MRCRelationExtractor(MRCPipe):
         context_sentences: int = 1,
         context_window: int = 48,
         mark_head: bool = True,
+        negative_rows: float = 1.0,
         window_pieces: Optional[int] = None,
         max_span_width: Optional[int] = None,
         threshold: float = 0.5,
@@ -191,6 +197,7 @@ class MRCRelationExtractor(MRCPipe):
             "context_sentences": int(context_sentences),
             "context_window": int(context_window),
             "mark_head": bool(mark_head),
+            "negative_rows": float(negative_rows),
             "window_pieces": window_pieces,
             "max_span_width": max_span_width,
             "threshold": threshold,
@@ -201,6 +208,8 @@ class MRCRelationExtractor(MRCPipe):
             "max_batch_rows": max_batch_rows,
             "max_train_rows": max_train_rows,
         }
+        if not 0.0 <= cfg["negative_rows"] <= 1.0:
+            raise ValueError(f"negative_rows must be in [0, 1], got {negative_rows}")
         for label, side in cfg["head_argument"].items():
             if side not in HEAD_SIDES:
                 raise ValueError(f"head_argument[{label!r}] must be 'arg1' or 'arg2', got {side!r}")
@@ -310,6 +319,14 @@ class MRCRelationExtractor(MRCPipe):
                     if pos is not None:
                         gold.append((r, pos[0], pos[1]))
             rows.gold = gold_array(gold)
+            rate = self.cfg.get("negative_rows", 1.0)
+            if rate < 1.0 and len(rows):
+                positive = numpy.zeros(len(rows), dtype=bool)
+                positive[rows.gold[:, 0]] = True
+                negatives = numpy.flatnonzero(~positive)
+                n_keep = int(round(rate * len(negatives)))
+                sample = numpy.random.permutation(negatives)[:n_keep]
+                rows = rows.select(numpy.sort(numpy.concatenate([numpy.flatnonzero(positive), sample])))
         return rows
 
     def _gold_answers(self, eg: Example, on: Dict[Tuple[int, int, str], Span]) -> Dict[Tuple, Set[EntityKey]]:

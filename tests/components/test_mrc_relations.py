@@ -216,6 +216,23 @@ def test_frozen_components_share_one_backbone_and_keep_it(tiny_megatron):
     assert rel.encoder.prompt_names == ["Frequency-Drug", "Strength-Drug"]
 
 
+def test_negative_rows_are_sampled_in_training_only(tiny_bert):
+    nlp = make_nlp(tiny_bert, rel={"query_mode": "soft", "negative_rows": 0.0})
+    egs = examples(nlp) + [_two_drug_example(nlp)]
+    nlp.initialize(lambda: egs)
+    pipe = nlp.get_pipe("mrc_relations")
+    # a second drug without relations: its queries have no answer
+    extra = examples(nlp, [("aspirin 10 mg daily then heparin", [("Drug", "aspirin"), ("Strength", "10 mg"), ("Frequency", "daily"), ("Drug", "heparin")])])
+    rows = pipe._make_rows([eg.predicted for eg in extra], extra)
+    assert len(rows) == 2  # aspirin's two queries; heparin's (no answers) dropped
+    assert all(spec.key[1][:2] == (0, 1) for spec in rows.specs) and len(rows.gold) == 2
+    pipe.cfg["negative_rows"] = 1.0
+    assert len(pipe._make_rows([eg.predicted for eg in extra], extra)) == 4
+    doc = _with_gold_entities(nlp, "aspirin 10 mg daily then heparin", [("Drug", "aspirin"), ("Drug", "heparin")])
+    pipe.cfg["negative_rows"] = 0.0
+    assert len(pipe._make_rows([doc])) == 4  # inference asks every query
+
+
 def test_relations_need_entities_of_allowed_types(tiny_bert):
     nlp = make_nlp(tiny_bert, rel={"query_mode": "soft", "threshold": 0.01, "match_threshold": 0.01})
     nlp.initialize(lambda: examples(nlp))
