@@ -54,7 +54,7 @@ MRC_STRATEGIES = {
 MRC_DEVICES = {
     # context wordpieces per query row; rows per forward at inference / per
     # forward-backward in training (chunks accumulate into one update)
-    "cpu": dict(window_pieces=128, max_batch_rows=128, max_train_rows=32),
+    "cpu": dict(window_pieces=128, max_batch_rows=128, max_train_rows=16),
     "gpu": dict(window_pieces=256, max_batch_rows=512, max_train_rows=64),
 }
 
