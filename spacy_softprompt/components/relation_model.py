@@ -85,10 +85,13 @@ def _pair_forward(model: Model, X: PairInput, is_train: bool) -> Tuple[Floats2d,
     tok2vec = model.get_ref("tok2vec")
     tokvecs, backprop_tok2vec = tok2vec(docs, is_train)
     table = model.get_param("D")
-    width = tokvecs[0].shape[1] if tokvecs else tok2vec.get_dim("nO")
+    width = tok2vec.get_dim("nO")
     outputs, caches = [], []
     for vecs, doc_pairs in zip(tokvecs, pairs):
         doc_pairs = numpy.asarray(ops.to_numpy(doc_pairs), dtype="i").reshape(-1, 4)
+        if doc_pairs.shape[0] == 0:  # nothing to classify (an empty doc's vectors may be (0, 0))
+            caches.append((None, vecs.shape))
+            continue
         buckets = ops.asarray1i(distance_buckets(doc_pairs))
         cumsum = ops.xp.concatenate([ops.alloc2f(1, width), ops.xp.cumsum(vecs, axis=0)], axis=0)
         doc_pairs = ops.asarray2i(doc_pairs)
@@ -97,14 +100,19 @@ def _pair_forward(model: Model, X: PairInput, is_train: bool) -> Tuple[Floats2d,
         arg1 = (cumsum[doc_pairs[:, 1]] - cumsum[doc_pairs[:, 0]]) / len1
         arg2 = (cumsum[doc_pairs[:, 3]] - cumsum[doc_pairs[:, 2]]) / len2
         outputs.append(ops.xp.hstack([arg1, arg2, arg1 * arg2, table[buckets]]))
-        caches.append((doc_pairs, len1, len2, arg1, arg2, buckets, vecs.shape[0]))
+        caches.append(((doc_pairs, len1, len2, arg1, arg2, buckets), vecs.shape))
     output = ops.xp.vstack(outputs) if outputs else ops.alloc2f(0, 3 * width + table.shape[1])
 
     def backprop(d_output: Floats2d) -> List[Doc]:
         d_tokvecs = []
         d_table = ops.alloc2f(*table.shape)
         offset = 0
-        for doc_pairs, len1, len2, arg1, arg2, buckets, n_tokens in caches:
+        for cache, vecs_shape in caches:
+            if cache is None:
+                d_tokvecs.append(ops.alloc2f(*vecs_shape))
+                continue
+            doc_pairs, len1, len2, arg1, arg2, buckets = cache
+            n_tokens = vecs_shape[0]
             n = doc_pairs.shape[0]
             d = d_output[offset : offset + n]
             offset += n

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .errors import BratError, IssueCollector
+from .errors import BratError, IssueCollector, shorten
 
 Fragment = Tuple[int, int]
 PathLike = Union[str, Path]
@@ -390,7 +390,7 @@ def _parse_entity(ann_id: str, parts: List[str], lineno: int) -> Entity:
     if not etype:
         raise _Malformed("empty type")
     if not _OFFSETS_RE.match(offsets):
-        raise _Malformed(f"bad offsets {offsets!r}")
+        raise _Malformed(f"bad offsets {shorten(offsets)!r}")
     fragments = []
     for frag in offsets.split(";"):
         start, end = (int(x) for x in frag.split(" "))
@@ -447,7 +447,7 @@ def _parse_equivalence(line: str, lineno: int) -> Equivalence:
 def _parse_arg(text: str) -> Tuple[str, str]:
     match = _ARG_RE.match(text)
     if not match:
-        raise _Malformed(f"bad argument {text!r} (expected ROLE:ID)")
+        raise _Malformed(f"bad argument {shorten(text)!r} (expected ROLE:ID)")
     return match.group(1), match.group(2)
 
 
@@ -482,7 +482,7 @@ def _validate(doc: BratDocument, file: str, collector: IssueCollector) -> None:
 
     def check(ann_id: str, line: int, ref: str, what: str, allowed: str) -> None:
         if ref not in ids:
-            collector.report(file, line, ann_id, f"{what} names a missing id {ref!r}", ref, kind="missing_id")
+            collector.report(file, line, ann_id, f"{what} names a missing id {shorten(ref)!r}", ref, kind="missing_id")
         elif ref[0] not in allowed:
             collector.report(file, line, ann_id, f"{what} {ref!r} has the wrong kind", ref, kind="missing_id")
 

@@ -88,7 +88,7 @@ class EncoderSettings:
         if not self.prompt_names or len(set(self.prompt_names)) != len(self.prompt_names):
             raise ValueError(f"prompt_names must be a non-empty list of unique names, got {self.prompt_names}")
         if self.mixed_precision_dtype not in AUTOCAST_DTYPES:
-            raise ValueError(f"mixed_precision_dtype must be one of {sorted(AUTOCAST_DTYPES)}")
+            raise ValueError(f"mixed_precision_dtype must be one of {sorted(AUTOCAST_DTYPES)}, got {self.mixed_precision_dtype!r}")
         if not self.save_backbone and not self.freeze_backbone:
             raise ValueError(
                 "save_backbone = false (prompt-only pipelines) needs freeze_backbone = true: "

@@ -113,16 +113,6 @@ def test_relations_on_given_entities_point_into_the_text(nlp):
         check_doc_matches_text(doc, text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "known bug: relation_model._pair_forward takes the tok2vec width from the first doc of the batch "
-        "and builds a row block for every doc; an empty doc's listener output is (0, 0), so a batch mixing "
-        "an empty or whitespace-only doc with a doc that has relation candidates raises ValueError "
-        "(fix: width = tok2vec.get_dim('nO') and skip docs without pairs). Remove this marker once fixed."
-    ),
-)
 @pytest.mark.parametrize("order", ["empty_first", "empty_last"])
 def test_empty_docs_batched_with_docs_that_have_relation_candidates(nlp, order):
     empties = ["", "  \n "]
