@@ -141,25 +141,44 @@ def test_two_training_steps_per_strategy(strategy, tiny_corpus, tiny_megatron, t
 
 
 @pytest.mark.slow
-def test_trained_mrc_pipeline_packages_and_loads(tiny_corpus, tiny_megatron, tmp_path):
-    from spacy.cli.package import package
+def test_trained_mrc_pipeline_packages_as_a_wheel_and_runs_under_pipe(tiny_corpus, tiny_megatron, tmp_path):
+    import subprocess
+    import sys
+    import zipfile
 
     path = _train("soft-frozen", tiny_corpus, tiny_megatron, tmp_path / "train")
-    (tmp_path / "packages").mkdir()
-    package(path, tmp_path / "packages", name="mrc_test", version="0.0.1", create_sdist=False, create_wheel=False, silent=True)
-    init = next((tmp_path / "packages").glob("en_mrc_test-0.0.1/en_mrc_test/__init__.py"))
-    meta = json.loads((init.parent.parent / "meta.json").read_text())
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "package", str(path), str(packages),
+         "--name", "mrc_test", "--version", "0.0.1", "--build", "wheel", "--force"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    wheel = next(packages.rglob("*.whl"))
+    archive = zipfile.ZipFile(wheel)
+    for name in archive.namelist():  # safetensors only, no pickled tensors
+        data = archive.read(name)
+        assert b"_rebuild_tensor" not in data and b"torch._utils" not in data, f"pickled tensors in {name}"
+    meta = json.loads(next(n for n in (packages.rglob("meta.json"))).read_text())
     assert any(req.startswith("spacy-softprompt") for req in meta["requirements"])
-    # the package's setup.py copies meta.json next to __init__.py when it builds; do that here
-    (init.parent / "meta.json").write_text(json.dumps(meta))
-    spec = importlib.util.spec_from_file_location("en_mrc_test", init)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    packaged = module.load()
-    trained = spacy.load(path)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True)
     texts = ["aspirin 10 mg daily", "warfarin 2 mg daily was held"]
-    for a, b in zip(packaged.pipe(texts), trained.pipe(texts)):
-        assert [(e.start_char, e.end_char, e.label_) for e in a.spans["entities"]] == [
-            (e.start_char, e.end_char, e.label_) for e in b.spans["entities"]
-        ]
-        assert a._.relations == b._.relations
+    code = (
+        "import spacy, json; nlp = spacy.load('en_mrc_test');"
+        f"docs = list(nlp.pipe({texts!r}, batch_size=2));"
+        "print(json.dumps({'pipes': nlp.pipe_names, 'file': nlp.path.as_posix(),"
+        " 'ents': [[[e.start_char, e.end_char, e.label_] for e in d.spans['entities']] for d in docs],"
+        " 'rels': [d._.relations for d in docs]}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(target),
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["pipes"] == ["mrc_ner", "mrc_relations"] and info["file"].startswith(str(target))
+    trained = list(spacy.load(path).pipe(texts))
+    assert info["ents"] == [[[e.start_char, e.end_char, e.label_] for e in d.spans["entities"]] for d in trained]
+    assert info["rels"] == [json.loads(json.dumps(d._.relations)) for d in trained]
