@@ -156,6 +156,18 @@ def train(
     spacy_train(config_path, output_path, use_gpu=gpu_id, overrides=overrides)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="inference, training, packaging, scaling, encoder, mrc, or all."),
+) -> None:
+    """Run a benchmark script from benchmarks/ (figures printed and saved as JSON);
+    extra options are passed on to the script."""
+    from .bench import bench_command
+
+    raise typer.Exit(code=bench_command(name, ctx.args))
+
+
 from .study.cli import report as study_report, study_app  # noqa: E402  (heavy imports happen inside the commands)
 
 app.add_typer(study_app, name="study")
