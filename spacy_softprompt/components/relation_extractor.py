@@ -145,21 +145,23 @@ class RelationExtractor(TrainablePipe):
         return {tuple(pair) for pairs in self.cfg["allowed_pairs"].values() for pair in pairs}
 
     def candidates(self, doc: Doc, entities: Sequence[Span]) -> List[Tuple[Span, Span]]:
-        """Ordered entity pairs allowed by type and distance."""
+        """Ordered entity pairs allowed by type and distance. Entities are sorted by
+        start, and the scan stops once the next start is farther than the distance
+        limit, so the cost grows with entities × neighbours, not entities²."""
         allowed = self._allowed_type_pairs
         max_dist = self.cfg["max_token_distance"]
         ents = sorted(entities, key=lambda s: (s.start, s.end, s.label_))
         pairs = []
         for i, a in enumerate(ents):
-            for b in ents:
-                if a is b or (a.start == b.start and a.end == b.end and a.label_ == b.label_):
+            for b in ents[i + 1 :]:
+                if max_dist is not None and b.start - a.end > max_dist:
+                    break  # later entities start even farther away
+                if a.start == b.start and a.end == b.end and a.label_ == b.label_:
                     continue
-                if (a.label_, b.label_) not in allowed:
-                    continue
-                gap = max(0, b.start - a.end, a.start - b.end)
-                if max_dist is not None and gap > max_dist:
-                    continue
-                pairs.append((a, b))
+                if (a.label_, b.label_) in allowed:
+                    pairs.append((a, b))
+                if (b.label_, a.label_) in allowed:
+                    pairs.append((b, a))
         return pairs
 
     def _pair_array(self, pairs: List[Tuple[Span, Span]]) -> numpy.ndarray:

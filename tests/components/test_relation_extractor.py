@@ -140,3 +140,30 @@ def test_distance_buckets_are_directional():
     b = distance_buckets(pairs)
     assert b[0] != b[1]
     assert b[2] > b[0]
+
+
+def test_candidate_scan_equals_brute_force(trained):
+    import random
+
+    nlp, _, _ = trained
+    rel = nlp.get_pipe("relation_extractor")
+    doc = nlp.make_doc(" ".join(f"w{i}" for i in range(300)))
+    rng = random.Random(0)
+    spans = []
+    for _ in range(60):
+        start = rng.randrange(0, 295)
+        spans.append(doc[start : start + rng.randrange(1, 5)])
+        spans[-1].label_ = rng.choice(["Drug", "Strength", "Frequency"])
+    spans = [doc.char_span(s.start_char, s.end_char, label=s.label_) for s in spans]
+    max_dist = rel.cfg["max_token_distance"]
+    allowed = {tuple(p) for ps in rel.cfg["allowed_pairs"].values() for p in ps}
+    brute = {
+        (a.start, a.end, a.label_, b.start, b.end, b.label_)
+        for a in spans
+        for b in spans
+        if (a.start, a.end, a.label_) != (b.start, b.end, b.label_)
+        and (a.label_, b.label_) in allowed
+        and max(0, b.start - a.end, a.start - b.end) <= max_dist
+    }
+    got = [(a.start, a.end, a.label_, b.start, b.end, b.label_) for a, b in rel.candidates(doc, spans)]
+    assert set(got) == brute and len(brute) > 20
