@@ -31,7 +31,7 @@ BAD_LINES = {
     "third_field_on_a_relation": f"R1\tStrength-Drug Arg1:T1 Arg2:T1\t{SENTINEL}",
     "duplicate_id": "T1\tDrug 0 7\tHistory\nT1\tDrug 0 7\tHistory",
     "long_id": f"T{TOKEN}\tDrug 0 5\tHisto",
-    # these quote a whole field of the line in the message today:
+    # these used to quote a whole field of the line in the message (fixed with errors.shorten):
     "sentence_instead_of_offsets": f"T5\t{SENTINEL}",
     "sentence_after_the_type": f"T5\tDrug {SENTINEL}\tx",
     "event_argument_without_role": f"E1\tEvent:T42 {TOKEN}",
@@ -41,7 +41,6 @@ BAD_LINES = {
     "note_target_is_a_long_token": f"#1\tAnnotatorNotes {TOKEN}\tx",
     "equivalence_member_is_a_long_token": f"*\tEquiv {TOKEN} T1",
 }
-LEAKING_TODAY: dict = {}  # every known leak is fixed (messages go through errors.shorten)
 
 
 def _corpus(root, lines, extra_files=False):
@@ -95,15 +94,7 @@ def _convert_everything(corpus, tmp_path, tokenizer):
     return [stats, json.dumps(stats.to_dict()), strict_error]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"known leak: {LEAKING_TODAY[n]} (use errors.shorten)"))
-        if n in LEAKING_TODAY
-        else n
-        for n in BAD_LINES
-    ],
-)
+@pytest.mark.parametrize("name", list(BAD_LINES))
 def test_conversion_of_a_broken_line(name, tmp_path, debug_logs, capfd, clinical_nlp):
     caplog, caught = debug_logs
     corpus = _corpus(tmp_path, [BAD_LINES[name]])
@@ -113,8 +104,7 @@ def test_conversion_of_a_broken_line(name, tmp_path, debug_logs, capfd, clinical
 
 def test_conversion_of_a_broken_corpus(tmp_path, debug_logs, capfd, clinical_nlp):
     caplog, caught = debug_logs
-    lines = [line for name, line in BAD_LINES.items() if name not in LEAKING_TODAY]
-    corpus = _corpus(tmp_path, lines, extra_files=True)
+    corpus = _corpus(tmp_path, list(BAD_LINES.values()), extra_files=True)
     blob = _everything(caplog, caught, capfd, *_convert_everything(corpus, tmp_path, clinical_nlp))
     assert len(caplog.records) >= 8, "the broken annotations were not reported at all"
     assert "note1" in blob and "note2" in blob and "orphan" in blob  # issues name the files...
@@ -127,8 +117,7 @@ def test_cli_convert_with_report(tmp_path, debug_logs, capfd):
     from spacy_softprompt.cli import app
 
     caplog, caught = debug_logs
-    lines = [line for name, line in BAD_LINES.items() if name not in LEAKING_TODAY]
-    corpus = _corpus(tmp_path, lines, extra_files=True)
+    corpus = _corpus(tmp_path, list(BAD_LINES.values()), extra_files=True)
     report = tmp_path / "report.json"
     result = CliRunner().invoke(app, ["convert", str(corpus), str(tmp_path / "out.spacy"), "--report", str(report)])
     assert result.exit_code == 0, result.output
