@@ -126,7 +126,7 @@ def test_empty_docs_batched_with_docs_that_have_relation_candidates(nlp, order):
 
 
 def test_empty_docs_in_a_batch_of_plain_texts(nlp):
-    """Empty and whitespace-only notes among others (no relation candidates here: passes today)."""
+    """Empty and whitespace-only notes among plain texts in one batch."""
     texts = ["", EDGE_INPUTS["crlf"], "   ", EDGE_INPUTS["mixed_scripts"], "\n"]
     for text, doc in zip(texts, nlp.pipe(texts, batch_size=len(texts))):
         check_doc_matches_text(doc, text)
