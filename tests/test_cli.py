@@ -14,7 +14,48 @@ COMMANDS = ["convert", "export", "score", "evaluate", "annotate", "assets", "tra
 def test_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
+    assert ("benchmarks:" if command == "bench" else "Usage") in result.output
+
+
+def test_bench_passes_help_on_to_the_script(capfd):
+    result = runner.invoke(app, ["bench", "scaling", "--help"])
+    assert result.exit_code == 0
+    out = capfd.readouterr().out
+    assert "scaling_bench.py" in out and "--corpus-notes" in out
+
+
+def _run_main(argv, capsys):
+    from spacy_softprompt.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code, capsys.readouterr()
+
+
+def test_user_errors_are_one_line_not_a_traceback(tmp_path, capsys):
+    corpus = tmp_path / "brat"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("aspirin", encoding="utf8")
+    (corpus / "a.ann").write_text("T1\tMedication 0 7\taspirin\n", encoding="utf8")
+    code, captured = _run_main(["convert", str(corpus), str(tmp_path / "o.spacy"), "--schema", "n2c2_2019"], capsys)
+    assert code == 2
+    first, hint = captured.err.strip().splitlines()[:2]
+    assert first.startswith("error: ") and "n2c2_2019" in first and "Traceback" not in captured.err
+    assert "SPACY_SOFTPROMPT_TRACEBACK=1" in hint
+
+
+def test_missing_model_is_one_line(tmp_path, capsys):
+    code, captured = _run_main(["evaluate", str(tmp_path / "no_model"), str(tmp_path / "dev.spacy")], capsys)
+    assert code == 2 and captured.err.startswith("error: ") and "Traceback" not in captured.err
+
+
+def test_traceback_on_request(tmp_path, monkeypatch):
+    from spacy_softprompt.cli import main
+    from spacy_softprompt.data.errors import BratError
+
+    monkeypatch.setenv("SPACY_SOFTPROMPT_TRACEBACK", "1")
+    with pytest.raises(BratError):
+        main(["convert", str(tmp_path), str(tmp_path / "o.spacy"), "--schema", "n2c2_2019"])
 
 
 def test_convert_export_score_round_trip(corpora_dir, tmp_path):

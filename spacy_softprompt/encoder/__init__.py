@@ -72,10 +72,12 @@ from .layer import (
 )
 from .model import PROMPT_MODULE_NAME, PromptedEncoder, supports_deep_prompts
 from .prompts import PromptTable
+from .serialization import CorruptModelError
 
 __all__ = [
     "BackboneChecksumError",
     "BackboneNotFoundError",
+    "CorruptModelError",
     "EncoderSettings",
     "PROMPT_EXTENSION",
     "PROMPT_MODULE_NAME",

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy
 import srsly
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from spacy.tokens import Doc
@@ -38,10 +39,16 @@ from thinc.shims.shim import Shim
 from thinc.types import ArgsKwargs
 from transformers.file_utils import ModelOutput
 
-from .backbone import backbone_checksum, load_backbone, load_verified_backbone
+from .backbone import (
+    BackboneChecksumError,
+    BackboneNotFoundError,
+    backbone_checksum,
+    load_backbone,
+    load_verified_backbone,
+)
 from .model import AUTOCAST_DTYPES, PROMPT_DEPTHS, PromptedEncoder
 from .prompts import PROMPT_INITS, texts_per_prompt
-from .serialization import shards_to_state, state_to_shards
+from .serialization import CorruptModelError, shards_to_state, state_to_shards
 
 #: ``doc._.prompt``: the name (or index) of the prompt a Doc is encoded with;
 #: ``None`` selects the first of ``prompt_names``.
@@ -519,7 +526,15 @@ class SoftPromptTransformerModel(TransformerModel):
         # first place a prompt-only save looks for its backbone; thinc restores
         # the saved attrs (including the saved name) before the shim loads.
         self.shim.load_name = self.attrs.get("name")
-        super().from_bytes(bytes_data)
+        try:
+            super().from_bytes(bytes_data)
+        except (BackboneChecksumError, BackboneNotFoundError, CorruptModelError):
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, SafetensorError) as err:
+            raise CorruptModelError(
+                f"the transformer's saved model data ({len(bytes_data):,} bytes) is corrupt or truncated "
+                f"({type(err).__name__}: {str(err)[:80]}); copy or reinstall the pipeline again"
+            ) from None
         encoder = self.encoder
         self.attrs["has_transformer"] = encoder is not None
         if encoder is not None:

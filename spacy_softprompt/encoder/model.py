@@ -45,6 +45,8 @@ from .prompts import (
 )
 
 PROMPT_DEPTHS = ("input", "deep")
+#: default :attr:`PromptedEncoder.inference_chunk_rows`
+INFERENCE_CHUNK_ROWS = 64
 #: Name of the prompt sub-module; every prompt parameter's name contains this
 #: segment (``prompt_encoder.table`` ...).  The PromptAdam optimizer keys on it.
 PROMPT_MODULE_NAME = "prompt_encoder"
@@ -209,6 +211,10 @@ class PromptedEncoder(nn.Module):
             )
         self._backbone_frozen = False
         self._gradient_checkpointing = False
+        #: rows per backbone call when no gradient is needed (inference): a long
+        #: note's windows go through in chunks, so activation memory stays bounded
+        #: by the chunk, not the note; 0 = all rows at once.  Not saved.
+        self.inference_chunk_rows = INFERENCE_CHUNK_ROWS
         if freeze_backbone:
             self.freeze_backbone()
         if gradient_checkpointing:
@@ -496,8 +502,36 @@ class PromptedEncoder(nn.Module):
         ``prompt_ids[b]`` indexes :attr:`prompt_names` (default: all 0), so a
         batch may mix prompts in one forward.  ``mask_prompt=True`` zeroes the
         attention to soft prompt rows (a diagnostic: the output then equals
-        the backbone's without prompt).
+        the backbone's without prompt).  Without gradients, batches of more
+        than :attr:`inference_chunk_rows` rows run in chunks of that many.
         """
+        rows = self.inference_chunk_rows
+        batch = input_ids.shape[0]
+        if torch.is_grad_enabled() or not rows or batch <= rows:
+            return self._forward_rows(
+                input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states
+            )
+        parts = []
+        for start in range(0, batch, rows):
+            tensors = (input_ids, attention_mask, token_type_ids, prompt_ids)
+            chunk = [t[start : start + rows] if t is not None else None for t in tensors]
+            parts.append(self._forward_rows(*chunk, mask_prompt, output_hidden_states))
+        hidden_states = None
+        if parts[0].hidden_states is not None:
+            hidden_states = tuple(torch.cat(layer, dim=0) for layer in zip(*(p.hidden_states for p in parts)))
+        return BaseModelOutput(
+            last_hidden_state=torch.cat([p.last_hidden_state for p in parts], dim=0), hidden_states=hidden_states
+        )
+
+    def _forward_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        token_type_ids: Optional[torch.Tensor],
+        prompt_ids: Optional[torch.Tensor],
+        mask_prompt: bool,
+        output_hidden_states: Optional[bool],
+    ) -> BaseModelOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         batch = input_ids.shape[0]

@@ -12,6 +12,10 @@ from safetensors.torch import save as st_save
 MAX_SHARD_BYTES = 1 << 30
 
 
+class CorruptModelError(ValueError):
+    """Saved encoder data that cannot be read back (truncated or damaged file)."""
+
+
 def _plain(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """CPU, contiguous, and no two entries sharing storage (safetensors refuses that)."""
     seen = set()

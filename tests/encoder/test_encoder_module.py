@@ -345,3 +345,33 @@ def test_bad_prompt_ids_are_refused(tiny_bert):
     assert encoder.prompt_index("b") == 1
     with pytest.raises(ValueError, match="unknown prompt"):
         encoder.prompt_index("zzz")
+
+
+@pytest.mark.parametrize("depth,hard", [("input", False), ("deep", False), ("deep", True)])
+def test_inference_chunks_give_the_unchunked_output(tiny_model, depth, hard):
+    """Long notes: without gradients, rows go through in chunks; same numbers, fewer rows per call."""
+    backbone, tokenizer = load(tiny_model)
+    hard_ids = hard_prompt_block(tokenizer, "find the drugs")[0] if hard else None
+    encoder = prompted(backbone, tokenizer, prompt_depth=depth, prompt_names=["a", "b"], hard_prompt_ids=hard_ids)
+    texts = TEXTS * 3 + ["warfarin"]
+    enc = batch(tokenizer, texts)
+    ids = torch.tensor([i % 2 for i in range(len(texts))])
+    encoder.inference_chunk_rows = 0
+    with torch.no_grad():
+        whole = encoder(**enc, prompt_ids=ids, output_hidden_states=True)
+    calls = []
+    hook = encoder.backbone.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    try:
+        encoder.inference_chunk_rows = 4
+        with torch.no_grad():
+            chunked = encoder(**enc, prompt_ids=ids, output_hidden_states=True)
+        assert len(calls) == 3  # 10 rows in chunks of 4
+        calls.clear()
+        encoder(**enc, prompt_ids=ids)  # gradients on (training): one call, never chunked
+        assert len(calls) == 1
+    finally:
+        hook.remove()
+    torch.testing.assert_close(chunked.last_hidden_state, whole.last_hidden_state, atol=ATOL, rtol=0)
+    assert len(chunked.hidden_states) == len(whole.hidden_states)
+    for mine, theirs in zip(chunked.hidden_states, whole.hidden_states):
+        torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=0)

@@ -13,7 +13,12 @@ from reliability_helpers import assert_raised_by_us, build_pipeline, pipeline_co
 from spacy.util import load_model_from_config
 
 from spacy_softprompt.data.errors import BratError
-from spacy_softprompt.encoder import BackboneChecksumError, BackboneNotFoundError, clear_backbone_cache
+from spacy_softprompt.encoder import (
+    BackboneChecksumError,
+    BackboneNotFoundError,
+    CorruptModelError,
+    clear_backbone_cache,
+)
 from spacy_softprompt.testing import make_random_encoder
 
 MODEL = "components.transformer.model"
@@ -149,17 +154,34 @@ def test_load_time_override_with_a_bad_value(prompt_only):
         _fresh_load(pipeline, config={"components": {"transformer": {"model": {"prompt_depth": "sideways"}}}})
 
 
-def test_truncated_model_file_is_not_a_torch_error(prompt_only, tmp_path):
-    """Today a ValueError from msgpack ("Unpack failed: incomplete input"); never torch."""
+@pytest.mark.parametrize("keep", [200, 0.5, 0.98])
+def test_truncated_model_file_is_a_clear_corrupt_model_error(prompt_only, tmp_path, keep):
     pipeline, _ = prompt_only
     broken = tmp_path / "broken"
     shutil.copytree(pipeline, broken)
     model_file = broken / "transformer" / "model"
-    model_file.write_bytes(model_file.read_bytes()[:200])
-    with pytest.raises(ValueError) as info:
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    with pytest.raises(CorruptModelError) as info:
         _fresh_load(broken)
+    assert "corrupt or truncated" in str(info.value) and "reinstall" in str(info.value)
     frame_files = [f.filename for f in traceback.extract_tb(info.value.__traceback__)]
     assert not any("/torch/" in f for f in frame_files), frame_files[-3:]
+
+
+def test_damaged_tensor_bytes_are_a_clear_corrupt_model_error(prompt_only, tmp_path):
+    """Same length, but the middle of the saved tensors overwritten."""
+    pipeline, _ = prompt_only
+    broken = tmp_path / "broken"
+    shutil.copytree(pipeline, broken)
+    model_file = broken / "transformer" / "model"
+    data = bytearray(model_file.read_bytes())
+    header = data.find(b"\"dtype\"")  # inside a safetensors header
+    assert header > 0
+    data[header - 40 : header + 40] = b"\xff" * 80
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(CorruptModelError, match="corrupt or truncated"):
+        _fresh_load(broken)
 
 
 # --- schemas ----------------------------------------------------------------------------------
