@@ -32,13 +32,11 @@ the heads, the tokenizer and a reference to the backbone (name, path, SHA-256)
 are saved, exactly like the transformer pipe's prompt-only saves.
 """
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Union, cast
 
 import numpy
 import srsly
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from spacy.util import registry
 from thinc.api import Model, get_torch_default_device, torch2xp, xp2torch
 from thinc.shims.pytorch import PyTorchShim
@@ -47,18 +45,16 @@ from thinc.types import ArgsKwargs, FloatsXd
 from torch import nn
 from torch.nn import functional as F
 
-from ..encoder.backbone import backbone_checksum, load_backbone, load_verified_backbone, resolve_backbone
+from ..encoder.backbone import load_backbone, resolve_backbone
 from ..encoder.layer import (
     EncoderSettings,
     SoftPromptShim,
-    _backbone_from_state,
-    _tokenizer_from_files,
-    _tokenizer_to_files,
     build_encoder,
     text_limit,
 )
 from ..encoder.model import PromptedEncoder
 from ..encoder.serialization import shards_to_state, state_to_shards
+from ..encoder.storage import encoder_from_msg, encoder_to_msg
 from .mrc_decoding import decode_spans, span_losses
 from .mrc_rows import MRCRows, SpecialLayout
 
@@ -236,27 +232,14 @@ class MRCShim(PyTorchShim):
         }
         module = self._model
         if module is not None:
-            encoder = module.encoder
-            config = encoder.get_config()
-            config["reparameterize"] = False  # saved folded
-            ref = dict(self.backbone_ref)
-            if self.settings.get("save_backbone", True):
-                backbone = state_to_shards(encoder.backbone.state_dict())
-            else:
-                if not encoder.backbone_frozen:
-                    raise ValueError("save_backbone = false needs a frozen backbone")
-                if not ref.get("sha256"):
-                    ref["sha256"] = self.backbone_ref["sha256"] = backbone_checksum(encoder.backbone)
-                backbone = []
-            msg["module"] = {
-                "encoder_config": config,
-                "hf_config": encoder.backbone.config.to_dict(),
-                "tokenizer": _tokenizer_to_files(self.tokenizer, self.vocab_file_contents),
-                "prompts": st_save(encoder.export_prompt_state()),
-                "heads": state_to_shards(module.head_state()),
-                "backbone": backbone,
-                "backbone_ref": ref,
-            }
+            msg["module"], self.backbone_ref = encoder_to_msg(
+                module.encoder,
+                self.tokenizer,
+                self.vocab_file_contents,
+                self.backbone_ref,
+                save_backbone=self.settings.get("save_backbone", True),
+            )
+            msg["module"]["heads"] = state_to_shards(module.head_state())
         return srsly.msgpack_dumps(msg)
 
     def from_bytes(self, bytes_data: bytes) -> "MRCShim":
@@ -271,19 +254,9 @@ class MRCShim(PyTorchShim):
         if data is None:
             self._model = None
             return self
-        device = get_torch_default_device()
-        tokenizer, vocab_contents = _tokenizer_from_files(data["tokenizer"])
-        ref = dict(data.get("backbone_ref") or {})
-        if data["backbone"]:
-            backbone = _backbone_from_state(data["hf_config"], data["backbone"], device)
-        else:
-            if not ref.get("sha256"):
-                raise ValueError("prompt-only MRC model without a backbone checksum")
-            candidates = [self.load_name, ref.get("name"), ref.get("path")]
-            backbone, found = load_verified_backbone(candidates, ref["sha256"], self.transformer_config, device=device)
-            ref.update(found)
-        encoder = PromptedEncoder(backbone, **data["encoder_config"])
-        encoder.load_prompt_state(st_load(bytes(data["prompts"])))
+        encoder, tokenizer, vocab_contents, ref = encoder_from_msg(
+            data, [self.load_name], self.transformer_config, get_torch_default_device()
+        )
         module = MRCSpanModule(encoder, **self.head_config)
         missing, unexpected = module.load_state_dict(shards_to_state(data["heads"]), strict=False)
         missing = [k for k in missing if not k.startswith("encoder.")]

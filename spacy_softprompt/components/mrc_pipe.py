@@ -2,6 +2,7 @@
 MRC span model (``spacy_softprompt.MRCSpanModel.v1``) that turns Docs into
 query rows, runs them through the model in one forward per batch (or per
 ``max_batch_rows`` rows at inference) and trains on gold spans."""
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
@@ -12,6 +13,7 @@ from spacy.vocab import Vocab
 from thinc.api import Model, Optimizer
 
 from ..annotations import get_entities
+from ..encoder.storage import read_guarded
 from .mrc_model import (
     mrc_encoder,
     mrc_layout,
@@ -182,12 +184,16 @@ class MRCPipe(TrainablePipe):
     def from_disk(self, path, *, exclude=tuple()):
         set_load_name(self.model)
         self._query_cache = {}
-        return super().from_disk(path, exclude=exclude)
+        model_file = Path(path) / "model"
+        size = model_file.stat().st_size if model_file.is_file() else 0
+        return read_guarded(lambda: super(MRCPipe, self).from_disk(path, exclude=exclude), f"'{self.name}' saved data", size)
 
     def from_bytes(self, bytes_data, *, exclude=tuple()):
         set_load_name(self.model)
         self._query_cache = {}
-        return super().from_bytes(bytes_data, exclude=exclude)
+        return read_guarded(
+            lambda: super(MRCPipe, self).from_bytes(bytes_data, exclude=exclude), f"'{self.name}' saved data", len(bytes_data)
+        )
 
 
 def entities_on(doc: Doc, source: Doc, spans_key: str) -> Dict[Tuple[int, int, str], Span]:

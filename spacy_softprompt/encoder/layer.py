@@ -16,7 +16,6 @@ spacy-transformers'; what changes:
 import contextlib
 import copy
 import functools
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -24,9 +23,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy
 import srsly
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from spacy.tokens import Doc
 from spacy_transformers.align import get_alignment, get_alignment_via_offset_mapping
 from spacy_transformers.data_classes import FullTransformerBatch, HFObjects, WordpieceBatch
@@ -39,16 +35,10 @@ from thinc.shims.shim import Shim
 from thinc.types import ArgsKwargs
 from transformers.file_utils import ModelOutput
 
-from .backbone import (
-    BackboneChecksumError,
-    BackboneNotFoundError,
-    backbone_checksum,
-    load_backbone,
-    load_verified_backbone,
-)
+from .backbone import load_backbone
 from .model import AUTOCAST_DTYPES, PROMPT_DEPTHS, PromptedEncoder
 from .prompts import PROMPT_INITS, texts_per_prompt
-from .serialization import CorruptModelError, shards_to_state, state_to_shards
+from .storage import encoder_from_msg, encoder_to_msg, read_guarded
 
 #: ``doc._.prompt``: the name (or index) of the prompt a Doc is encoded with;
 #: ``None`` selects the first of ``prompt_names``.
@@ -208,66 +198,6 @@ def check_span_getter(get_spans: Callable, limit: int, n_specials: int) -> None:
         )
 
 
-def _tokenizer_to_files(tokenizer, vocab_file_contents: Optional[bytes]) -> Dict[str, Any]:
-    files: Dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        old_vocab = getattr(tokenizer, "vocab_file", None)
-        try:
-            if old_vocab is not None and vocab_file_contents is not None and not Path(str(old_vocab)).is_file():
-                name = tokenizer.vocab_files_names.get("vocab_file", "vocab.txt")
-                (tmp_path / "_vocab").mkdir()
-                (tmp_path / "_vocab" / name).write_bytes(vocab_file_contents)
-                tokenizer.vocab_file = str(tmp_path / "_vocab" / name)
-            out = tmp_path / "tok"
-            tokenizer.save_pretrained(str(out))
-        finally:
-            if old_vocab is not None:
-                tokenizer.vocab_file = old_vocab
-        for path in out.iterdir():
-            if path.is_file():
-                files[path.name] = path.read_bytes()
-    return {"kwargs": {"use_fast": bool(getattr(tokenizer, "is_fast", True))}, "files": files}
-
-
-def _tokenizer_from_files(data: Dict[str, Any]):
-    from transformers import AutoTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, content in data["files"].items():
-            (Path(tmp) / name).write_bytes(content)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, **data.get("kwargs", {}))
-        vocab_contents = None
-        vocab_name = getattr(tokenizer, "vocab_files_names", {}).get("vocab_file")
-        if vocab_name and (Path(tmp) / vocab_name).is_file():
-            vocab_contents = (Path(tmp) / vocab_name).read_bytes()
-    return tokenizer, vocab_contents
-
-
-def _backbone_from_state(hf_config: Dict[str, Any], shards: List[bytes], device) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModel
-
-    try:
-        from transformers.modeling_utils import no_init_weights
-    except ImportError:  # pragma: no cover
-        import contextlib
-
-        no_init_weights = contextlib.nullcontext
-    with tempfile.TemporaryDirectory() as tmp:
-        srsly.write_json(Path(tmp) / "config.json", hf_config)
-        config = AutoConfig.from_pretrained(tmp)
-    with no_init_weights():
-        model = AutoModel.from_config(config)
-    model.load_state_dict(shards_to_state(shards), strict=True)
-    return model.to(device)
-
-
-# public names (the underscored ones are kept: other components import them)
-tokenizer_to_files = _tokenizer_to_files
-tokenizer_from_files = _tokenizer_from_files
-backbone_from_state = _backbone_from_state
-
-
 # ------------------------------------------------------------------- shim
 class SoftPromptShim(HFShim):
     """HFShim whose ``_model`` is a :class:`PromptedEncoder`; safetensors I/O."""
@@ -327,26 +257,13 @@ class SoftPromptShim(HFShim):
         }
         encoder = self.encoder
         if encoder is not None:
-            config = encoder.get_config()
-            config["reparameterize"] = False  # the prompt is saved folded
-            ref = dict(self.backbone_ref)
-            if self.settings.save_backbone:
-                backbone_shards = state_to_shards(encoder.backbone.state_dict())
-            else:
-                if not encoder.backbone_frozen:
-                    raise ValueError("save_backbone = false needs a frozen backbone")
-                if not ref.get("sha256"):
-                    ref["sha256"] = backbone_checksum(encoder.backbone)
-                    self.backbone_ref["sha256"] = ref["sha256"]
-                backbone_shards = []
-            msg["encoder"] = {
-                "config": config,
-                "hf_config": encoder.backbone.config.to_dict(),
-                "tokenizer": _tokenizer_to_files(self._hfmodel.tokenizer, self._hfmodel.vocab_file_contents),
-                "prompts": st_save(encoder.export_prompt_state()),
-                "backbone": backbone_shards,
-                "backbone_ref": ref,
-            }
+            msg["encoder"], self.backbone_ref = encoder_to_msg(
+                encoder,
+                self._hfmodel.tokenizer,
+                self._hfmodel.vocab_file_contents,
+                self.backbone_ref,
+                save_backbone=self.settings.save_backbone,
+            )
         return srsly.msgpack_dumps(msg)
 
     def from_bytes(self, bytes_data: bytes) -> "SoftPromptShim":
@@ -363,19 +280,9 @@ class SoftPromptShim(HFShim):
             self._model = None
             self._hfmodel = HFObjects(None, None, None, tok_cfg, trf_cfg)
             return self
-        device = get_torch_default_device()
-        tokenizer, vocab_contents = _tokenizer_from_files(data["tokenizer"])
-        ref = dict(data.get("backbone_ref") or {})
-        if data["backbone"]:
-            backbone = _backbone_from_state(data["hf_config"], data["backbone"], device)
-        else:
-            if not ref.get("sha256"):
-                raise ValueError("prompt-only encoder without a backbone checksum")
-            candidates = [self.load_name, ref.get("name"), ref.get("path")]
-            backbone, found = load_verified_backbone(candidates, ref["sha256"], trf_cfg, device=device)
-            ref.update(found)
-        encoder = PromptedEncoder(backbone, **data["config"])
-        encoder.load_prompt_state(st_load(bytes(data["prompts"])))
+        encoder, tokenizer, vocab_contents, ref = encoder_from_msg(
+            data, [self.load_name], trf_cfg, get_torch_default_device()
+        )
         self._hfmodel = HFObjects(None, None, None, tok_cfg, trf_cfg)
         self.set_encoder(encoder, tokenizer, vocab_contents, ref)
         return self
@@ -526,15 +433,11 @@ class SoftPromptTransformerModel(TransformerModel):
         # first place a prompt-only save looks for its backbone; thinc restores
         # the saved attrs (including the saved name) before the shim loads.
         self.shim.load_name = self.attrs.get("name")
-        try:
-            super().from_bytes(bytes_data)
-        except (BackboneChecksumError, BackboneNotFoundError, CorruptModelError):
-            raise
-        except (ValueError, KeyError, TypeError, IndexError, SafetensorError) as err:
-            raise CorruptModelError(
-                f"the transformer's saved model data ({len(bytes_data):,} bytes) is corrupt or truncated "
-                f"({type(err).__name__}: {str(err)[:80]}); copy or reinstall the pipeline again"
-            ) from None
+        read_guarded(
+            lambda: super(SoftPromptTransformerModel, self).from_bytes(bytes_data),
+            "the transformer's saved model data",
+            len(bytes_data),
+        )
         encoder = self.encoder
         self.attrs["has_transformer"] = encoder is not None
         if encoder is not None:

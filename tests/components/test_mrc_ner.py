@@ -315,3 +315,17 @@ def test_empty_and_whitespace_docs(tiny_bert):
     docs = list(nlp.pipe(["", "   ", "aspirin"]))
     assert [len(d.spans["entities"]) >= 0 for d in docs] == [True, True, True]
     assert len(docs[0].ents) == 0
+
+
+def test_truncated_mrc_model_file_is_a_corrupt_model_error(tiny_megatron, tmp_path):
+    from spacy_softprompt.encoder import CorruptModelError
+
+    nlp = make_nlp(tiny_megatron, ner={"query_mode": "soft"})
+    egs = examples(nlp, with_relations=False)
+    nlp.initialize(lambda: egs)
+    nlp.to_disk(tmp_path / "pipeline")
+    model_file = tmp_path / "pipeline" / "mrc_ner" / "model"
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptModelError, match=r"'mrc_ner' saved data \(.* bytes\) is corrupt or truncated"):
+        spacy.load(tmp_path / "pipeline")
