@@ -273,3 +273,37 @@ def write_report(report: Dict[str, Any], output: Path) -> None:
 
 def csv(value: str) -> List[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+# ------------------------------------------------------------------ script skeleton
+def bench_parser(doc: str):
+    """An argument parser for a benchmark script, with the hidden ``--worker KIND SPEC``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    return parser
+
+
+def serve_worker(args, workers: Dict[str, Any]) -> bool:
+    """In a worker process (``--worker KIND SPEC``): run ``workers[KIND](SPEC)``,
+    print its JSON result, and return True; else False."""
+    if not args.worker:
+        return False
+    kind, spec = args.worker
+    print(json.dumps(workers[kind](json.loads(spec))))
+    return True
+
+
+def new_report(name: str, args, **sections: Any) -> Dict[str, Any]:
+    """The results skeleton: benchmark name, machine, settings (the flags), sections, targets."""
+    settings = {k: v for k, v in vars(args).items() if k != "worker"}
+    return {"benchmark": name, "machine": machine_info(), "settings": settings, **sections, "targets": {}}
+
+
+def finish(report: Dict[str, Any], output: Path) -> int:
+    """Print the targets, write the results JSON; the script's exit status (0)."""
+    print()
+    print_targets(report["targets"])
+    write_report(report, output)
+    return 0

@@ -30,7 +30,6 @@ Run: ``python benchmarks/inference_bench.py [--backbones minilm,gatortron-base-s
 [--layers 24] [--docs 8 --words 150] [--gt-docs 2 --gt-words 60] [--repeats 8] [--threads 1 --clock cpu]``.
 Prints a markdown table and writes ``benchmarks/results/inference.json``.
 """
-import argparse
 import json
 import sys
 import tempfile
@@ -190,8 +189,7 @@ def _mrc(backbone, args):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser = bc.bench_parser(__doc__)
     parser.add_argument("--backbones", default="minilm,gatortron-base-shaped")
     parser.add_argument("--layers", type=int, default=24, help="layers of the GatorTron-base-shaped model (24 = the real shape)")
     parser.add_argument("--docs", type=int, default=8, help="MiniLM/tiny: notes per run")
@@ -210,13 +208,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR, help="where generated models are kept")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.worker:
-        kind, spec = args.worker
-        print(json.dumps(WORKERS[kind](json.loads(spec))))
+    if bc.serve_worker(args, WORKERS):
         return 0
 
-    report = {"benchmark": "inference", "machine": bc.machine_info(), "settings": vars(args).copy(), "backbones": {}, "targets": {}}
-    report["settings"].pop("worker")
+    report = bc.new_report("inference", args, backbones={})
     rows = []
     for label, source in bc.backbone_sources(bc.csv(args.backbones), args.workdir, args.layers).items():
         big = label.startswith("gatortron")
@@ -258,10 +253,7 @@ def main(argv=None) -> int:
     ratio_of = "CPU-time" if args.clock == "cpu" else "wall-clock"
     bc.print_table(("backbone", "pipeline", "words/s", "words/CPU-s", f"/ spacy-transformers ({ratio_of})",
                     f"/ bare forward ({ratio_of})", "entities", "relations"), rows)
-    print()
-    bc.print_targets(report["targets"])
-    bc.write_report(report, args.output)
-    return 0
+    return bc.finish(report, args.output)
 
 
 if __name__ == "__main__":

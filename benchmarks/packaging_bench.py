@@ -18,9 +18,7 @@ Per backbone:
 Run: ``python benchmarks/packaging_bench.py [--backbones minilm,gatortron-base-shaped]
 [--layers 24] [--no-wheels]``; writes ``benchmarks/results/packaging.json``.
 """
-import argparse
 import gc
-import json
 import shutil
 import subprocess
 import sys
@@ -92,8 +90,7 @@ WORKERS = {"save": worker_save, "memory": worker_memory}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser = bc.bench_parser(__doc__)
     parser.add_argument("--backbones", default="minilm,gatortron-base-shaped")
     parser.add_argument("--layers", type=int, default=24, help="layers of the GatorTron-base-shaped model")
     parser.add_argument("--no-wheels", action="store_true", help="skip building wheels (pipeline folder sizes only)")
@@ -101,13 +98,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.worker:
-        kind, spec = args.worker
-        print(json.dumps(WORKERS[kind](json.loads(spec))))
+    if bc.serve_worker(args, WORKERS):
         return 0
 
-    report = {"benchmark": "packaging", "machine": bc.machine_info(), "settings": vars(args).copy(), "backbones": {}, "targets": {}}
-    report["settings"].pop("worker")
+    report = bc.new_report("packaging", args, backbones={})
     rows = []
     for label, source in bc.backbone_sources(bc.csv(args.backbones), args.workdir, args.layers).items():
         tmp = Path(tempfile.mkdtemp(prefix="packaging_bench_", dir=args.workdir if args.workdir.exists() else None))
@@ -157,10 +151,7 @@ def main(argv=None) -> int:
     print()
     bc.print_table(("backbone", "full folder MiB", "prompt-only folder MiB", "full wheel MiB", "prompt-only wheel MiB",
                     "prompt-only share", "RSS MB 1 -> 2 prompt-only", "RSS MB 1 -> 2 full"), rows)
-    print()
-    bc.print_targets(report["targets"])
-    bc.write_report(report, args.output)
-    return 0
+    return bc.finish(report, args.output)
 
 
 if __name__ == "__main__":

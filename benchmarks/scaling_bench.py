@@ -24,9 +24,7 @@ GatorTron-shaped model defaults to 2 layers here (width 1024 as the real one):
 scaling with length is what is measured, and 24 layers would take an hour on
 CPU for a 20k-word note.  Writes ``benchmarks/results/scaling.json``.
 """
-import argparse
 import gc
-import json
 import sys
 import time
 from pathlib import Path
@@ -138,8 +136,7 @@ WORKERS = {"length": worker_length, "corpus": worker_corpus}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser = bc.bench_parser(__doc__)
     parser.add_argument("--backbones", default="minilm,gatortron-base-shaped", help="backbones for the note-length part")
     parser.add_argument("--layers", type=int, default=2, help="layers of the GatorTron-base-shaped model (width stays 1024)")
     parser.add_argument("--lengths", default="1000,5000,20000", help="note lengths in words")
@@ -153,14 +150,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.worker:
-        kind, spec = args.worker
-        print(json.dumps(WORKERS[kind](json.loads(spec))))
+    if bc.serve_worker(args, WORKERS):
         return 0
 
     lengths = [int(x) for x in bc.csv(args.lengths)]
-    report = {"benchmark": "scaling", "machine": bc.machine_info(), "settings": vars(args).copy(), "note_length": {}, "corpus": {}, "targets": {}}
-    report["settings"].pop("worker")
+    report = bc.new_report("scaling", args, note_length={}, corpus={})
     rows = []
     for label, source in bc.backbone_sources(bc.csv(args.backbones), args.workdir, args.layers).items():
         per = {}
@@ -212,10 +206,7 @@ def main(argv=None) -> int:
     if corpus_rows:
         print()
         bc.print_table(("notes", "chunk s", "elapsed s", "RSS MB (trimmed)", "RSS MB (raw)"), corpus_rows)
-    print()
-    bc.print_targets(report["targets"])
-    bc.write_report(report, args.output)
-    return 0
+    return bc.finish(report, args.output)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ Run: ``python benchmarks/training_bench.py [--backbones minilm,gatortron-base-sh
 [--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 2]``;
 writes ``benchmarks/results/training.json``.
 """
-import argparse
-import json
 import resource
 import sys
 import time
@@ -97,8 +95,7 @@ WORKERS = {"train": worker_train}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser = bc.bench_parser(__doc__)
     parser.add_argument("--backbones", default="minilm,gatortron-base-shaped")
     parser.add_argument("--layers", type=int, default=24, help="layers of the GatorTron-base-shaped model")
     parser.add_argument("--docs", type=int, default=8, help="MiniLM/tiny: notes per batch")
@@ -112,14 +109,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.worker:
-        kind, spec = args.worker
-        print(json.dumps(WORKERS[kind](json.loads(spec))))
+    if bc.serve_worker(args, WORKERS):
         return 0
 
     runs = [r for r in RUNS if r in bc.csv(args.runs)]
-    report = {"benchmark": "training", "machine": bc.machine_info(), "settings": vars(args).copy(), "backbones": {}, "targets": {}}
-    report["settings"].pop("worker")
+    report = bc.new_report("training", args, backbones={})
     rows = []
     for label, source in bc.backbone_sources(bc.csv(args.backbones), args.workdir, args.layers).items():
         big = label.startswith("gatortron")
@@ -155,10 +149,7 @@ def main(argv=None) -> int:
         report["backbones"][label] = entry
     print()
     bc.print_table(("backbone", "run", "s/step", "peak MB", "peak above init MB", "trainable"), rows)
-    print()
-    bc.print_targets(report["targets"])
-    bc.write_report(report, args.output)
-    return 0
+    return bc.finish(report, args.output)
 
 
 if __name__ == "__main__":
