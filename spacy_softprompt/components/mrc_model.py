@@ -11,7 +11,9 @@ Torch side (:class:`MRCSpanModule`)
 * a span-match scorer on ``[h_start; h_end]``: ``Linear(2H, d) -> GELU ->
   Linear(d, 1)``, computed as ``A h_start + B h_end`` so that only candidate
   pairs are ever materialised (see :mod:`.mrc_decoding`);
-* loss = ``w_s BCE(start) + w_e BCE(end) + w_m BCE(match)`` (MRC-NER).
+* loss = ``w_s BCE(start) + w_e BCE(end) + w_m BCE(match)`` (MRC-NER), gold
+  start/end positions optionally up-weighted (``loss_weights["positive"]``);
+  the start/end biases start at the logit of :data:`BOUNDARY_PRIOR`.
 
 thinc side
 ----------
@@ -63,9 +65,14 @@ DEFAULT_OPTIONS = {
     "max_span_width": 10,
     "threshold": 0.5,
     "match_threshold": 0.5,
-    "loss_weights": {"start": 1.0, "end": 1.0, "match": 1.0},
+    "loss_weights": {"start": 1.0, "end": 1.0, "match": 1.0, "positive": 1.0},
     "max_match_candidates": None,
 }
+LOSS_WEIGHT_KEYS = tuple(DEFAULT_OPTIONS["loss_weights"])
+#: Initial start/end probability of every position (the heads' bias): close to
+#: the share of context words that start an entity of one type, so training
+#: does not spend its first steps learning that almost nothing is a boundary.
+BOUNDARY_PRIOR = 0.01
 
 
 # --------------------------------------------------------------- torch
@@ -84,6 +91,10 @@ class MRCSpanModule(nn.Module):
         self.match_start = nn.Linear(H, self.hidden_width)
         self.match_end = nn.Linear(H, self.hidden_width, bias=False)
         self.match_out = nn.Linear(self.hidden_width, 1)
+        with torch.no_grad():
+            prior = float(torch.logit(torch.tensor(BOUNDARY_PRIOR)))
+            self.start_head.bias.fill_(prior)
+            self.end_head.bias.fill_(prior)
         self.to(device=encoder.device)
 
     def head_config(self) -> Dict[str, Any]:
@@ -126,11 +137,11 @@ class MRCSpanModule(nn.Module):
             return self.match_out(self.dropout(pair)).squeeze(-1)
 
         if gold is not None:
+            w = {**DEFAULT_OPTIONS["loss_weights"], **(loss_weights or {})}
             losses = span_losses(
                 start_logits, end_logits, match_fn, start_mask, end_mask, word_index, gold, max_span_width,
-                threshold=threshold, max_candidates=max_match_candidates,
+                threshold=threshold, max_candidates=max_match_candidates, positive_weight=w["positive"],
             )
-            w = {**DEFAULT_OPTIONS["loss_weights"], **(loss_weights or {})}
             loss = w["start"] * losses["start"] + w["end"] * losses["end"] + w["match"] * losses["match"]
             return {"loss": loss, **losses}
         spans, probs = decode_spans(

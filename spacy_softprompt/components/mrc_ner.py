@@ -52,7 +52,7 @@ dropout = 0.1
 use_fast = true
 """
 
-DEFAULT_LOSS_WEIGHTS = {"start": 1.0, "end": 1.0, "match": 1.0}
+DEFAULT_LOSS_WEIGHTS = {"start": 1.0, "end": 1.0, "match": 1.0, "positive": 1.0}
 
 
 def default_question(label: str) -> str:
@@ -122,7 +122,8 @@ def make_mrc_ner(
     max_span_width: longest entity in tokens; null = the longest in the training data.
     threshold / match_threshold: probabilities a start/end and a (start, end)
         pair must reach.
-    loss_weights: {"start", "end", "match"} weights of the three losses.
+    loss_weights: {"start", "end", "match"} weights of the three losses;
+        "positive": weight of the gold positions in the start/end losses.
     max_query_pieces: questions are cut to this many wordpieces.
     max_match_candidates: training scores at most this many (start, end) pairs
         per batch in the match loss (all gold pairs + sampled negatives; null: all).

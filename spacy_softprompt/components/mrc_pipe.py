@@ -15,6 +15,7 @@ from thinc.api import Model, Optimizer
 from ..annotations import get_entities
 from ..encoder.storage import read_guarded
 from .mrc_model import (
+    LOSS_WEIGHT_KEYS,
     mrc_encoder,
     mrc_layout,
     mrc_module,
@@ -38,6 +39,11 @@ class MRCPipe(TrainablePipe):
         for key in ("max_batch_rows", "max_train_rows"):
             if cfg.get(key) is not None and int(cfg[key]) < 1:
                 raise ValueError(f"{key} must be a positive number of rows or null")
+        unknown = set(cfg.get("loss_weights") or {}) - set(LOSS_WEIGHT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown loss_weights {sorted(unknown)}; expected some of {list(LOSS_WEIGHT_KEYS)}")
+        if any(float(v) < 0 for v in (cfg.get("loss_weights") or {}).values()):
+            raise ValueError("loss_weights must not be negative")
         for key in ("threshold", "match_threshold"):
             if not 0.0 < float(cfg[key]) < 1.0:
                 raise ValueError(f"{key} must be in (0, 1), got {cfg[key]}")

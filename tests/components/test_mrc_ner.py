@@ -163,7 +163,7 @@ def test_hard_rows_carry_the_label_question(tiny_bert):
 def test_decoded_spans_start_and_end_on_word_boundaries(tiny_bert):
     # words the tiny vocab splits into several wordpieces
     text = "zyx aspirin qwv daily heparin kjh"
-    nlp = make_nlp(tiny_bert, ner={"query_mode": "soft", "threshold": 0.05, "match_threshold": 0.05})
+    nlp = make_nlp(tiny_bert, ner={"query_mode": "soft", "threshold": 0.002, "match_threshold": 0.05})
     egs = examples(nlp, with_relations=False)
     nlp.initialize(lambda: egs)
     pipe = nlp.get_pipe("mrc_ner")
@@ -329,3 +329,17 @@ def test_truncated_mrc_model_file_is_a_corrupt_model_error(tiny_megatron, tmp_pa
     model_file.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptModelError, match=r"'mrc_ner' saved data \(.* bytes\) is corrupt or truncated"):
         spacy.load(tmp_path / "pipeline")
+
+
+def test_boundary_heads_start_at_the_prior_and_loss_weights_are_checked(tiny_megatron):
+    from spacy_softprompt.components.mrc_model import BOUNDARY_PRIOR
+
+    nlp = make_nlp(tiny_megatron, ner={"query_mode": "soft"})
+    nlp.initialize(lambda: examples(nlp, TOY, with_relations=False))
+    module = module_of(nlp, "mrc_ner")
+    for head in (module.start_head, module.end_head):
+        assert torch.sigmoid(head.bias).item() == pytest.approx(BOUNDARY_PRIOR, rel=1e-4)
+    with pytest.raises(ValueError, match="unknown loss_weights"):
+        make_nlp(tiny_megatron, ner={"query_mode": "soft", "loss_weights": {"postive": 2.0}})
+    with pytest.raises(ValueError, match="must not be negative"):
+        make_nlp(tiny_megatron, ner={"query_mode": "soft", "loss_weights": {"positive": -1.0}})
