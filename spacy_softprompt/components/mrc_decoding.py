@@ -139,9 +139,10 @@ def span_losses(
     and the negatives are a random sample.
 
     ``positive_weight`` multiplies the loss of the gold start and end positions
-    (BCE ``pos_weight``): about 1 context word in 100 starts an entity of a
-    given type, and a weight above 1 lets a short training run reach the
-    decoding threshold on them sooner (the match loss is unweighted)."""
+    and of the gold pairs (BCE ``pos_weight``): about 1 context word in 100
+    starts an entity of a given type, and most candidate pairs are not
+    entities, so a weight above 1 lets a short training run reach the decoding
+    thresholds on the gold ones sooner."""
     R, L = start_logits.shape
     gold = gold.to(device=start_logits.device, dtype=torch.long).reshape(-1, 3)
     gold_start, gold_end = gold_position_targets(gold, (R, L))
@@ -174,7 +175,7 @@ def span_losses(
             pairs, is_gold = pairs[keep], is_gold[keep]
         match = match_fn(pairs[:, 0], pairs[:, 1], pairs[:, 2]).float()
         target = is_gold.float()
-        match_loss = F.binary_cross_entropy_with_logits(match, target)
+        match_loss = F.binary_cross_entropy_with_logits(match, target, pos_weight=pos_weight)
     else:
         match_loss = zero
     return {

@@ -12,7 +12,7 @@ Torch side (:class:`MRCSpanModule`)
   Linear(d, 1)``, computed as ``A h_start + B h_end`` so that only candidate
   pairs are ever materialised (see :mod:`.mrc_decoding`);
 * loss = ``w_s BCE(start) + w_e BCE(end) + w_m BCE(match)`` (MRC-NER), gold
-  start/end positions optionally up-weighted (``loss_weights["positive"]``);
+  start/end positions and pairs optionally up-weighted (``loss_weights["positive"]``);
   the start/end biases start at the logit of :data:`BOUNDARY_PRIOR`.
 
 thinc side

@@ -123,7 +123,7 @@ def make_mrc_ner(
     threshold / match_threshold: probabilities a start/end and a (start, end)
         pair must reach.
     loss_weights: {"start", "end", "match"} weights of the three losses;
-        "positive": weight of the gold positions in the start/end losses.
+        "positive": weight of the gold positions and pairs in all three losses.
     max_query_pieces: questions are cut to this many wordpieces.
     max_match_candidates: training scores at most this many (start, end) pairs
         per batch in the match loss (all gold pairs + sampled negatives; null: all).

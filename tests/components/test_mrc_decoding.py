@@ -184,7 +184,7 @@ def test_windows_cover_every_token_and_owners_partition(counts):
         assert a <= lo and hi <= b
 
 
-def test_positive_weight_scales_the_gold_boundary_terms_only():
+def test_positive_weight_scales_the_gold_terms_only():
     wi, start_mask, end_mask = _row(WORDS)
     L = wi.shape[1]
     gold = torch.tensor([[0, 5, 10]])
@@ -198,6 +198,6 @@ def test_positive_weight_scales_the_gold_boundary_terms_only():
     weighted = span_losses(start, end, dense_match_fn(match), start_mask, end_mask, wi, gold, 10, positive_weight=4.0)
     weighted["start"].backward()
     assert float(weighted["start"]) > float(plain["start"])
-    assert float(weighted["match"]) == pytest.approx(float(plain["match"]))
+    assert float(weighted["match"]) > float(plain["match"])
     assert float(start.grad[0, 5]) == pytest.approx(4.0 * float(plain_grad[0, 5]))  # the gold start
     assert float(start.grad[0, 7]) == pytest.approx(float(plain_grad[0, 7]))  # a negative start
