@@ -150,7 +150,7 @@ def main_trained(args) -> int:
         "results": results,
         "single_over_mrc": ratio,
     }
-    output = args.output if args.output != RESULTS else TRAINED_RESULTS
+    output = args.output or TRAINED_RESULTS
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2) + "\n", encoding="utf8")
     print(f"wrote {output}")
@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--backbone", default=BACKBONE)
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"default {RESULTS.name}, with --trained {TRAINED_RESULTS.name} (in benchmarks/results)")
     parser.add_argument("--trained", nargs=2, metavar=("SINGLE_MODEL", "MRC_MODEL"), type=Path, default=None,
                         help="compare two trained pipelines on --docs instead of untrained synthetic ones")
     parser.add_argument("--docs", type=Path, default=None, help=".spacy corpus whose texts --trained runs on")
@@ -219,9 +220,10 @@ def main(argv=None) -> int:
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.processor()},
         "results": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=2) + "\n", encoding="utf8")
-    print(f"wrote {args.output}")
+    output = args.output or RESULTS
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(out, indent=2) + "\n", encoding="utf8")
+    print(f"wrote {output}")
     return 0
 
 

@@ -57,7 +57,7 @@ from ..encoder.layer import (
 from ..encoder.model import PromptedEncoder
 from ..encoder.serialization import shards_to_state, state_to_shards
 from ..encoder.storage import encoder_from_msg, encoder_to_msg
-from .mrc_decoding import decode_spans, span_losses
+from .mrc_decoding import decode_spans, logit, span_losses
 from .mrc_rows import MRCRows, SpecialLayout
 
 SERIALIZATION_FORMAT = "spacy-softprompt/mrc/1"
@@ -92,9 +92,8 @@ class MRCSpanModule(nn.Module):
         self.match_end = nn.Linear(H, self.hidden_width, bias=False)
         self.match_out = nn.Linear(self.hidden_width, 1)
         with torch.no_grad():
-            prior = float(torch.logit(torch.tensor(BOUNDARY_PRIOR)))
-            self.start_head.bias.fill_(prior)
-            self.end_head.bias.fill_(prior)
+            self.start_head.bias.fill_(logit(BOUNDARY_PRIOR))
+            self.end_head.bias.fill_(logit(BOUNDARY_PRIOR))
         self.to(device=encoder.device)
 
     def head_config(self) -> Dict[str, Any]:

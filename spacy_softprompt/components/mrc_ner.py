@@ -33,6 +33,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
 from ..annotations import ENTITY_SPANS_KEY, get_entities
+from .mrc_model import DEFAULT_OPTIONS
 from .mrc_pipe import MRCPipe, entities_on, gold_array, observed_width
 from .mrc_rows import MRCRows, RowSpec, build_rows, token_windows, tokenize_docs, tokenize_queries, window_owners
 
@@ -52,7 +53,7 @@ dropout = 0.1
 use_fast = true
 """
 
-DEFAULT_LOSS_WEIGHTS = {"start": 1.0, "end": 1.0, "match": 1.0, "positive": 1.0}
+DEFAULT_LOSS_WEIGHTS = dict(DEFAULT_OPTIONS["loss_weights"])
 
 
 def default_question(label: str) -> str:
