@@ -290,8 +290,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.max_length < 3:
         parser.error("--max-length must be at least 3")
-    report = bc.new_report("baseline_hf_tokcls", args, **run(args))
+    report = bc.new_report("baseline_hf_tokcls", args)  # machine figures at the start
     report.pop("targets")
+    report.update(run(args))
     rows = [common.score_row(f"epoch {e['epoch']}" + (" (best)" if e["epoch"] == report["best_epoch"] else ""), e)
             for e in report["epochs"]]
     print()

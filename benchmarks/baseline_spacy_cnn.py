@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     wall_start = time.perf_counter()
+    report = bc.new_report("baseline_spacy_cnn", args)
+    report.pop("targets")
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
@@ -158,11 +160,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: spacy train failed (exit status {result.returncode})")
 
     evaluations = read_log(log_file)
-    best_eval = max(evaluations, key=lambda e: e["score"] or 0.0) if evaluations else None
+    # spacy train saves model-best at every evaluation that equals the best score so far (the last tie wins)
+    best_eval = max(evaluations, key=lambda e: (e["score"] or 0.0, e["step"])) if evaluations else None
     checkpoints = {name: evaluate(args.workdir / "model" / name, dev) for name in ("model-best", "model-last")}
     nlp = common.clinical_nlp()
-    report = bc.new_report(
-        "baseline_spacy_cnn", args,
+    report.update(
         config_changes=changes,
         command=command,
         data={"train": common.corpus_stats(common.load_docs(train, nlp)), "dev": common.corpus_stats(common.load_docs(dev, nlp))},
@@ -175,7 +177,6 @@ def main(argv=None) -> int:
         wall_s=round(time.perf_counter() - wall_start, 1),
         workdir=str(args.workdir),
     )
-    report.pop("targets")
     print()
     bc.print_table(common.SCORE_HEADER, [common.score_row(f"model-best (step {report['best_step']})", report["best"]),
                                          common.score_row("model-last", report["last"])])
