@@ -27,6 +27,8 @@ BENCHMARKS: Dict[str, tuple] = {
     "scaling": ("scaling_bench.py", "scaling.json", "time and memory vs note length and corpus size"),
     "encoder": ("encoder_bench.py", "encoder.json", "encoder only: throughput, training step, memory, size (transformer + ner)"),
     "mrc": ("mrc_bench.py", "mrc_vs_single.json", "MRC mode vs single pass throughput"),
+    "baseline-hf": ("baseline_hf_tokcls.py", "baseline_hf_tokcls.json", "peer baseline: HF token classification fine-tuning, dev n2c2 F1 per epoch"),
+    "baseline-cnn": ("baseline_spacy_cnn.py", "baseline_spacy_cnn.json", "peer baseline: spaCy CNN ner (spacy train), dev n2c2 F1"),
 }
 #: what ``all`` runs, in order
 ALL = ("inference", "training", "packaging", "scaling")
