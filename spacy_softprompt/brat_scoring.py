@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .data.brat import BratDocument, decode_text, parse_ann, read_brat_dir, resolve_entity_id
 from .data.errors import BratError, BratIssue, IssueCollector
-from .data.schema import Schema, apply_schema, load_schema
+from .data.schema import MappedRelation, Schema, apply_schema, load_schema
 from .scoring import LENIENT_MATCHING, Entity, RelationItem, count_documents, make_annotations
 
 MISSING_PRED = ("skip", "miss")
@@ -145,11 +145,15 @@ def brat_items(doc: BratDocument, schema: Optional[Schema], *, predictions: bool
             return None
         return (ent.start, ent.end, labels.get(ent.id) or ent.type + (OUTSIDE if predictions else ""))
 
+    def mapped_item(r: MappedRelation) -> RelationItem:
+        return (r.label, (r.arg1.start, r.arg1.end, labels[r.arg1.id]), (r.arg2.start, r.arg2.end, labels[r.arg2.id]))
+
     by_line = {r.source: r for r in mapped.relations if r.id is not None}
     for rel in doc.relations:
         found = by_line.get(rel.id)
+        item: RelationItem
         if found is not None:
-            item = (found.label, arg(found.arg1.id), arg(found.arg2.id))
+            item = mapped_item(found)
         else:
             a1, a2 = arg(rel.arg1), arg(rel.arg2)
             if a1 is None or a2 is None:
@@ -163,12 +167,12 @@ def brat_items(doc: BratDocument, schema: Optional[Schema], *, predictions: bool
             else:
                 out.dropped["rels"] += 1
                 continue
-        out.relations.append(item)  # type: ignore[arg-type]
+        out.relations.append(item)
         out.relation_sources.append((rel.id, rel.line))
     events = {ev.id: ev.line for ev in doc.events}
     for r in mapped.relations:
         if r.id is None:  # from an event argument ("E3:Effect")
-            out.relations.append((r.label, arg(r.arg1.id), arg(r.arg2.id)))  # type: ignore[arg-type]
+            out.relations.append(mapped_item(r))
             out.relation_sources.append((r.source, events.get(r.source.split(":", 1)[0], 0)))
     return out
 
