@@ -54,15 +54,70 @@ def score(
     pred_dir: Path = typer.Argument(..., help="Predicted brat folder (same file names)."),
     schema: Optional[str] = typer.Option(None, "--schema", "-s", help=SCHEMA_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON."),
-    matching: str = typer.Option("any", "--matching", help="Lenient counting: 'any' or 'n2c2' (the official script's)."),
+    matching: str = typer.Option(
+        "any", "--matching",
+        help="Counting: 'n2c2' (the official track2-evaluate-ver4.py: every line, in file order; quote this) or 'any' (distinct items).",
+    ),
+    missing_pred: Optional[str] = typer.Option(
+        None, "--missing-pred",
+        help="Gold documents without a prediction .ann: 'skip' (default with --matching n2c2, as the official script) or 'miss' (default with any).",
+    ),
 ) -> None:
-    """Score brat against brat: strict/lenient entity and relation P/R/F1 (n2c2 2018 style)."""
-    from .evaluation import score_brat_dirs
+    """Score brat against brat: strict/lenient entity and relation P/R/F1 (n2c2 2018 style).
+    Prints the counting policy it used, then the table, then notes (repeated lines, ...)."""
+    from .brat_scoring import score_brat_dirs
     from .scoring import format_table
 
-    scores = score_brat_dirs(gold_dir, pred_dir, schema=schema, lenient_matching=matching)
+    scores = score_brat_dirs(gold_dir, pred_dir, schema=schema, lenient_matching=matching, missing_pred=missing_pred)
+    for line in _score_summary(scores):
+        typer.echo(line)
     typer.echo(format_table(scores))
+    for line in _score_notes(scores):
+        typer.echo(line)
     _write_json(output, scores)
+
+
+#: notes printed by `score` (all of them go to --output)
+MAX_NOTES = 20
+
+
+def _score_summary(scores: dict) -> List[str]:
+    """The policy `score` used and what it did with missing and extra files."""
+    from .brat_scoring import ScoringPolicy
+
+    policy = scores["policy"]
+    lines = ScoringPolicy(policy["matching"], policy["missing_pred"], policy["schema"]).describe()
+    missing = scores["missing_predictions"]
+    if missing:
+        what = "skipped" if policy["missing_pred"] == "skip" else "scored as predicting nothing"
+        names = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+        lines.append(f"{len(missing)} gold document(s) without a prediction .ann, {what}: {names}")
+    extra = scores["unmatched_predictions"]
+    if extra:
+        lines.append(f"{len(extra)} prediction file(s) without gold, not scored: " + ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else ""))
+    lines.append(f"scored {scores['n_scored']} of {scores['n_docs']} gold documents")
+    return lines
+
+
+def _score_notes(scores: dict) -> List[str]:
+    """Repeated lines, outside-schema predictions and readings that differ from the official script."""
+    lines = []
+    rep = scores["repeated"]
+    if rep["gold"] or rep["pred"]:
+        how = "each counted" if scores["policy"]["matching"] == "n2c2" else "each counted once"
+        lines.append(f"warning: repeated annotation lines: {rep['gold']} in gold, {rep['pred']} in predictions ({how}; see the notes)")
+    outside = scores["outside_schema"]
+    n_out = sum(sum(c.values()) for c in outside.values())
+    if n_out:
+        lines.append(f"warning: {n_out} predicted line(s) outside the schema, counted as false positives (rows '... (outside schema)')")
+    notes = scores["notes"]
+    for note in notes[:MAX_NOTES]:
+        where = f"{note['file']}:{note['line']}" if note["line"] else note["file"]
+        ann = f" [{note['ann_id']}]" if note["ann_id"] else ""
+        lines.append(f"note: {where}{ann}: {note['message']}")
+    if len(notes) > MAX_NOTES:
+        lines.append(f"note: ... {len(notes) - MAX_NOTES} more (all in --output JSON)")
+    return lines
 
 
 @app.command()

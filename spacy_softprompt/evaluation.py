@@ -71,41 +71,5 @@ def evaluate_model(
     return scores
 
 
-def score_brat_dirs(
-    gold_dir: Path,
-    pred_dir: Path,
-    *,
-    schema=None,
-    lenient_matching: str = "any",
-    strict: bool = False,
-) -> Dict[str, Any]:
-    """Score a predicted brat folder against a gold one (documents paired by relative
-    path). A gold document without a prediction counts as predicting nothing and is
-    listed under ``missing_predictions``; predictions without gold are listed under
-    ``unmatched_predictions`` and not scored."""
-    from .data.brat import read_brat_dir
-    from .data.errors import IssueCollector
-    from .data.schema import load_schema, mapped_annotations
-    from .scoring import make_annotations, score_documents
-
-    schema = load_schema(schema) if schema is not None else None
-    collector = IssueCollector(strict=strict)
-    gold = {d.doc_id: d for d in read_brat_dir(gold_dir, recursive=True, collector=collector)}
-    pred = {d.doc_id: d for d in read_brat_dir(pred_dir, recursive=True, collector=collector)}
-    empty = make_annotations()
-    pairs = [
-        (
-            make_annotations(*mapped_annotations(doc, schema)),
-            # Predictions may already carry the schema's target labels (a pipeline's output).
-            make_annotations(*mapped_annotations(pred[doc_id], schema, accept_target_labels=True))
-            if doc_id in pred
-            else empty,
-        )
-        for doc_id, doc in sorted(gold.items())
-    ]
-    scores = score_documents(pairs, lenient_matching=lenient_matching)
-    scores["n_docs"] = len(gold)
-    scores["missing_predictions"] = sorted(set(gold) - set(pred))
-    scores["unmatched_predictions"] = sorted(set(pred) - set(gold))
-    scores["issues"] = len(collector.issues)
-    return scores
+# brat folder against brat folder: the `score` command (moved; importable from here as before)
+from .brat_scoring import score_brat_dirs  # noqa: E402,F401

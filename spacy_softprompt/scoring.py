@@ -4,17 +4,25 @@ Items
 -----
 * An **entity** is ``(start_char, end_char, label)`` with half-open character
   offsets (``text[start:end]``). A discontinuous entity is scored as the span
-  covering its fragments, as the official n2c2 script does (it keeps the start
-  of the first fragment and the end of the last).
+  covering its fragments (smallest start, largest end). The official n2c2
+  script takes the first listed fragment's start and the last one's end: the
+  same for two or three fragments in text order, not for fragments listed out
+  of order, and it mis-reads four or more fragments (it reuses the previous
+  line's type and offsets, or crashes); we keep the covering span there.
 * A **relation** is ``(label, arg1, arg2)`` where ``arg1`` and ``arg2`` are
   entities. Arguments are ordered: ``arg1`` is compared with ``arg1`` only.
   Relations are scored end to end: a relation is only right if its arguments
   are right, whether or not the argument entities were predicted as entities.
 
-Within one document, gold and predicted items are **sets**: an item given twice
-(same offsets and label; same label and arguments for a relation) counts once,
-in the gold as in the prediction. Extra keys of relation dicts (``id``,
-``score``) are ignored.
+Repeated items and visiting order depend on the counting mode (below):
+with ``"any"`` a document's gold and predicted items are **sets** (an item
+given twice, same offsets and label, or same label and arguments for a
+relation, counts once); with ``"n2c2"`` every item counts, **in the order
+given** (for brat input: one item per ``T``/``R`` line, in ``.ann`` line
+order), as the official script counts lines. Items taken from a spaCy ``Doc``
+have no lines: they are the distinct items sorted by ``(start, end, label)``
+(relations by ``(label, arg1, arg2)``) in both modes. Extra keys of relation
+dicts (``id``, ``score``) are ignored.
 
 Matching
 --------
@@ -41,17 +49,21 @@ match its identical twin, so both numerators are the usual ``tp`` and the
 numbers are the usual ``tp/(tp+fp)``, ``tp/(tp+fn)``.
 
 ``lenient_matching="n2c2"`` reproduces the counting of the official 2018
-n2c2 Track 2 script (``track2_eval.py``, ``SingleEvaluator``), which is not the
-above: it first "pares down" the predictions (visiting them in order, a
-prediction that matches a gold item already matched by an earlier prediction is
-dropped, neither TP nor FP), then ``tp`` = kept predictions that match any gold
-item, precision = ``tp / kept``, recall = ``tp / gold`` (so a prediction that
-overlaps two gold items only finds one of them). The script visits items in
-``.ann`` file order; here they are visited sorted by ``(start, end, label)``
-(relations by ``(label, arg1, arg2)``). Strict scores are the same in both
-modes. A quirk kept from the script: with nested or overlapping gold items of
-one type, lenient can score below strict (an exact copy of gold ``[0,2)`` and
-``[0,5)`` gets lenient recall 1/2: ``[0,2)`` claims both, ``[0,5)`` is dropped).
+n2c2 Track 2 script (``track2-evaluate-ver4.py``, ``SingleEvaluator``), which
+is not the above. For strict and lenient alike it first "pares down" the
+predictions: visiting them in the order given, a prediction claims every gold
+item it matches, and is dropped (neither TP nor FP) when one of them was
+already claimed by an earlier prediction; then ``tp`` = kept predictions that
+match a gold item, precision = ``tp / kept``, recall = ``tp / gold`` (so a
+prediction that overlaps two gold items only finds one of them). Every item
+counts: a repeated spurious prediction is one FP per repetition, a repeated
+correct one is dropped by the pare-down, a repeated gold item is one more item
+to find (and the prediction that claims both copies finds one). On distinct
+items, strict scores are the same in both modes; the visiting order changes
+lenient figures when several overlapping predictions compete. A quirk kept
+from the script: with nested or overlapping gold items of one type, lenient
+can score below strict (an exact copy of gold ``[0,2)`` and ``[0,5)`` gets
+lenient recall 1/2: ``[0,2)`` claims both, ``[0,5)`` is dropped).
 
 Aggregation
 -----------
@@ -69,7 +81,10 @@ whole collection has neither gold nor predicted entities (or relations), the
 six overall values of that kind are ``None`` and its ``*_per_type`` dict is
 empty, as spaCy's ``get_ner_prf`` returns ``None`` for "nothing to score" (the
 training loop drops ``None`` scores from the weighted score).
+``N2C2Counts.scores(nothing_to_score=0.0)`` gives the official script's 0.0
+instead (the ``score`` command does so with ``--matching n2c2``).
 """
+import operator
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import (
@@ -77,13 +92,13 @@ from typing import (
     Callable,
     DefaultDict,
     Dict,
-    FrozenSet,
     Iterable,
     List,
     Mapping,
     NamedTuple,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Union,
 )
@@ -109,10 +124,11 @@ PER_TYPE_KEYS = ("strict_p", "strict_r", "strict_f", "lenient_p", "lenient_r", "
 
 
 class Annotations(NamedTuple):
-    """The entities and relations of one document, as sets."""
+    """The entities and relations of one document, in visiting order, repeats kept
+    (``"any"`` counting reads them as sets, ``"n2c2"`` counts each one)."""
 
-    entities: FrozenSet[Entity] = frozenset()
-    relations: FrozenSet[RelationItem] = frozenset()
+    entities: Tuple[Entity, ...] = ()
+    relations: Tuple[RelationItem, ...] = ()
 
 
 def as_entity(value: Any) -> Entity:
@@ -133,10 +149,11 @@ def as_relation(value: Any) -> RelationItem:
 
 
 def make_annotations(entities: Iterable[Any] = (), relations: Iterable[Any] = ()) -> Annotations:
-    """Normalise entities and relations (tuples, lists or dicts) into :class:`Annotations`."""
+    """Normalise entities and relations (tuples, lists or dicts) into :class:`Annotations`,
+    keeping their order and repeats (one item per brat line)."""
     return Annotations(
-        frozenset(as_entity(e) for e in entities),
-        frozenset(as_relation(r) for r in relations),
+        tuple(as_entity(e) for e in entities),
+        tuple(as_relation(r) for r in relations),
     )
 
 
@@ -154,11 +171,13 @@ def as_annotations(value: Any) -> Annotations:
 
 
 def doc_annotations(doc: Doc, spans_key: str = ENTITY_SPANS_KEY) -> Annotations:
-    """The entities (span group ``spans_key``, else ``doc.ents``) and relations of a Doc."""
-    return make_annotations(
+    """The entities (span group ``spans_key``, else ``doc.ents``) and relations of a Doc:
+    distinct items, sorted (a Doc has no lines to repeat or to visit in order)."""
+    found = make_annotations(
         ((s.start_char, s.end_char, s.label_) for s in get_entities(doc, spans_key)),
         get_relations(doc),
     )
+    return Annotations(tuple(sorted(set(found.entities))), tuple(sorted(set(found.relations))))
 
 
 # ---------------------------------------------------------------------------
@@ -270,17 +289,19 @@ class N2C2Counts:
                 out.counts[key][label] += PRCounts(*(int(v) for v in values))
         return out
 
-    def scores(self) -> Dict[str, Any]:
-        """The score dict (see :func:`score_documents`)."""
+    def scores(self, nothing_to_score: Optional[float] = None) -> Dict[str, Any]:
+        """The score dict (see :func:`score_documents`). ``nothing_to_score`` is the
+        value of the overall figures of a kind with neither gold nor predicted items:
+        ``None`` as spaCy (default), or ``0.0`` as the official n2c2 script prints."""
         result: Dict[str, Any] = {}
         for kind in KINDS:
             strict_total = self.total(f"{kind}_strict")
             lenient_total = self.total(f"{kind}_lenient")
             empty = strict_total.gold == 0 and strict_total.pred == 0
             for mode, tot in (("strict", strict_total), ("lenient", lenient_total)):
-                result[f"{kind}_{mode}_p"] = None if empty else tot.precision
-                result[f"{kind}_{mode}_r"] = None if empty else tot.recall
-                result[f"{kind}_{mode}_f"] = None if empty else tot.fscore
+                result[f"{kind}_{mode}_p"] = nothing_to_score if empty else tot.precision
+                result[f"{kind}_{mode}_r"] = nothing_to_score if empty else tot.recall
+                result[f"{kind}_{mode}_f"] = nothing_to_score if empty else tot.fscore
         for kind in KINDS:
             strict, lenient = self.counts[f"{kind}_strict"], self.counts[f"{kind}_lenient"]
             per_type: Dict[str, Dict[str, Any]] = {}
@@ -324,47 +345,62 @@ def _relation_lenient(a: RelationItem, b: RelationItem) -> bool:
 
 
 def _by_label(items: Iterable[Any], label_of: Callable[[Any], str]) -> Dict[str, List[Any]]:
+    """Items grouped by label, each group in the order given."""
     out: Dict[str, List[Any]] = defaultdict(list)
-    for item in sorted(items):
+    for item in items:
         out[label_of(item)].append(item)
     return out
 
 
+def _count_any(g_items: List[Any], p_items: List[Any], lenient_match: Callable[[Any, Any], bool]) -> Tuple[PRCounts, PRCounts]:
+    """``"any"`` counting of one label's distinct items."""
+    g_set = set(g_items)
+    tp = sum(1 for p in p_items if p in g_set)
+    matched_gold = set()
+    pred_tp = 0
+    for p in p_items:
+        hits = [g for g in g_items if lenient_match(p, g)]
+        if hits:
+            pred_tp += 1
+            matched_gold.update(hits)
+    return PRCounts(len(p_items), tp, len(g_items), tp), PRCounts(len(p_items), pred_tp, len(g_items), len(matched_gold))
+
+
+def _pare_down(g_items: Sequence[Any], p_items: Sequence[Any], match: Callable[[Any, Any], bool]) -> PRCounts:
+    """The official script's counting of one label: visiting predictions in order, each
+    claims the gold items it matches and is dropped when one was claimed before; ``tp``
+    = kept predictions matching some gold item. Items are told apart by position, not
+    value, so a repeated item is one more item."""
+    claimed: Set[int] = set()
+    kept = tp = 0
+    for p in p_items:
+        hits = [i for i, g in enumerate(g_items) if match(p, g)]
+        dropped = any(i in claimed for i in hits)
+        claimed.update(hits)
+        if not dropped:
+            kept += 1
+            tp += bool(hits)
+    return PRCounts(kept, tp, len(g_items), tp)
+
+
 def _count(
-    gold: FrozenSet[Any],
-    pred: FrozenSet[Any],
+    gold: Sequence[Any],
+    pred: Sequence[Any],
     label_of: Callable[[Any], str],
     lenient_match: Callable[[Any, Any], bool],
     lenient_matching: str,
 ) -> Tuple[TypeCounts, TypeCounts]:
     strict, lenient = _type_counts(), _type_counts()
+    if lenient_matching == "any":  # sets, in a fixed order
+        gold, pred = sorted(set(gold)), sorted(set(pred))
     gold_by, pred_by = _by_label(gold, label_of), _by_label(pred, label_of)
     for label in set(gold_by) | set(pred_by):
         g_items, p_items = gold_by.get(label, []), pred_by.get(label, [])
-        g_set = set(g_items)
-        tp = sum(1 for p in p_items if p in g_set)
-        strict[label] = PRCounts(len(p_items), tp, len(g_items), tp)
         if lenient_matching == "any":
-            matched_gold = set()
-            pred_tp = 0
-            for p in p_items:
-                hits = [g for g in g_items if lenient_match(p, g)]
-                if hits:
-                    pred_tp += 1
-                    matched_gold.update(hits)
-            lenient[label] = PRCounts(len(p_items), pred_tp, len(g_items), len(matched_gold))
-        else:  # "n2c2": the official script's pare-down, then tp = kept predictions matching any gold
-            claimed: set = set()
-            kept = 0
-            tp = 0
-            for p in p_items:
-                hits = [g for g in g_items if lenient_match(p, g)]
-                dropped = any(g in claimed for g in hits)
-                claimed.update(hits)
-                if not dropped:
-                    kept += 1
-                    tp += bool(hits)
-            lenient[label] = PRCounts(kept, tp, len(g_items), tp)
+            strict[label], lenient[label] = _count_any(g_items, p_items, lenient_match)
+        else:  # "n2c2": every item, in the order given, pared down as the official script does
+            strict[label] = _pare_down(g_items, p_items, operator.eq)
+            lenient[label] = _pare_down(g_items, p_items, lenient_match)
     return strict, lenient
 
 
@@ -406,10 +442,11 @@ def score_documents(pairs: Iterable[Tuple[Any, Any]], *, lenient_matching: str =
     ``None`` when the collection has neither gold nor predicted items of that
     kind) and ``ents_per_type`` / ``rels_per_type``: ``{label: {"strict_p",
     "strict_r", "strict_f", "lenient_p", "lenient_r", "lenient_f", "gold",
-    "pred", "p", "r", "f"}}`` where ``gold``/``pred`` are the numbers of
-    distinct gold/predicted items of the label and ``p``/``r``/``f`` repeat the
-    strict values in spaCy's per-type shape. Matching and counting: see the
-    module docstring.
+    "pred", "p", "r", "f"}}`` where ``gold``/``pred`` are the numbers of gold /
+    predicted items of the label counted by strict matching (``"any"``: distinct
+    items; ``"n2c2"``: every item, less the predictions the pare-down drops) and
+    ``p``/``r``/``f`` repeat the strict values in spaCy's per-type shape.
+    Matching and counting: see the module docstring.
     """
     return count_documents(pairs, lenient_matching=lenient_matching).scores()
 

@@ -76,6 +76,18 @@ def test_convert_export_score_round_trip(corpora_dir, tmp_path):
         assert scores[key] == 1.0, key
     assert scores["missing_predictions"] == []
     assert set(scores["ents_per_type"]) >= {"Medication", "Dosage", "Route"}
+    # the same predictions as .ann files only, counted as the official script: still 1.0, nothing
+    # outside the schema, no line counted twice (a relation is mapped once, not by rule and by label)
+    for txt in (tmp_path / "brat").glob("*.txt"):
+        txt.unlink()
+    result = runner.invoke(app, ["score", str(dev), str(tmp_path / "brat"), "-s", "maccrobat_medication", "--matching", "n2c2", "-o", str(metrics)])
+    assert result.exit_code == 0, result.output
+    assert "policy: counting: n2c2" in result.output
+    official = json.loads(metrics.read_text())
+    for key in ("ents_strict_f", "ents_lenient_f", "rels_strict_f", "rels_lenient_f"):
+        assert official[key] == 1.0, key
+    assert (official["n_scored"], official["repeated"], official["outside_schema"]) == (30, {"gold": 0, "pred": 0}, {"ents": {}, "rels": {}})
+    assert official["ents_per_type"] == scores["ents_per_type"] and official["rels_per_type"] == scores["rels_per_type"]
 
 
 def test_score_counts_a_missing_prediction_as_empty(corpora_dir, tmp_path):

@@ -151,6 +151,85 @@ def test_official_lenient_can_be_below_strict():
     assert prf(official, "ents_lenient") == approx3(1.0, 0.5, 2 / 3)
 
 
+# --- the official script's counting: every line, in order ("n2c2") -----------------------
+
+TEN = [(10 * i, 10 * i + 5, "Drug") for i in range(10)]  # ten distinct gold Drug entities
+
+
+def test_official_counts_a_repeated_spurious_prediction_once_per_line():
+    # gold: TEN; pred: TEN + a spurious [200,205) Drug given on two lines
+    # "any" (sets): pred = 11 distinct items, tp = 10 -> P = 10/11 = 0.9091, R = 10/10 = 1.0
+    # "n2c2": the spurious lines match no gold, both are kept: kept = 12, tp = 10
+    #   -> P = 10/12 = 0.8333, R = 10/10 = 1.0, F = 2*(5/6)*1/(11/6) = 10/11 = 0.9091 (strict and lenient)
+    pair = (doc(TEN), doc(TEN + [(200, 205, "Drug")] * 2))
+    assert prf(score_documents([pair]), "ents_strict") == approx3(10 / 11, 1.0, 20 / 21)
+    official = score_documents([pair], lenient_matching="n2c2")
+    for mode in ("strict", "lenient"):
+        assert prf(official, f"ents_{mode}") == approx3(10 / 12, 1.0, 10 / 11)
+    assert official["ents_per_type"]["Drug"]["pred"] == 12
+
+
+def test_official_counts_a_repeated_gold_line_as_one_more_item_to_find():
+    # gold: TEN + a second line for TEN[0] (11 lines); pred: TEN
+    # "any": gold set of 10, all found -> P = R = 1.0
+    # "n2c2": pred TEN[0] claims both gold copies but is one tp: kept = 10, tp = 10
+    #   -> P = 10/10 = 1.0, R = 10/11 = 0.9091, F = 2*1*(10/11)/(21/11) = 20/21
+    pair = (doc(TEN + [TEN[0]]), doc(TEN))
+    assert prf(score_documents([pair]), "ents_strict") == (1.0, 1.0, 1.0)
+    official = score_documents([pair], lenient_matching="n2c2")
+    for mode in ("strict", "lenient"):
+        assert prf(official, f"ents_{mode}") == approx3(1.0, 10 / 11, 20 / 21)
+    assert official["ents_per_type"]["Drug"]["gold"] == 11
+
+
+def test_official_drops_a_repeated_correct_prediction():
+    # gold [0,5); pred [0,5) twice: the second copy matches an already claimed gold item -> dropped,
+    #   neither TP nor FP: kept = 1, tp = 1 -> P = R = 1.0 (the same as "any")
+    # gold twice and pred twice: the first pred claims both gold copies, the second is dropped:
+    #   kept = 1, tp = 1 -> P = 1/1, R = 1/2, F = 2/3 (the script's figure for an exact copy of the file)
+    one = [(0, 5, "Drug")]
+    assert prf(score_documents([(doc(one), doc(one * 2))], lenient_matching="n2c2"), "ents_strict") == (1.0, 1.0, 1.0)
+    both = score_documents([(doc(one * 2), doc(one * 2))], lenient_matching="n2c2")
+    assert prf(both, "ents_strict") == approx3(1.0, 0.5, 2 / 3)
+
+
+def test_official_counts_repeated_relation_lines():
+    # gold: Dosage-Drug; pred: the same relation + a spurious Frequency-Drug on two lines
+    # "any": pred = 2 distinct, tp = 1 -> P = 1/2, R = 1/1
+    # "n2c2": kept = 3 (the spurious lines are kept), tp = 1 -> P = 1/3, R = 1/1, F = 2*(1/3)/(4/3) = 1/2
+    spurious = ("Frequency-Drug", FREQ, DRUG)
+    pair = (doc([], GOLD_RELS[:1]), doc([], GOLD_RELS[:1] + [spurious, spurious]))
+    assert prf(score_documents([pair]), "rels_strict") == approx3(0.5, 1.0, 2 / 3)
+    assert prf(score_documents([pair], lenient_matching="n2c2"), "rels_strict") == approx3(1 / 3, 1.0, 0.5)
+
+
+def test_official_visits_predictions_in_the_order_given():
+    # gold Drug A=[0,5), B=[10,15), C=[20,25); predictions in file order:
+    #   p1=[12,14) (overlaps B), p2=[0,2) (A), p3=[4,11) (A and B), p4=[22,24) (C); none exact: strict 0
+    # file order: p1 claims B, p2 claims A, p3 hits claimed A and B -> dropped, p4 claims C
+    #   -> kept 3, tp 3: lenient P = 3/3, R = 3/3
+    # sorted by position (what we did before): p2 claims A; p3 hits claimed A -> dropped (and claims B);
+    #   p1 hits claimed B -> dropped; p4 claims C -> kept 2, tp 2: P = 2/2, R = 2/3 = 0.6667, F = 0.8
+    # "any": the 4 predictions each overlap a gold item, the 3 gold items are overlapped -> 1.0, 1.0
+    gold = doc([(0, 5, "Drug"), (10, 15, "Drug"), (20, 25, "Drug")])
+    in_file_order = [(12, 14, "Drug"), (0, 2, "Drug"), (4, 11, "Drug"), (22, 24, "Drug")]
+    official = score_documents([(gold, doc(in_file_order))], lenient_matching="n2c2")
+    assert prf(official, "ents_lenient") == (1.0, 1.0, 1.0)
+    assert prf(official, "ents_strict") == (0.0, 0.0, 0.0)
+    by_position = score_documents([(gold, doc(sorted(in_file_order)))], lenient_matching="n2c2")
+    assert prf(by_position, "ents_lenient") == approx3(1.0, 2 / 3, 0.8)
+    assert prf(score_documents([(gold, doc(in_file_order))]), "ents_lenient") == (1.0, 1.0, 1.0)
+
+
+def test_nothing_to_score_can_be_zero_as_the_official_script_prints():
+    # no relations on either side: None by default (spaCy), 0.0 on request (the official script)
+    counts = count_documents([(doc([(0, 5, "Drug")]), doc([(0, 5, "Drug")]))], lenient_matching="n2c2")
+    assert counts.scores()["rels_strict_f"] is None
+    official = counts.scores(nothing_to_score=0.0)
+    assert all(official[f"rels_{m}_{x}"] == 0.0 for m in ("strict", "lenient") for x in "prf")
+    assert official["rels_per_type"] == {} and official["ents_strict_f"] == 1.0
+
+
 def test_strict_is_the_same_in_both_lenient_modes():
     pair = (
         doc([(0, 5, "Drug"), (6, 10, "Drug"), (12, 20, "Dosage")]),
@@ -424,6 +503,16 @@ def test_score_examples_with_other_tokenization(nlp):
     assert prf(scores, "ents_strict") == (1.0, 1.0, 1.0)
 
 
+def test_doc_items_are_distinct_and_sorted_in_both_modes(nlp):
+    # a Doc has no lines: the same span twice in the span group is one entity, in "n2c2" as in "any"
+    # gold: aspirin; pred: aspirin + "for" [22,25) Drug twice in the span group
+    #   distinct pred = 2, tp = 1 -> P = 1/2, R = 1/1 (one item per listed span would give P = 1/3 in "n2c2")
+    gold = make_doc(nlp, [DRUG])
+    pred = make_doc(nlp, [DRUG, (22, 25, "Drug"), (22, 25, "Drug")])
+    for mode in ("any", "n2c2"):
+        assert prf(score_examples([Example(pred, gold)], lenient_matching=mode), "ents_strict") == approx3(0.5, 1.0, 2 / 3)
+
+
 def test_registered_scorer(examples):
     factory = registry.scorers.get(SCORER_NAME)
     assert factory is make_n2c2_scorer
@@ -532,10 +621,23 @@ def test_properties(pairs, mode):
         for key in (f"{kind}_{m}_{x}" for m in ("strict", "lenient") for x in "prf"):
             value = scores[key]
             assert value is None if strict.gold == strict.pred == 0 else 0.0 <= value <= 1.0
-    # document order and duplicated predictions do not change anything
-    shuffled = [(g, {"entities": p["entities"][::-1] * 2, "relations": p["relations"] * 2}) for g, p in pairs[::-1]]
-    assert score_documents(shuffled, lenient_matching=mode) == scores
-    # a perfect prediction scores 1.0 everywhere it is defined
-    perfect = score_documents([(g, g) for g, _ in pairs], lenient_matching=mode)
-    keys = SCORE_KEYS if mode == "any" else [k for k in SCORE_KEYS if "_strict_" in k]
+    # document order does not change anything
+    assert score_documents(pairs[::-1], lenient_matching=mode) == scores
+    # "any" reads sets: item order and repeated predictions do not change anything either
+    # ("n2c2" counts every item in order, see the official-counting tests)
+    if mode == "any":
+        shuffled = [(g, {"entities": p["entities"][::-1] * 2, "relations": p["relations"] * 2}) for g, p in pairs]
+        assert score_documents(shuffled, lenient_matching=mode) == scores
+    # on distinct items, strict counts are the same in both modes
+    distinct = [(_distinct(g), _distinct(p)) for g, p in pairs]
+    strict_keys = [k for k in SCORE_KEYS if "_strict_" in k]
+    a, b = score_documents(distinct, lenient_matching="any"), score_documents(distinct, lenient_matching="n2c2")
+    assert [a[k] for k in strict_keys] == [b[k] for k in strict_keys]
+    # a perfect prediction of distinct items scores 1.0 everywhere it is defined
+    perfect = score_documents([(g, g) for g, _ in distinct], lenient_matching=mode)
+    keys = SCORE_KEYS if mode == "any" else strict_keys
     assert all(perfect[k] in (None, 1.0) for k in keys)
+
+
+def _distinct(d):
+    return {"entities": list(dict.fromkeys(d["entities"])), "relations": list(dict.fromkeys(d["relations"]))}
