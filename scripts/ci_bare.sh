@@ -12,6 +12,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 if [ $# -ge 1 ]; then work=$(realpath -m "$1"); mkdir -p "$work"; else work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; fi
 constraints="$repo/constraints.txt"
+start=$SECONDS
 
 # 1. our wheel (what a user gets from `pip install spacy-softprompt`) into a venv with no extras
 "$PYTHON" -m venv "$work/bare"
@@ -20,6 +21,8 @@ $pip wheel -q --no-deps -w "$work/dist" "$repo"
 ours=$(ls "$work"/dist/spacy_softprompt-*.whl)
 $pip install -q torch==2.13.0
 $pip install -q -c "$constraints" "$ours"
+
+echo "== leg bare: build + install $((SECONDS - start)) s"
 
 # 2. the bare install works on its own
 (cd "$work" && "$work/bare/bin/python" "$repo/scripts/ci_smoke.py" "$work/smoke")
@@ -43,11 +46,13 @@ print("model wheel requires:", ", ".join(sorted(requires)))
 EOF
 
 # 4. a fresh venv: torch, our wheel (not on PyPI), then the model wheel alone
+start4=$SECONDS
 "$PYTHON" -m venv "$work/model"
 mpip="$work/model/bin/python -m pip"
 $mpip install -q torch==2.13.0
 $mpip install -q -c "$constraints" "$ours"
 $mpip install -q "$model"
+echo "== leg bare: model-wheel venv install $((SECONDS - start4)) s"
 mkdir -p "$work/elsewhere"
 (cd "$work/elsewhere" && HF_HUB_OFFLINE=1 "$work/model/bin/python" -c '
 import spacy

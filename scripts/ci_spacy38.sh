@@ -9,6 +9,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 venv=$(realpath -m "$1"); shift
 constraints="$repo/constraints-spacy38.txt"
+start=$SECONDS
 "$PYTHON" -m venv "$venv"
 pip="$venv/bin/python -m pip"
 $pip install -q -c "$constraints" --upgrade pip setuptools wheel
@@ -22,5 +23,6 @@ assert thinc.__version__.startswith("8.3."), thinc.__version__
 assert importlib.util.find_spec("medspacy") is None, "the spaCy 3.8 leg runs without medspaCy"
 print("spaCy 3.8 leg:", "spacy", spacy.__version__, "| thinc", thinc.__version__, "| transformers", transformers.__version__)
 PY
+echo "== leg spacy38: install $((SECONDS - start)) s"
 cd "$repo"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs "$@"
