@@ -251,6 +251,7 @@ def _user_errors() -> tuple:
 
     from .backbones import BackboneNotFound
     from .bench import BenchmarkError
+    from .compat import UnsupportedTransformersError
     from .data.errors import BratError
     from .encoder import BackboneChecksumError, BackboneNotFoundError, CorruptModelError
     from .study.runner import StudyError
@@ -263,6 +264,7 @@ def _user_errors() -> tuple:
         CorruptModelError,
         StudyError,
         BenchmarkError,
+        UnsupportedTransformersError,
         ConfigValidationError,
         OSError,
     )

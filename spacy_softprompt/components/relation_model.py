@@ -10,7 +10,7 @@ A pair is represented by the mean token vector of each argument, their
 element-wise product and a learned embedding of the bucketed token distance
 between them (``[a1, a2, a1 * a2, dist]``), followed by a hidden layer.
 """
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy
 from spacy.tokens import Doc
@@ -31,7 +31,7 @@ def create_relation_model_v1(
     hidden_width: int = 256,
     distance_width: int = 16,
     dropout: float = 0.1,
-    nO: int = None,
+    nO: Optional[int] = None,
 ) -> Model[PairInput, Floats2d]:
     """Pair classifier fed by a tok2vec (e.g. a ``TransformerListener``)."""
     pair_repr = pair_representation(tok2vec, distance_width)

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutput
 
+from ..compat import check_transformers
 from .prompts import (
     PROMPT_INITS,
     PromptTable,
@@ -158,6 +159,7 @@ class PromptedEncoder(nn.Module):
         autocast_dtype: Optional[str] = None,
     ):
         super().__init__()
+        check_transformers()  # a clear error before transformers 5's attention sees a tuple prefix
         if prompt_depth not in PROMPT_DEPTHS:
             raise ValueError(f"prompt_depth must be one of {PROMPT_DEPTHS}, got {prompt_depth!r}")
         names = list(prompt_names)
