@@ -115,20 +115,22 @@ def _build(spec, config: str, **model):
 class Stages:
     """Accumulates seconds per stage name; ``wrap`` times a callable."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, clock: str = "wall"):
         self.device = device
+        # CPU time on a shared CPU (wall time there measures the other jobs too)
+        self.now = time.perf_counter if clock == "wall" else time.process_time
         self.seconds: Dict[str, float] = {}
         self.stack: List[str] = []
 
     @contextmanager
     def timing(self, name: str):
         _sync(self.device)
-        start = time.perf_counter()
+        start = self.now()
         try:
             yield
         finally:
             _sync(self.device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + self.now() - start
 
     def wrap(self, name: str, fn: Callable) -> Callable:
         def timed(*args, **kwargs):
@@ -187,10 +189,10 @@ def instrumented(nlp, stages: Stages):
                 delattr(obj, attr)
 
 
-def profile_stages(nlp, texts: List[str], batch_size: int, device: str) -> Dict[str, Any]:
+def profile_stages(nlp, texts: List[str], batch_size: int, device: str, clock: str = "wall") -> Dict[str, Any]:
     """Per-stage seconds of one pass over ``texts`` (stage by stage, component
     by component, as ``nlp.pipe`` does per batch)."""
-    stages = Stages(device)
+    stages = Stages(device, clock)
     with instrumented(nlp, stages):
         with stages.timing("spaCy tokenizer"):
             docs = list(nlp.tokenizer.pipe(texts, batch_size=batch_size))
@@ -279,6 +281,72 @@ def compare_alignment(nlp, docs, bs: int, repeats: int) -> Dict[str, Any]:
             "speedup": best["spacy-transformers"] / max(best["ours"], 1e-9), "identical": same}
 
 
+def _loop_candidates(rel, entities):
+    """The relation extractor's candidate scan before it used array operations
+    (a Python loop over neighbouring entity pairs), kept here to time against."""
+    allowed = {tuple(p) for ps in rel.cfg["allowed_pairs"].values() for p in ps}
+    max_dist = rel.cfg["max_token_distance"]
+    ents = sorted(entities, key=lambda s: (s.start, s.end, s.label_))
+    pairs = []
+    for i, a in enumerate(ents):
+        for b in ents[i + 1 :]:
+            if max_dist is not None and b.start - a.end > max_dist:
+                break
+            if a.start == b.start and a.end == b.end and a.label_ == b.label_:
+                continue
+            if (a.label_, b.label_) in allowed:
+                pairs.append((a, b))
+            if (b.label_, a.label_) in allowed:
+                pairs.append((b, a))
+    arr = numpy_pairs(pairs)
+    return pairs, arr
+
+
+def numpy_pairs(pairs):
+    import numpy
+
+    arr = numpy.zeros((len(pairs), 4), dtype="i")
+    for i, (a, b) in enumerate(pairs):
+        arr[i] = (a.start, a.end, b.start, b.end)
+    return arr
+
+
+def compare_candidates(nlp, texts, repeats: int) -> Dict[str, Any]:
+    """Relation candidates + their offset arrays on notes with realistic given
+    entities (a drug and three attributes every ~25 words): the loop scan vs
+    ``RelationExtractor.candidate_index``; CPU s per 10k words, best of repeats."""
+    import numpy
+
+    if "relation_extractor" not in nlp.pipe_names:
+        return {}
+    rel = nlp.get_pipe("relation_extractor")
+    docs = bc.docs_with_entities(nlp, bc.notes(len(texts), max(1, sum(len(t.split()) for t in texts) // len(texts)), seed=0))
+    ents = [list(d.spans["entities"]) for d in docs]
+
+    def ours():
+        out = []
+        for e in ents:
+            sorted_ents, index = rel.candidate_index(e)
+            out.append(rel._index_pair_array(sorted_ents, index))
+        return out
+
+    def loop():
+        return [_loop_candidates(rel, e)[1] for e in ents]
+
+    fns = {"loop (before)": loop, "arrays (now)": ours}
+    best = {k: float("inf") for k in fns}
+    for rep in range(max(1, repeats)):
+        for name in (list(fns) if rep % 2 == 0 else list(fns)[::-1]):
+            c0 = time.process_time()
+            fns[name]()
+            best[name] = min(best[name], time.process_time() - c0)
+    same = all(numpy.array_equal(a, b) for a, b in zip(loop(), ours()))
+    n_words = sum(len(d) for d in docs)
+    return {"entities": sum(map(len, ents)), "pairs": int(sum(len(a) for a in ours())),
+            "cpu_s_per_10k_words": {k: v * 10_000 / n_words for k, v in best.items()},
+            "speedup": best["loop (before)"] / max(best["arrays (now)"], 1e-9), "identical": same}
+
+
 def _autocast(device: str, dtype):
     import contextlib
 
@@ -312,7 +380,7 @@ def worker_infer(spec) -> Dict[str, Any]:
     list(nlp.pipe(texts[: max(1, bs // 4)], batch_size=bs))
     _sync(device)
     first_call_s = time.perf_counter() - t0
-    stages = profile_stages(nlp, texts, bs, device)
+    stages = profile_stages(nlp, texts, bs, device, spec["clock"])
 
     docs = list(nlp.tokenizer.pipe(texts))
     n_words = sum(len(d) for d in docs)
@@ -334,6 +402,7 @@ def worker_infer(spec) -> Dict[str, Any]:
         _sync(device)
 
     alignment = compare_alignment(nlp, docs, bs, spec["repeats"])
+    candidates = compare_candidates(nlp, texts, spec["repeats"])
     runners = {"pipe": full, "transformer": trf_only, "bare forward": bare}
     for run in runners.values():
         run()
@@ -367,7 +436,7 @@ def worker_infer(spec) -> Dict[str, Any]:
         "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
         "build_s": build_s, "first_call_s": first_call_s, "words": n_words, "docs": len(texts),
         "windows": n_windows, "wordpieces": n_pieces, "stages": stages, "throughput": throughput,
-        "ratios": ratios, "alignment": alignment, "clock": clock, "torch_threads": torch.get_num_threads(),
+        "ratios": ratios, "alignment": alignment, "candidates": candidates, "clock": clock, "torch_threads": torch.get_num_threads(),
     }
     if device.startswith("cuda"):
         result["precision"] = precision_agreement(nlp, texts[: spec["agreement_docs"]], bs)
@@ -497,7 +566,7 @@ def worker_train(spec) -> Dict[str, Any]:
     with bc.peak_memory(device) as first:
         step()  # warm-up; optimizer state is created here
     times, cpu_times = [], []
-    stages = Stages(device)
+    stages = Stages(device, spec["clock"])
     with bc.peak_memory(device) as mem:
         for _ in range(spec["train_steps"]):
             c0, t0 = time.process_time(), time.perf_counter()
@@ -619,6 +688,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu-id", type=int, default=0)
     parser.add_argument("--layers", type=int, default=24, help="depth of the GatorTron-base-shaped model")
     parser.add_argument("--hidden", type=int, default=1024, help="width (1024 = GatorTron-base; smaller for smoke runs)")
+    parser.add_argument("--backbone", default=None,
+                        help="use this backbone (folder or package: name, e.g. minilm) instead of the generated one")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="shipped GPU configs (soft, soft-frozen)")
     parser.add_argument("--docs", type=int, default=64)
     parser.add_argument("--words", type=int, default=400, help="words per note")
@@ -651,8 +722,13 @@ def main(argv=None) -> int:
     clock = args.clock or ("wall" if args.device == "cuda" else "cpu")
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    backbone = _backbone(args.workdir, args.layers, args.hidden)
-    label = f"MegatronBert {args.layers}x{args.hidden}" + (" (GatorTron-base shape)" if args.hidden == 1024 and args.layers == 24 else "")
+    if args.backbone:
+        backbone = bc.MINILM if args.backbone == "minilm" else args.backbone
+        label = args.backbone
+    else:
+        backbone = _backbone(args.workdir, args.layers, args.hidden)
+        label = f"MegatronBert {args.layers}x{args.hidden}" + (
+            " (GatorTron-base shape)" if args.hidden == 1024 and args.layers == 24 else "")
     bc.log(f"{label}: ready in {time.perf_counter() - t0:.0f}s")
     base = {
         "device": args.device, "gpu_id": args.gpu_id, "backbone": backbone, "threads": args.threads,
@@ -706,6 +782,13 @@ def _print(report, configs) -> None:
         [c, _fmt(inf[c]["alignment"]["cpu_s_per_10k_words"]["spacy-transformers"]),
          _fmt(inf[c]["alignment"]["cpu_s_per_10k_words"]["ours"]), f"{inf[c]['alignment']['speedup']:.1f}x",
          inf[c]["alignment"]["identical"]] for c in configs])
+    if all(inf[c].get("candidates") for c in configs):
+        print("\n## Relation candidates + offset arrays (given entities; CPU s per 10k words)\n")
+        bc.print_table(["config", "entities", "pairs", "loop (before)", "arrays (now)", "speedup", "identical"], [
+            [c, inf[c]["candidates"]["entities"], inf[c]["candidates"]["pairs"],
+             _fmt(inf[c]["candidates"]["cpu_s_per_10k_words"]["loop (before)"]),
+             _fmt(inf[c]["candidates"]["cpu_s_per_10k_words"]["arrays (now)"]),
+             f"{inf[c]['candidates']['speedup']:.1f}x", inf[c]["candidates"]["identical"]] for c in configs])
     if report["train"]:
         print("\n## Training step\n")
         rows = []
