@@ -38,6 +38,8 @@ from typing import Any, Callable, Dict, List
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+if str(HERE.parent) not in sys.path:  # the package from this checkout, installed or not
+    sys.path.insert(1, str(HERE.parent))
 import bench_common as bc  # noqa: E402
 
 RESULTS = bc.RESULTS_DIR / "gpu.json"
@@ -83,8 +85,21 @@ def _backbone(workdir: Path, layers: int, hidden: int) -> str:
     return str(path)
 
 
+def _register() -> None:
+    """Register what the configs name without relying on installed entry points
+    (a source checkout copied to a GPU machine need not be pip-installed)."""
+    import spacy_softprompt.architectures  # noqa: F401
+    import spacy_softprompt.components.relation_extractor  # noqa: F401
+    import spacy_softprompt.components.relation_model  # noqa: F401
+    import spacy_softprompt.data.tokenizer  # noqa: F401
+    import spacy_softprompt.optimizers  # noqa: F401
+    import spacy_softprompt.scoring  # noqa: F401
+
+
 def _setup(spec) -> str:
     import torch
+
+    _register()
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -347,6 +362,70 @@ def compare_candidates(nlp, texts, repeats: int) -> Dict[str, Any]:
             "speedup": best["loop (before)"] / max(best["arrays (now)"], 1e-9), "identical": same}
 
 
+def _loop_accept(rel, pairs, scores):
+    """The per-pair accept rule of ``set_annotations`` before it used arrays."""
+    from spacy_softprompt.annotations import make_relation
+
+    out, labels = [], rel.labels
+    for (a, b), row in zip(pairs, scores):
+        best = int(row[1:].argmax()) + 1
+        if row[best] >= rel.cfg["threshold"] and row[best] > row[0]:
+            label = labels[best - 1]
+            if [a.label_, b.label_] in rel.cfg["allowed_pairs"].get(label, []):
+                out.append(make_relation(label, a, b, score=row[best]))
+    return out
+
+
+def dense_relations(nlp, words: int = 2000, max_dist: int = 100, repeats: int = 2) -> Dict[str, Any]:
+    """What an over-predicting ``ner`` costs the relation extractor outside its
+    network: an entity on every token (allowed label pairs alternating) and a
+    distance limit of ``max_dist`` tokens; candidates, offset arrays and the
+    accept rule, per-pair loops (before) vs array operations (now), CPU s per
+    10k words, same random scores."""
+    import numpy
+
+    if "relation_extractor" not in nlp.pipe_names:
+        return {}
+    rel = nlp.get_pipe("relation_extractor")
+    pairs_allowed = [tuple(p) for ps in rel.cfg["allowed_pairs"].values() for p in ps]
+    if not pairs_allowed:
+        return {}
+    first, second = pairs_allowed[0]
+    doc = nlp.make_doc(" ".join(["word"] * words))
+    ents = [doc[i : i + 1] for i in range(len(doc))]
+    for i, span in enumerate(ents):
+        span.label_ = first if i % 2 else second
+    saved = rel.cfg["max_token_distance"]
+    rel.cfg["max_token_distance"] = max_dist
+    try:
+        n_pairs = len(rel.candidate_index(ents)[1])
+        scores = numpy.random.RandomState(0).dirichlet(numpy.ones(len(rel.labels) + 1), size=n_pairs).astype("f")
+
+        def loop():
+            pairs, _ = _loop_candidates(rel, ents)
+            return _loop_accept(rel, pairs, scores)
+
+        def arrays():
+            found = rel.candidate_index(ents)
+            rel._index_pair_array(*found)
+            rel.set_annotations([doc], ([found], scores))
+            return doc._.relations
+
+        fns = {"loop (before)": loop, "arrays (now)": arrays}
+        best = {k: float("inf") for k in fns}
+        for rep in range(max(1, repeats)):
+            for name in (list(fns) if rep % 2 == 0 else list(fns)[::-1]):
+                c0 = time.process_time()
+                fns[name]()
+                best[name] = min(best[name], time.process_time() - c0)
+        same = loop() == arrays()
+    finally:
+        rel.cfg["max_token_distance"] = saved
+    return {"words": len(doc), "entities": len(ents), "pairs": n_pairs, "max_token_distance": max_dist,
+            "cpu_s_per_10k_words": {k: v * 10_000 / len(doc) for k, v in best.items()},
+            "speedup": best["loop (before)"] / max(best["arrays (now)"], 1e-9), "identical": same}
+
+
 def _autocast(device: str, dtype):
     import contextlib
 
@@ -403,6 +482,7 @@ def worker_infer(spec) -> Dict[str, Any]:
 
     alignment = compare_alignment(nlp, docs, bs, spec["repeats"])
     candidates = compare_candidates(nlp, texts, spec["repeats"])
+    dense = dense_relations(nlp, repeats=spec["repeats"])
     runners = {"pipe": full, "transformer": trf_only, "bare forward": bare}
     for run in runners.values():
         run()
@@ -436,7 +516,7 @@ def worker_infer(spec) -> Dict[str, Any]:
         "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
         "build_s": build_s, "first_call_s": first_call_s, "words": n_words, "docs": len(texts),
         "windows": n_windows, "wordpieces": n_pieces, "stages": stages, "throughput": throughput,
-        "ratios": ratios, "alignment": alignment, "candidates": candidates, "clock": clock, "torch_threads": torch.get_num_threads(),
+        "ratios": ratios, "alignment": alignment, "candidates": candidates, "dense_relations": dense, "clock": clock, "torch_threads": torch.get_num_threads(),
     }
     if device.startswith("cuda"):
         result["precision"] = precision_agreement(nlp, texts[: spec["agreement_docs"]], bs)
@@ -789,6 +869,13 @@ def _print(report, configs) -> None:
              _fmt(inf[c]["candidates"]["cpu_s_per_10k_words"]["loop (before)"]),
              _fmt(inf[c]["candidates"]["cpu_s_per_10k_words"]["arrays (now)"]),
              f"{inf[c]['candidates']['speedup']:.1f}x", inf[c]["candidates"]["identical"]] for c in configs])
+    if all(inf[c].get("dense_relations") for c in configs):
+        print("\n## Over-predicting ner: an entity on every token (candidates + arrays + accept rule; CPU s per 10k words)\n")
+        bc.print_table(["config", "entities", "pairs", "loop (before)", "arrays (now)", "speedup", "identical"], [
+            [c, inf[c]["dense_relations"]["entities"], inf[c]["dense_relations"]["pairs"],
+             _fmt(inf[c]["dense_relations"]["cpu_s_per_10k_words"]["loop (before)"]),
+             _fmt(inf[c]["dense_relations"]["cpu_s_per_10k_words"]["arrays (now)"]),
+             f"{inf[c]['dense_relations']['speedup']:.1f}x", inf[c]["dense_relations"]["identical"]] for c in configs])
     if report["train"]:
         print("\n## Training step\n")
         rows = []
