@@ -72,16 +72,23 @@ STAGE_ORDER = (
 
 # ------------------------------------------------------------------ helpers
 def _backbone(workdir: Path, layers: int, hidden: int) -> str:
-    if hidden == 1024:
-        return str(bc.gatortron_shaped(workdir, layers))
+    """A random MegatronBert, ``layers`` x ``hidden`` (GatorTron-base: 24 x 1024,
+    16 heads, 50,176 embedding rows), whose WordPiece vocabulary holds the
+    synthetic notes' words, so a word is about one wordpiece as with a real
+    clinical vocabulary (with character pieces, 192-word windows would
+    overflow the 512 positions and be truncated)."""
+    import synthetic_notes
+
     from spacy_softprompt.testing import build_vocab, make_random_encoder
 
-    path = Path(workdir) / f"megatron_L{layers}_H{hidden}_V50176"
+    path = Path(workdir) / f"gpu_megatron_L{layers}_H{hidden}_V50176"
     if not (path / "config.json").is_file():
-        vocab = build_vocab()
+        words = list(synthetic_notes.FILLER) + list(synthetic_notes.DRUGS)
+        words += [w for _, text in synthetic_notes.ATTRS for w in text.split()]
+        vocab = build_vocab(sorted(set(words)))
         make_random_encoder(path, "megatron-bert", num_layers=layers, hidden_size=hidden,
-                            num_heads=max(1, hidden // 64), max_position_embeddings=512,
-                            vocab=vocab, vocab_padding=50176 - len(vocab))
+                            num_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
+                            max_position_embeddings=512, vocab=vocab, vocab_padding=50176 - len(vocab))
     return str(path)
 
 
