@@ -15,7 +15,6 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--layers", "1", "--hidden", "64", "--docs", "2",
            "--words", "80", "--repeats", "1", "--train-words", "160", "--train-steps", "1", "--threads", "1",
-           "--large", "--large-layers", "1", "--large-hidden", "64", "--large-heads", "1",
            "--workdir", str(tmp_path / "models"), "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,8 +38,6 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     assert frozen["backbone_grads"] == 0 and frozen["backbone_optimizer_entries"] == 0
     assert frozen["backbone_requires_grad"] == 0 and frozen["prompt_optimizer_entries"] > 0
     assert report["train"]["soft-frozen"]["s_per_step"] > 0 and report["train"]["soft"]["peak_mb"] > 0
-    large = report["large"]
-    assert large["dtype"] == "torch.bfloat16" and large["checks"]["backbone_optimizer_entries"] == 0
-    assert large["pipe_words_per_s"] > 0 and large["train_step_s"] > 0
+    assert report["large"] is None  # --large: on the GPU machine
     assert set(report["targets"]) >= {"train step frozen / unfrozen", "peak memory frozen / unfrozen",
                                       "soft: nlp.pipe / bare forward", "soft-frozen: transformer / bare forward"}
