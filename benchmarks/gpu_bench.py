@@ -196,7 +196,7 @@ def instrumented(nlp, stages: Stages):
         rel = nlp.get_pipe("relation_extractor")
         wrap_node(rel.model.get_ref("tok2vec"), "relations: listener pooling")
         wrap_node(rel.model.layers[0], "relations: pair representation")
-        patch(rel, "candidates", stages.wrap("relations: candidates", rel.candidates))
+        patch(rel, "candidate_index", stages.wrap("relations: candidates", rel.candidate_index))
         patch(rel, "set_annotations", stages.wrap("relations: set_annotations", rel.set_annotations))
     try:
         yield
