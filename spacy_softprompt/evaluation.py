@@ -9,7 +9,9 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
-from .annotations import ENTITY_SPANS_KEY
+from spacy.util import minibatch
+
+from .annotations import ENTITY_SPANS_KEY, get_entities, get_relations
 from .scoring import score_examples
 
 
@@ -33,7 +35,7 @@ def evaluate_pipeline(
     the relation extractor). Adds ``n_docs``, ``n_words``, ``seconds``, ``words_per_second``."""
     gold_docs = list(gold_docs)
     start = time.perf_counter()
-    predicted = list(nlp.pipe((doc.text for doc in gold_docs), batch_size=batch_size))
+    predicted, timing = _timed_pipe(nlp, [doc.text for doc in gold_docs], batch_size)
     seconds = time.perf_counter() - start
     examples = [Example(pred, gold) for pred, gold in zip(predicted, gold_docs)]
     scores = score_examples(examples, spans_key=spans_key, lenient_matching=lenient_matching)
@@ -44,8 +46,53 @@ def evaluate_pipeline(
         seconds=round(seconds, 3),
         words_per_second=round(n_words / seconds, 1) if seconds > 0 else None,
         lenient_matching=lenient_matching,
+        n_pred_entities=sum(len(get_entities(doc, spans_key)) for doc in predicted),
+        n_pred_relations=sum(len(get_relations(doc)) for doc in predicted),
+        **timing,
     )
+    for name, proc in nlp.pipeline:
+        if hasattr(proc, "candidate_index"):  # relation_extractor: pairs it had to classify
+            scores[f"n_candidates_{name}"] = sum(
+                len(proc.candidate_index(get_entities(doc, proc.cfg["spans_key"]))[1]) for doc in predicted
+            )
     return scores
+
+
+def _sync_cuda() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _timed_pipe(nlp: Language, texts: List[str], batch_size: int):
+    """``nlp.pipe(texts, batch_size)`` run batch by batch and component by
+    component (same output), with the seconds each took: ``seconds_per_component``
+    (``tokenizer`` first) and ``seconds_first_batch`` (one-time costs such as CUDA
+    initialisation and kernel compilation land there)."""
+    per_component: Dict[str, float] = {"tokenizer": 0.0}
+    first_batch = None
+    predicted: List[Doc] = []
+    for batch in minibatch(texts, size=batch_size):
+        batch_start = time.perf_counter()
+        docs = [nlp.make_doc(text) for text in batch]
+        per_component["tokenizer"] += time.perf_counter() - batch_start
+        for name, proc in nlp.pipeline:
+            start = time.perf_counter()
+            docs = list(proc.pipe(docs, batch_size=batch_size)) if hasattr(proc, "pipe") else [proc(d) for d in docs]
+            _sync_cuda()
+            per_component[name] = per_component.get(name, 0.0) + time.perf_counter() - start
+        if first_batch is None:
+            first_batch = time.perf_counter() - batch_start
+        predicted.extend(docs)
+    timing = {
+        "seconds_per_component": {k: round(v, 4) for k, v in per_component.items()},
+        "seconds_first_batch": round(first_batch or 0.0, 4),
+    }
+    return predicted, timing
 
 
 def evaluate_model(

@@ -72,6 +72,10 @@ def test_gpu_configs_use_pytorch_allocator_and_mixed_precision():
         cfg = load_config(CONFIGS / f"{strategy}_gpu.cfg", interpolate=False)
         assert cfg["system"]["gpu_allocator"] == "pytorch"
         assert cfg["components"]["transformer"]["model"]["mixed_precision"] is True
+        # the soft-prompt encoder runs (and infers) in half precision on the GPU, and says which
+        assert cfg["components"]["transformer"]["model"]["mixed_precision_dtype"] == "float16"
+        cpu = load_config(CONFIGS / f"{strategy}_cpu.cfg", interpolate=False)
+        assert cpu["components"]["transformer"]["model"]["mixed_precision"] is False
 
 
 @pytest.fixture(scope="module")

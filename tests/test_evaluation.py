@@ -32,3 +32,9 @@ def test_evaluate_model_scores_entities_end_to_end(tmp_path):
     assert scores["ents_per_type"]["Drug"]["strict_f"] == 1.0
     assert scores["n_docs"] == 3 and scores["n_words"] > 0
     assert json.loads((tmp_path / "m.json").read_text())["ents_strict_p"] == 1.0
+    # where the time went (a slow evaluation can be traced to a component or to one-time costs)
+    split = scores["seconds_per_component"]
+    assert list(split) == ["tokenizer", "entity_ruler"]
+    assert 0 <= scores["seconds_first_batch"] <= scores["seconds"] + 1e-3
+    assert sum(split.values()) <= scores["seconds"] + 1e-3
+    assert scores["n_pred_entities"] == 4 and scores["n_pred_relations"] == 0

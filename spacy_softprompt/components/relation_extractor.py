@@ -145,30 +145,80 @@ class RelationExtractor(TrainablePipe):
         return {tuple(pair) for pairs in self.cfg["allowed_pairs"].values() for pair in pairs}
 
     def candidates(self, doc: Doc, entities: Sequence[Span]) -> List[Tuple[Span, Span]]:
-        """Ordered entity pairs allowed by type and distance. Entities are sorted by
-        start, and the scan stops once the next start is farther than the distance
-        limit, so the cost grows with entities × neighbours, not entities²."""
-        allowed = self._allowed_type_pairs
-        max_dist = self.cfg["max_token_distance"]
+        """Ordered entity pairs allowed by type and distance (see :meth:`candidate_index`)."""
+        ents, index = self.candidate_index(entities)
+        return [(ents[a], ents[b]) for a, b in index.tolist()]
+
+    def _label_tables(self):
+        """``(label -> id, allowed[arg1 id, arg2 id], allowed per relation label)``;
+        the last id stands for any label no relation mentions."""
+        key = repr(self.cfg["allowed_pairs"]) + repr(self.cfg["labels"])
+        cached = getattr(self, "_tables_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        names = sorted({label for pairs in self.cfg["allowed_pairs"].values() for pair in pairs for label in pair})
+        ids = {name: i for i, name in enumerate(names)}
+        n = len(names) + 1
+        per_label = numpy.zeros((len(self.labels), n, n), dtype=bool)
+        for i, label in enumerate(self.labels):
+            for a, b in self.cfg["allowed_pairs"].get(label, []):
+                per_label[i, ids[a], ids[b]] = True
+        allowed = numpy.zeros((n, n), dtype=bool)
+        for pairs in self.cfg["allowed_pairs"].values():
+            for a, b in pairs:
+                allowed[ids[a], ids[b]] = True
+        tables = (ids, allowed, per_label)
+        self._tables_cache = (key, tables)
+        return tables
+
+    def candidate_index(self, entities: Sequence[Span]) -> Tuple[List[Span], numpy.ndarray]:
+        """``(entities sorted by (start, end, label), [n_pairs, 2] indices into them)``:
+        ordered pairs (arg1, arg2) whose label pair is allowed, at most
+        ``max_token_distance`` tokens apart, identical spans excluded; for each
+        unordered pair (i < j in sorted order) (i, j) comes before (j, i).
+
+        Array operations over the sorted entities: a pair (i, j) is considered
+        only while entity j starts within the distance limit of i's end, so the
+        cost grows with entities x neighbours, not entities squared, and no
+        Python code runs per pair."""
         ents = sorted(entities, key=lambda s: (s.start, s.end, s.label_))
-        pairs = []
-        for i, a in enumerate(ents):
-            for b in ents[i + 1 :]:
-                if max_dist is not None and b.start - a.end > max_dist:
-                    break  # later entities start even farther away
-                if a.start == b.start and a.end == b.end and a.label_ == b.label_:
-                    continue
-                if (a.label_, b.label_) in allowed:
-                    pairs.append((a, b))
-                if (b.label_, a.label_) in allowed:
-                    pairs.append((b, a))
-        return pairs
+        n = len(ents)
+        empty = numpy.zeros((0, 2), dtype="int64")
+        if n < 2:
+            return ents, empty
+        ids, allowed, _ = self._label_tables()
+        unknown = allowed.shape[0] - 1
+        starts = numpy.fromiter((e.start for e in ents), dtype="int64", count=n)
+        ends = numpy.fromiter((e.end for e in ents), dtype="int64", count=n)
+        labels = numpy.fromiter((ids.get(e.label_, unknown) for e in ents), dtype="int64", count=n)
+        max_dist = self.cfg["max_token_distance"]
+        first = numpy.arange(1, n + 1, dtype="int64")
+        if max_dist is None:
+            stop = numpy.full(n, n, dtype="int64")
+        else:
+            stop = numpy.maximum(numpy.searchsorted(starts, ends + int(max_dist), side="right"), first)
+        counts = stop - first
+        if not counts.sum():
+            return ents, empty
+        i = numpy.repeat(numpy.arange(n, dtype="int64"), counts)
+        j = numpy.repeat(first, counts) + (numpy.arange(counts.sum(), dtype="int64") - numpy.repeat(numpy.cumsum(counts) - counts, counts))
+        same = (starts[i] == starts[j]) & (ends[i] == ends[j]) & (labels[i] == labels[j])
+        keep = numpy.stack([allowed[labels[i], labels[j]], allowed[labels[j], labels[i]]], axis=1) & ~same[:, None]
+        both = numpy.stack([numpy.stack([i, j], axis=1), numpy.stack([j, i], axis=1)], axis=1)
+        return ents, both[keep]
+
+    @staticmethod
+    def _index_pair_array(ents: Sequence[Span], index: numpy.ndarray) -> numpy.ndarray:
+        """Token offsets ``[start1, end1, start2, end2]`` of each indexed pair."""
+        if not len(index):
+            return numpy.zeros((0, 4), dtype="i")
+        bounds = numpy.asarray([(e.start, e.end) for e in ents], dtype="i").reshape(-1, 2)
+        return numpy.concatenate([bounds[index[:, 0]], bounds[index[:, 1]]], axis=1)
 
     def _pair_array(self, pairs: List[Tuple[Span, Span]]) -> numpy.ndarray:
-        arr = numpy.zeros((len(pairs), 4), dtype="i")
-        for i, (a, b) in enumerate(pairs):
-            arr[i] = (a.start, a.end, b.start, b.end)
-        return arr
+        return numpy.asarray(
+            [(a.start, a.end, b.start, b.end) for a, b in pairs], dtype="i"
+        ).reshape(-1, 4)
 
     def _entities_on(self, doc: Doc, source: Doc) -> Dict[Span, Tuple[int, int, str]]:
         """Entities of ``source`` (gold) as spans of ``doc`` (the predicted tokens,
@@ -182,27 +232,41 @@ class RelationExtractor(TrainablePipe):
 
     # ---- prediction --------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]):
+        """``(per doc (sorted entities, pair index), scores)``: one classifier
+        call for the whole batch."""
         docs = list(docs)
-        pairs = [self.candidates(doc, get_entities(doc, self.cfg["spans_key"])) for doc in docs]
-        if not any(pairs):
-            return pairs, None
-        scores = self.model.predict((docs, [self._pair_array(p) for p in pairs]))
-        return pairs, self.model.ops.to_numpy(scores)
+        found = [self.candidate_index(get_entities(doc, self.cfg["spans_key"])) for doc in docs]
+        if not any(len(index) for _, index in found):
+            return found, None
+        scores = self.model.predict((docs, [self._index_pair_array(ents, index) for ents, index in found]))
+        return found, self.model.ops.to_numpy(scores)
 
     def set_annotations(self, docs: Iterable[Doc], predictions) -> None:
-        pairs_per_doc, scores = predictions
-        offset = 0
+        """A pair gets its best label when that beats "no relation", reaches
+        ``threshold`` and the label allows the pair's argument types; decided for
+        all pairs of the batch at once, Python runs only per relation kept."""
+        found, scores = predictions
         labels = self.labels
-        for doc, pairs in zip(docs, pairs_per_doc):
+        ids, _, per_label = self._label_tables()
+        unknown = per_label.shape[1] - 1
+        offset = 0
+        if scores is not None and len(scores):
+            scores = numpy.asarray(scores)
+            best = scores[:, 1:].argmax(axis=1) + 1
+            best_score = scores[numpy.arange(len(scores)), best]
+            accept = (best_score >= self.cfg["threshold"]) & (best_score > scores[:, 0])
+        for doc, (ents, index) in zip(docs, found):
             relations = []
-            for a, b in pairs:
-                row = scores[offset]
-                offset += 1
-                best = int(row[1:].argmax()) + 1
-                if row[best] >= self.cfg["threshold"] and row[best] > row[0]:
-                    label = labels[best - 1]
-                    if [a.label_, b.label_] in self.cfg["allowed_pairs"].get(label, []):
-                        relations.append(make_relation(label, a, b, score=row[best]))
+            n = len(index)
+            if n:
+                rows = slice(offset, offset + n)
+                offset += n
+                ent_labels = numpy.asarray([ids.get(e.label_, unknown) for e in ents], dtype="int64")
+                ok = accept[rows] & per_label[best[rows] - 1, ent_labels[index[:, 0]], ent_labels[index[:, 1]]]
+                for k in numpy.flatnonzero(ok).tolist():
+                    a, b = index[k]
+                    row = offset - n + k
+                    relations.append(make_relation(labels[best[row] - 1], ents[a], ents[b], score=best_score[row]))
             doc._.relations = relations
 
     # ---- training ----------------------------------------------------------------

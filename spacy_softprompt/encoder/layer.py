@@ -24,7 +24,7 @@ import numpy
 import srsly
 import torch
 from spacy.tokens import Doc
-from spacy_transformers.align import get_alignment, get_alignment_via_offset_mapping
+from spacy_transformers.align import get_alignment
 from spacy_transformers.data_classes import FullTransformerBatch, HFObjects, WordpieceBatch
 from spacy_transformers.layers.hf_shim import HFShim
 from spacy_transformers.layers.transformer_model import TransformerModel, huggingface_tokenize
@@ -35,6 +35,7 @@ from thinc.shims.shim import Shim
 from thinc.types import ArgsKwargs
 from transformers.file_utils import ModelOutput
 
+from .align import alignment_via_offset_mapping
 from .backbone import load_backbone
 from .model import AUTOCAST_DTYPES, PROMPT_DEPTHS, PromptedEncoder
 from .prompts import PROMPT_INITS, texts_per_prompt
@@ -495,7 +496,7 @@ def forward(model: SoftPromptTransformerModel, docs: List[Doc], is_train: bool) 
     batch_encoding = huggingface_tokenize(tokenizer, [span.text for span in flat_spans])
     wordpieces = WordpieceBatch.from_batch_encoding(batch_encoding)
     if "offset_mapping" in batch_encoding:
-        align = get_alignment_via_offset_mapping(flat_spans, batch_encoding["offset_mapping"])
+        align = alignment_via_offset_mapping(flat_spans, batch_encoding["offset_mapping"])
     else:
         align = get_alignment(flat_spans, wordpieces.strings, tokenizer.all_special_tokens)
     wordpieces, align = truncate_oversize_splits(wordpieces, align, model.max_text_length)

@@ -167,3 +167,48 @@ def test_candidate_scan_equals_brute_force(trained):
     }
     got = [(a.start, a.end, a.label_, b.start, b.end, b.label_) for a, b in rel.candidates(doc, spans)]
     assert set(got) == brute and len(brute) > 20
+
+
+def _loop_candidates(rel, entities):
+    """The per-pair reference rule: sorted entities, (a, b) before (b, a)."""
+    allowed = {tuple(p) for ps in rel.cfg["allowed_pairs"].values() for p in ps}
+    ents = sorted(entities, key=lambda s: (s.start, s.end, s.label_))
+    out = []
+    for i, a in enumerate(ents):
+        for b in ents[i + 1 :]:
+            if b.start - a.end > rel.cfg["max_token_distance"]:
+                break
+            if (a.start, a.end, a.label_) == (b.start, b.end, b.label_):
+                continue
+            out += [(a, b)] * ((a.label_, b.label_) in allowed) + [(b, a)] * ((b.label_, a.label_) in allowed)
+    return out
+
+
+def test_candidate_order_and_annotations_follow_the_per_pair_rule(trained):
+    import random
+
+    nlp, _, _ = trained
+    rel = nlp.get_pipe("relation_extractor")
+    doc = nlp.make_doc(" ".join(f"w{i}" for i in range(200)))
+    rng = random.Random(1)
+    spans = []
+    for _ in range(50):
+        start = rng.randrange(0, 195)
+        spans.append(doc.char_span(doc[start].idx, doc[start + rng.randrange(0, 4)].idx + 2,
+                                   label=rng.choice(["Drug", "Strength", "Frequency", "Unseen"]), alignment_mode="expand"))
+    spans += spans[:3]  # duplicates never pair with themselves
+    key = lambda pairs: [(a.start, a.end, a.label_, b.start, b.end, b.label_) for a, b in pairs]  # noqa: E731
+    pairs = rel.candidates(doc, spans)
+    assert key(pairs) == key(_loop_candidates(rel, spans)) and len(pairs) > 20
+    # set_annotations: best label if it beats "no relation", reaches the threshold
+    # and allows the pair's types
+    found = rel.candidate_index(spans)
+    scores = numpy.random.RandomState(0).dirichlet(numpy.ones(len(rel.labels) + 1), size=len(pairs)).astype("f")
+    rel.set_annotations([doc], ([found], scores))
+    want = []
+    for (a, b), row in zip(pairs, scores):
+        best = int(row[1:].argmax()) + 1
+        label = rel.labels[best - 1]
+        if row[best] >= rel.cfg["threshold"] and row[best] > row[0] and [a.label_, b.label_] in rel.cfg["allowed_pairs"][label]:
+            want.append(make_relation(label, a, b, score=row[best]))
+    assert doc._.relations == want and 0 < len(want) < len(pairs)
