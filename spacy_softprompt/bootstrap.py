@@ -93,9 +93,8 @@ def paired_bootstrap(
     doc_a, doc_b = a.sum(axis=0), b.sum(axis=0)  # seeds pooled per document: (documents, 4)
     rng = np.random.default_rng(seed)
     # weights[r, d] = how often document d is drawn in resample r
-    weights = np.zeros((n_resamples, n_docs), dtype=np.int64)
-    for r in range(n_resamples):
-        weights[r] = np.bincount(rng.integers(0, n_docs, size=n_docs), minlength=n_docs)
+    draws = rng.integers(0, n_docs, size=(n_resamples, n_docs)) + n_docs * np.arange(n_resamples)[:, None]
+    weights = np.bincount(draws.ravel(), minlength=n_resamples * n_docs).reshape(n_resamples, n_docs)
     diffs = micro_f1(weights @ doc_a) - micro_f1(weights @ doc_b)
     alpha = (1 - confidence) / 2
     f1_a, f1_b = float(micro_f1(doc_a.sum(axis=0))), float(micro_f1(doc_b.sum(axis=0)))
