@@ -34,7 +34,9 @@ def f1_of(metrics: Dict[str, Any], key: str) -> Optional[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(metrics.get(PER_DOC_KEY), dict):
-        return float(micro_f1(read_per_doc(metrics).total(key)))
+        per_doc = read_per_doc(metrics)
+        if key in per_doc.counts:
+            return float(micro_f1(per_doc.total(key)))
     return None
 
 
@@ -70,10 +72,13 @@ def compare_files(
         "bootstrap_error": None,
     }
     per_doc = None
+    arrays = {}
     try:
         per_doc = ([read_per_doc(m, str(p)) for m, p in zip(a, a_paths)], [read_per_doc(m, str(p)) for m, p in zip(b, b_paths)])
         ids = per_doc[0][0].ids
-        arrays = {key: (stack(per_doc[0], key, ids), stack(per_doc[1], key, ids)) for key in COUNT_KEYS}
+        for key in COUNT_KEYS:
+            if all(key in p.counts for side in per_doc for p in side):  # a key some file lacks is not compared
+                arrays[key] = (stack(per_doc[0], key, ids), stack(per_doc[1], key, ids))
     except ValueError as error:
         out["bootstrap_error"] = str(error)
     for key in COUNT_KEYS:
@@ -82,7 +87,7 @@ def compare_files(
             "b": summarize([f1_of(m, key) for m in b]),
             "bootstrap": None,
         }
-        if out["bootstrap_error"] is None:
+        if out["bootstrap_error"] is None and key in arrays:
             entry["bootstrap"] = paired_bootstrap(*arrays[key], n_resamples=n_resamples, seed=seed).to_dict()
         out["metrics"][key] = entry
     if per_doc is not None and out["bootstrap_error"] is None:

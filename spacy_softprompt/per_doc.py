@@ -13,7 +13,8 @@ micro scores, the micro totals of every gold document::
 
 A row holds :class:`spacy_softprompt.scoring.PRCounts` summed over all labels
 of one document: precision = sum(pred_tp) / sum(pred), recall = sum(gold_tp) /
-sum(gold), so the totals of the rows give the file's micro scores back. Ids
+sum(gold), so the totals of the rows give the file's micro scores back. A key
+may be left out (a system without relations): it is then not compared. Ids
 are the gold documents' ``doc._.brat["doc_id"]`` (else ``"#<index>"``); two
 files are paired by id. A baseline script can write the same structure with
 :func:`per_doc_record`, or give ``"per_doc"`` as ``{doc_id: counts.to_dict()}``
@@ -89,7 +90,9 @@ def read_per_doc(metrics: Mapping[str, Any], source: str = "metrics") -> PerDoc:
         ids = [str(i) for i in data["ids"]]
         counts = {}
         for key in COUNT_KEYS:
-            array = np.asarray(data.get(key, []), dtype=np.int64).reshape(-1, 4)
+            if key not in data:  # e.g. a baseline without relations
+                continue
+            array = np.asarray(data[key], dtype=np.int64).reshape(-1, 4)
             if len(array) != len(ids):
                 raise ValueError(f"{source}: {PER_DOC_KEY}.{key} has {len(array)} rows for {len(ids)} ids")
             counts[key] = array
@@ -107,5 +110,7 @@ def stack(per_docs: Sequence[PerDoc], key: str, ids: Optional[Sequence[str]] = N
     shape (runs, documents, 4), documents in the order of ``ids`` (default: the first run's)."""
     if not per_docs:
         raise ValueError("no runs")
+    if any(key not in p.counts for p in per_docs):
+        raise ValueError(f"no per-document {key} counts in every run")
     ids = list(ids) if ids is not None else per_docs[0].ids
     return np.stack([p.reorder(ids).counts[key] for p in per_docs])

@@ -76,3 +76,16 @@ def test_compare_without_per_doc_still_gives_the_means(tmp_path):
     assert "no per-document counts" in format_comparison(result)
     other_docs = _metrics(tmp_path / "x.json", GOLD, ids=("n1", "n2", "n3", "zz"))
     assert "documents differ" in compare_files([a[0]], [other_docs])["bootstrap_error"]
+
+
+def test_a_baseline_without_relations_is_compared_on_entities_only(tmp_path):
+    a, b = _files(tmp_path)
+    data = json.loads(b[0].read_text())
+    baseline = {"per_doc": {k: v for k, v in data["per_doc"].items() if not k.startswith("rels")}}
+    (tmp_path / "base.json").write_text(json.dumps(baseline), encoding="utf8")
+    result = compare_files(a, [tmp_path / "base.json"], n_resamples=100)
+    assert result["bootstrap_error"] is None
+    assert result["metrics"]["ents_strict"]["b"]["mean"] == pytest.approx(0.5)  # computed from per_doc
+    assert result["metrics"]["ents_strict"]["bootstrap"]["low"] > 0
+    assert result["metrics"]["rels_strict"]["bootstrap"] is None and result["metrics"]["rels_strict"]["b"]["n"] == 0
+    assert "rels strict F1" in format_comparison(result)
