@@ -29,10 +29,11 @@ def load_metrics(path: PathLike) -> Dict[str, Any]:
 
 
 def f1_of(metrics: Dict[str, Any], key: str) -> Optional[float]:
-    """``<key>_f`` of a metrics dict, else micro F1 from its per-document counts."""
-    value = metrics.get(f"{key}_f")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    """``<key>_f`` of a metrics dict (None there: nothing to score), else micro F1
+    from its per-document counts."""
+    if f"{key}_f" in metrics:
+        value = metrics[f"{key}_f"]
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     if isinstance(metrics.get(PER_DOC_KEY), dict):
         per_doc = read_per_doc(metrics)
         if key in per_doc.counts:

@@ -688,11 +688,12 @@ def _strategy_section(entries: List[Dict[str, Any]], image: Optional[str]) -> Li
         share = f"{100 * trainable.mean / total.mean:.2f}%" if trainable and total and total.mean else "–"
         body.append(
             [_context_label(e["context"]), e["strategy"], e["n"], _int(trainable.mean if trainable else None), share]
-            + [pct(e[m]) for m in F1_KEYS]
+            # a figure from fewer runs than the row's seeds (a metric missing in some) says its own n
+            + [pct(e[m], n=e[m] is not None and e[m].n != e["n"]) for m in F1_KEYS]
             + [_int(e["wall_seconds"].mean if e["wall_seconds"] else None), _int(e["peak_mb"].mean if e["peak_mb"] else None)]
         )
     lines += [_table(header, body, ["---", "---"] + ["---:"] * (len(header) - 2)), ""]
-    lines += ["F1 in %, mean ± sample sd over seeds (sd when there are two or more)."]
+    lines += ["F1 in %, mean ± sample sd over the `seeds` runs (sd when there are two or more)."]
     if image:
         lines += ["", f"![strategy comparison]({image})"]
     return lines + [""]

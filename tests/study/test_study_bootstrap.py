@@ -63,3 +63,10 @@ def test_seed_count_formatting():
     assert pct(make_stat([0.5]), n=True) == "50.0 (n=1)"
     assert pct(make_stat([0.65, 0.67]), n=True) == "66.0 ± 1.4 (n=2)"
     assert seed_note([1]) == "n = 1 seed per figure (no sd)" and seed_note([3]) == "n = 3 seeds per figure"
+
+
+def test_strategy_figure_from_fewer_runs_than_seeds_says_its_n(tmp_path):
+    rows = [synthetic.row("strategies", "soft", 0, 0.5, 0.4), synthetic.row("strategies", "soft", 1, 0.7, None)]
+    render_report(synthetic.write(rows, tmp_path / "r.jsonl"), tmp_path / "out", plots=False)
+    line = next(l for l in (tmp_path / "out" / "report.md").read_text(encoding="utf8").splitlines() if "| soft | 2 |" in l)
+    assert "| 60.0 ± 14.1 |" in line and "| 40.0 (n=1) |" in line
