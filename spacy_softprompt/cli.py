@@ -140,6 +140,31 @@ def evaluate(
     typer.echo(f"seconds: {split}; first batch {scores.get('seconds_first_batch', 0):.2f}")
 
 
+@app.command(context_settings={"ignore_unknown_options": True})
+def compare(
+    files: List[str] = typer.Argument(..., help="A1.json [A2.json ...] --vs B1.json [B2.json ...]: one metrics JSON per seed."),
+    names: Optional[str] = typer.Option(None, "--names", help="Two names, e.g. soft,hf (default A,B)."),
+    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the resampling."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the comparison as JSON."),
+) -> None:
+    """Two systems: F1 mean ± sd over seeds and the paired bootstrap 95% interval of the
+    difference, from the per-document counts ("per_doc") that 'evaluate --output' writes."""
+    from .compare import compare_files, format_comparison, parse_names
+
+    if files.count("--vs") != 1 or files[0] == "--vs" or files[-1] == "--vs":
+        typer.echo("error: expected A1.json [A2.json ...] --vs B1.json [B2.json ...]", err=True)
+        raise typer.Exit(code=2)
+    split = files.index("--vs")
+    try:
+        result = compare_files(files[:split], files[split + 1 :], names=parse_names(names), n_resamples=resamples, seed=seed)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2)
+    typer.echo(format_comparison(result))
+    _write_json(output, result)
+
+
 @app.command()
 def annotate(
     model: str = typer.Argument(..., help="Pipeline folder or installed package name."),

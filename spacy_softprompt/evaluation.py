@@ -12,7 +12,8 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from .annotations import ENTITY_SPANS_KEY, get_entities, get_relations
-from .scoring import score_examples
+from .per_doc import PER_DOC_KEY, doc_ids, per_doc_record
+from .scoring import count_examples, score_examples
 
 
 def load_gold_docs(path: Path, nlp: Language) -> List[Doc]:
@@ -32,7 +33,9 @@ def evaluate_pipeline(
     spans_key: str = ENTITY_SPANS_KEY,
 ) -> Dict[str, Any]:
     """Run ``nlp`` on the gold texts and score end to end (predicted entities feed
-    the relation extractor). Adds ``n_docs``, ``n_words``, ``seconds``, ``words_per_second``."""
+    the relation extractor). Adds ``n_docs``, ``n_words``, ``seconds``, ``words_per_second``
+    and ``per_doc``: each gold document's counts (:mod:`spacy_softprompt.per_doc`),
+    for paired bootstrap comparisons."""
     gold_docs = list(gold_docs)
     start = time.perf_counter()
     predicted, timing = _timed_pipe(nlp, [doc.text for doc in gold_docs], batch_size)
@@ -55,6 +58,8 @@ def evaluate_pipeline(
             scores[f"n_candidates_{name}"] = sum(
                 len(proc.candidate_index(get_entities(doc, proc.cfg["spans_key"]))[1]) for doc in predicted
             )
+    per_doc = [count_examples([eg], spans_key, lenient_matching=lenient_matching) for eg in examples]
+    scores[PER_DOC_KEY] = per_doc_record(doc_ids(gold_docs), per_doc)
     return scores
 
 

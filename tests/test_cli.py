@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from spacy_softprompt.cli import app
 
 runner = CliRunner()
-COMMANDS = ["convert", "export", "score", "evaluate", "annotate", "assets", "train", "bench", "study", "report"]
+COMMANDS = ["convert", "export", "score", "evaluate", "compare", "annotate", "assets", "train", "bench", "study", "report"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -38,3 +38,42 @@ def test_evaluate_model_scores_entities_end_to_end(tmp_path):
     assert 0 <= scores["seconds_first_batch"] <= scores["seconds"] + 1e-3
     assert sum(split.values()) <= scores["seconds"] + 1e-3
     assert scores["n_pred_entities"] == 4 and scores["n_pred_relations"] == 0
+
+
+def test_evaluate_saves_per_document_counts_that_add_up(tmp_path):
+    gold = tmp_path / "gold.spacy"
+    docs = toy_docs()
+    for i, doc in enumerate(docs):
+        doc._.brat = {"doc_id": f"note-{i}"}
+    DocBin(store_user_data=True, docs=docs).to_disk(gold)
+    _ruler_pipeline(
+        tmp_path / "model",
+        [{"label": "Drug", "pattern": w} for w in ("aspirin", "heparin", "warfarin")]
+        + [{"label": "Strength", "pattern": [{"LOWER": "10"}, {"LOWER": "mg"}]}],
+    )
+    scores = evaluate_model(str(tmp_path / "model"), gold, tmp_path / "m.json")
+    saved = json.loads((tmp_path / "m.json").read_text())
+    per_doc = saved["per_doc"]
+    assert per_doc == scores["per_doc"]
+    assert per_doc["ids"] == ["note-0", "note-1", "note-2"]
+    # [pred, pred_tp, gold, gold_tp]: doc 0 finds aspirin and 10 mg, the others their drug only
+    assert per_doc["ents_strict"] == [[2, 2, 3, 2], [1, 1, 3, 1], [1, 1, 3, 1]]
+    assert per_doc["rels_strict"] == [[0, 0, 2, 0]] * 3
+    # the existing keys are unchanged, and the per-document rows add up to them
+    assert saved["ents_strict_r"] == scores["ents_strict_r"] == 4 / 9
+    for key in ("ents_strict", "ents_lenient", "rels_strict", "rels_lenient"):
+        pred, pred_tp, n_gold, gold_tp = (sum(row[i] for row in per_doc[key]) for i in range(4))
+        assert (gold_tp / n_gold if n_gold else 0.0) == saved[f"{key}_r"]
+        if saved[f"{key}_p"] is not None and pred:
+            assert pred_tp / pred == saved[f"{key}_p"]
+
+
+def test_per_doc_ids_fall_back_to_the_index():
+    from spacy_softprompt.per_doc import doc_ids
+
+    docs = toy_docs()
+    assert doc_ids(docs) == ["#0", "#1", "#2"]
+    docs[0]._.brat = {"doc_id": "a"}
+    docs[1]._.brat = {"doc_id": "a"}
+    docs[2]._.brat = {"doc_id": "c"}
+    assert doc_ids(docs) == ["#0", "#1", "#2"]  # duplicates: ids not trusted

@@ -4,7 +4,11 @@ Writes ``OUT_DIR/report.md`` with
 
 * a **strategy comparison** table (entity/relation strict and lenient F1, mean ±
   sample sd over seeds, trainable parameters, wall time, peak memory) and
-  ``strategies.png`` (grouped bars with sd error bars);
+  ``strategies.png`` (grouped bars with sd error bars), and a **paired
+  bootstrap** table: per context, the best strategy (highest mean score) minus
+  each other one, entity and relation strict F1, 95% interval over documents
+  with the seeds of each strategy pooled (:mod:`spacy_softprompt.bootstrap`;
+  needs the per-document counts every evaluation records);
 * **few-shot** tables (F1 at each k) and ``fewshot.png`` (learning curves: mean
   line, band = min..max over seeds, x = training documents on a log scale);
 * **transfer** matrices (source -> target, in-domain -> cross-source drop) and
@@ -32,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ..bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, BootstrapResult, paired_bootstrap
+from ..per_doc import PER_DOC_KEY, PerDoc, read_per_doc, stack
 from .results import F1_KEYS, latest_rows, metric, read_results, write_csv
 
 PathLike = Union[str, Path]
@@ -80,14 +86,29 @@ def make_stat(values: Iterable[Optional[float]]) -> Optional[Stat]:
     return Stat(values) if values else None
 
 
-def pct(stat: Optional[Stat], *, sd: bool = True) -> str:
-    """``61.2 ± 1.3`` (percent; sd only with two or more seeds); ``–`` for no data."""
+def pct(stat: Optional[Stat], *, sd: bool = True, n: bool = False) -> str:
+    """``61.2 ± 1.3`` (percent; sd only with two or more seeds; ``(n=3)`` appended
+    with ``n``); ``–`` for no data."""
     if stat is None:
         return "–"
     text = f"{100 * stat.mean:.1f}"
     if sd and stat.sd is not None:
         text += f" ± {100 * stat.sd:.1f}"
-    return text
+    return f"{text} (n={stat.n})" if n else text
+
+
+def seed_counts(stats: Iterable[Optional[Stat]]) -> List[int]:
+    """The distinct numbers of seeds behind the figures of one table."""
+    return sorted({s.n for s in stats if s is not None})
+
+
+def seed_note(counts: Sequence[int]) -> str:
+    """How a table says its seed count: once when every figure has the same one,
+    else per figure (``(n=...)``, see :func:`pct`)."""
+    if len(counts) == 1:
+        n = counts[0]
+        return f"n = {n} seed{'s' if n > 1 else ''} per figure" + (" (no sd)" if n == 1 else "")
+    return "n = seeds per figure, in brackets"
 
 
 def run_score(row: Dict[str, Any], eval_name: Optional[str] = None) -> Optional[float]:
@@ -178,6 +199,65 @@ def strategy_table(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         for name in ("trainable_params", "total_params", "wall_seconds", "peak_mb"):
             entry[name] = make_stat(r.get(name) for r in members)
         out.append(entry)
+    return out
+
+
+BOOTSTRAP_KEYS = ("ents_strict", "rels_strict")
+
+
+def per_doc_of(row: Dict[str, Any], eval_name: Optional[str] = None) -> Optional[PerDoc]:
+    """The per-document counts of a run on one evaluation set (default: its primary
+    one); None for rows recorded without them."""
+    scores = (row.get("evaluations") or {}).get(eval_name or row.get("primary_eval")) or {}
+    if not isinstance(scores.get(PER_DOC_KEY), dict):
+        return None
+    try:
+        return read_per_doc(scores)
+    except ValueError:
+        return None
+
+
+def strategy_bootstrap(
+    rows: List[Dict[str, Any]], *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
+) -> List[Dict[str, Any]]:
+    """Per context of the strategy comparison: the best strategy (highest mean
+    score over seeds) against each other one -- paired bootstrap of best - other
+    for entity and relation strict F1, documents resampled, seeds of each strategy
+    pooled per document. ``error`` says why an entry has no interval."""
+    entries = [e for e in strategy_table(rows) if e["score"] is not None]
+    groups = _group(ok_rows(rows, "strategies"), lambda r: context_of(r) + (str(r.get("strategy")),))
+    out = []
+    for ctx in dict.fromkeys(e["context"] for e in entries):
+        candidates = [e for e in entries if e["context"] == ctx]
+        if len(candidates) < 2:
+            continue
+        best = max(candidates, key=lambda e: e["score"].mean)
+        best_docs = [per_doc_of(r) for r in groups[ctx + (best["strategy"],)]]
+        for other in candidates:
+            if other is best:
+                continue
+            item: Dict[str, Any] = {
+                "context": ctx,
+                "best": best["strategy"],
+                "other": other["strategy"],
+                "n_best": best["n"],
+                "n_other": other["n"],
+                "results": {},
+                "error": None,
+            }
+            other_docs = [per_doc_of(r) for r in groups[ctx + (other["strategy"],)]]
+            if any(d is None for d in best_docs + other_docs):
+                item["error"] = "no per-document counts (runs recorded before they were saved)"
+            else:
+                try:
+                    ids = best_docs[0].ids
+                    for key in BOOTSTRAP_KEYS:
+                        item["results"][key] = paired_bootstrap(
+                            stack(best_docs, key, ids), stack(other_docs, key, ids), n_resamples=n_resamples, seed=seed
+                        )
+                except ValueError as error:
+                    item["error"] = str(error)
+            out.append(item)
     return out
 
 
@@ -608,13 +688,44 @@ def _strategy_section(entries: List[Dict[str, Any]], image: Optional[str]) -> Li
         share = f"{100 * trainable.mean / total.mean:.2f}%" if trainable and total and total.mean else "–"
         body.append(
             [_context_label(e["context"]), e["strategy"], e["n"], _int(trainable.mean if trainable else None), share]
-            + [pct(e[m]) for m in F1_KEYS]
+            # a figure from fewer runs than the row's seeds (a metric missing in some) says its own n
+            + [pct(e[m], n=e[m] is not None and e[m].n != e["n"]) for m in F1_KEYS]
             + [_int(e["wall_seconds"].mean if e["wall_seconds"] else None), _int(e["peak_mb"].mean if e["peak_mb"] else None)]
         )
     lines += [_table(header, body, ["---", "---"] + ["---:"] * (len(header) - 2)), ""]
-    lines += ["F1 in %, mean ± sample sd over seeds (sd when there are two or more)."]
+    lines += ["F1 in %, mean ± sample sd over the `seeds` runs (sd when there are two or more)."]
     if image:
         lines += ["", f"![strategy comparison]({image})"]
+    return lines + [""]
+
+
+def _interval(result: Optional[BootstrapResult]) -> str:
+    if result is None:
+        return "–"
+    text = result.format()
+    return f"**{text}**" if result.excludes_zero else text
+
+
+def _bootstrap_section(items: List[Dict[str, Any]]) -> List[str]:
+    lines = ["### Paired bootstrap: best strategy vs each other one", ""]
+    if not items:
+        return lines + ["Needs two or more strategies on the same data.", ""]
+    header = ["mode · backbone · train → test", "best", "vs", "seeds (best / other)"]
+    header += [f"{METRIC_LABELS[k + '_f']}: best − other" for k in BOOTSTRAP_KEYS]
+    body = []
+    for item in items:
+        cells = [_interval(item["results"].get(k)) for k in BOOTSTRAP_KEYS]
+        if item["error"]:
+            cells = [f"– ({item['error']})"] + ["–"] * (len(BOOTSTRAP_KEYS) - 1)
+        body.append([_context_label(item["context"]), item["best"], item["other"], f"{item['n_best']} / {item['n_other']}"] + cells)
+    lines += [_table(header, body, ["---"] * 3 + ["---:"] * (len(header) - 3)), ""]
+    some = next((r for item in items for r in item["results"].values()), None)
+    detail = f" ({some.n_resamples} resamples, seed {some.seed}, {some.n_docs} documents)" if some else ""
+    lines += [
+        "Difference of micro F1 in points with its 95% interval: test documents resampled with replacement"
+        f"{detail}, the same draw for both strategies, the seeds of each strategy pooled per document; "
+        "best = highest mean score (entity and relation strict F1) over seeds. Bold: the interval excludes 0."
+    ]
     return lines + [""]
 
 
@@ -624,13 +735,19 @@ def _fewshot_section(table, image: Optional[str]) -> List[str]:
         return lines + ["No successful `fewshot` runs.", ""]
     ks = sorted({k for strategies in table.values() for cells in strategies.values() for k in cells}, key=_k_sort)
     for name in CURVE_METRICS:
-        lines += [f"**{METRIC_LABELS[name]}** (%, mean ± sd over seeds) by number of training documents k:", ""]
+        counts = seed_counts(c.get(name) for strategies in table.values() for cells in strategies.values() for c in cells.values())
+        lines += [
+            f"**{METRIC_LABELS[name]}** (%, mean ± sd over seeds; {seed_note(counts)}) by number of training documents k:",
+            "",
+        ]
         header = ["mode · backbone · train → test", "strategy"] + [f"k={k_label(k)}" for k in ks]
         body = []
         for ctx in sorted(table):
             for strategy in sorted(table[ctx], key=strategy_sort):
                 cells = table[ctx][strategy]
-                body.append([_context_label(ctx), strategy] + [pct(cells.get(k, {}).get(name)) for k in ks])
+                body.append(
+                    [_context_label(ctx), strategy] + [pct(cells.get(k, {}).get(name), n=len(counts) > 1) for k in ks]
+                )
         lines += [_table(header, body, ["---", "---"] + ["---:"] * len(ks)), ""]
     lines += ["Subsets are nested per seed (the k=5 documents are among the k=10 ones of the same seed)."]
     if image:
@@ -643,16 +760,22 @@ def _transfer_section(table, image: Optional[str]) -> List[str]:
     if not table:
         return lines + ["No successful `transfer` runs.", ""]
     for name in CURVE_METRICS:
-        lines += [f"**{METRIC_LABELS[name]}** (%), rows: training source, columns: test set:", ""]
+        counts = seed_counts(
+            [c.get(name) for v in table.values() for c in v["targets"].values()] + [v["drop"].get(name) for v in table.values()]
+        )
+        per_cell = len(counts) > 1
+        lines += [f"**{METRIC_LABELS[name]}** (%, mean ± sd over seeds; {seed_note(counts)}), rows: training source, columns: test set:", ""]
         all_targets = sorted({t for v in table.values() for t in v["targets"]})
         header = ["mode · backbone", "strategy", "source"] + all_targets + ["in-domain → cross drop"]
         body = []
         for key in sorted(table, key=lambda k: (k[:2], strategy_sort(k[2]), k[3])):
             mode, backbone, strategy, source = key
             value = table[key]
-            cells = [pct(value["targets"].get(t, {}).get(name)) for t in all_targets]
+            cells = [pct(value["targets"].get(t, {}).get(name), n=per_cell) for t in all_targets]
             drop = value["drop"].get(name)
             drop_text = "–" if drop is None else f"{100 * drop.mean:+.1f}" + (f" ± {100 * drop.sd:.1f}" if drop.sd else "")
+            if drop is not None and per_cell:
+                drop_text += f" (n={drop.n})"
             label = f"{strategy}{' (frozen)' if value['frozen'] and 'frozen' not in strategy else ''}"
             body.append([f"{mode} · {short_backbone(backbone)}", label, source] + cells + [drop_text])
         lines += [_table(header, body, ["---"] * 3 + ["---:"] * (len(all_targets) + 1)), ""]
@@ -671,7 +794,8 @@ def _prompt_shape_section(table, image: Optional[str]) -> List[str]:
         return lines + ["No successful `prompt-shape` runs.", ""]
     lengths = sorted({p for by_series in table.values() for cells in by_series.values() for p in cells})
     for name in CURVE_METRICS + ("trainable_params",):
-        title = "trainable parameters" if name == "trainable_params" else f"{METRIC_LABELS[name]} (%)"
+        counts = seed_counts(c.get(name) for by_series in table.values() for cells in by_series.values() for c in cells.values())
+        title = "trainable parameters" if name == "trainable_params" else f"{METRIC_LABELS[name]} (%, mean ± sd over seeds; {seed_note(counts)})"
         lines += [f"**{title}** by prompt length P:", ""]
         header = ["mode · backbone · train → test", "depth", "backbone frozen"] + [f"P={p}" for p in lengths]
         body = []
@@ -681,7 +805,7 @@ def _prompt_shape_section(table, image: Optional[str]) -> List[str]:
                 if name == "trainable_params":
                     values = [_int(cells[p][name].mean) if p in cells and cells[p][name] else "–" for p in lengths]
                 else:
-                    values = [pct(cells.get(p, {}).get(name)) for p in lengths]
+                    values = [pct(cells.get(p, {}).get(name), n=len(counts) > 1) for p in lengths]
                 body.append([_context_label(ctx), series[1], "yes" if series[0] else "no"] + values)
         lines += [_table(header, body, ["---"] * 3 + ["---:"] * len(lengths)), ""]
     if image:
@@ -703,8 +827,8 @@ def _conclusions_section(conclusions: List[Conclusion]) -> List[str]:
         "",
         "Each claim of Peng et al. (2023) is checked mechanically on the rows above: *held* when it holds in every "
         "comparable group, *did not hold* otherwise, *not enough data* when no group has the runs it needs. Score = "
-        "mean of entity and relation strict F1; \"beats\" = strictly higher mean over seeds (no significance test: "
-        "read the sd columns).",
+        "mean of entity and relation strict F1; \"beats\" = strictly higher mean over seeds (no significance test here: "
+        "read the sd columns and the paired bootstrap intervals of the strategy comparison).",
         "",
     ]
     for c in conclusions:
@@ -768,6 +892,9 @@ def render_report(results: PathLike, out_dir: PathLike, *, plots: bool = True) -
     if plot_note:
         lines += [f"*{plot_note}*", ""]
     lines += _strategy_section(strategies, images["strategies"])
+    bootstrap = strategy_bootstrap(rows)
+    if strategies:
+        lines += _bootstrap_section(bootstrap)
     lines += _fewshot_section(fewshot, images["fewshot"])
     lines += _transfer_section(transfer, images["transfer"])
     lines += _prompt_shape_section(shape, images["prompt_shape"])
@@ -784,6 +911,14 @@ def render_report(results: PathLike, out_dir: PathLike, *, plots: bool = True) -
         "report": str(report_path),
         "images": {k: str(out_dir / v) for k, v in images.items() if v},
         "conclusions": [asdict(c) for c in conclusions],
+        "bootstrap": [
+            {
+                **{k: item[k] for k in ("best", "other", "n_best", "n_other", "error")},
+                "context": list(item["context"]),
+                "results": {k: r.to_dict() for k, r in item["results"].items()},
+            }
+            for item in bootstrap
+        ],
         "strategies": [
             {
                 "context": list(e["context"]),

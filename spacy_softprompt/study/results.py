@@ -7,7 +7,9 @@ A row holds the run's identity (``key``, ``signature``, ``experiment``, ``mode``
 ``wall_seconds``, ``train_seconds``, ``eval_seconds``, ``peak_mb``), ``status``
 (``ok`` | ``failed``, then ``error_type``/``error``), the scorer's scalar keys
 for the primary evaluation set at the top level and every evaluation set's full
-scores under ``evaluations[name]``.
+scores under ``evaluations[name]``, with its per-document counts under
+``evaluations[name]["per_doc"]`` (:mod:`spacy_softprompt.per_doc`; the report's
+paired bootstrap reads them; the CSV leaves them out).
 """
 import csv
 import json

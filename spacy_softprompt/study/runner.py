@@ -19,7 +19,8 @@ which the plan uses instead). ``run_grid`` executes the plan:
   spaCy's training loop on the config with the run's overrides, ``model-best``
   (else ``model-last``) loaded and evaluated with
   :func:`spacy_softprompt.evaluation.evaluate_pipeline` on every test set (and
-  dev with ``eval_dev`` or when there is no test set), parameters counted, peak
+  dev with ``eval_dev`` or when there is no test set; per-document counts
+  included), parameters counted, peak
   memory (the worker's ``ru_maxrss``, and torch's CUDA peak on GPU) and wall
   time measured; the trained pipelines are deleted afterwards unless
   ``keep_models`` (the resolved ``config.cfg`` and ``meta.json`` stay in the run

@@ -103,3 +103,17 @@ def paper_like_rows() -> List[Dict[str, Any]]:
                 rows.append(row("prompt-shape", strategy, 0, value, value / 2, prompt_length=p, prompt_depth=depth))
     rows.append(row("strategies", "soft", 9, 0.0, 0.0, status="failed", error_type="Killed", error="worker killed"))
     return rows
+
+
+def per_doc(ents_tp: List[int], rels_tp: List[int], *, ents_pred: int = 4, ents_gold: int = 5, rels_pred: int = 2, rels_gold: int = 3) -> Dict[str, Any]:
+    """A ``per_doc`` record: document i has ``ents_tp[i]`` / ``rels_tp[i]`` true positives
+    (strict = lenient), fixed numbers of predictions and gold items per document."""
+    ents = [[ents_pred, tp, ents_gold, tp] for tp in ents_tp]
+    rels = [[rels_pred, tp, rels_gold, tp] for tp in rels_tp]
+    return {"ids": [f"doc{i}" for i in range(len(ents))], "ents_strict": ents, "ents_lenient": ents, "rels_strict": rels, "rels_lenient": rels}
+
+
+def with_per_doc(row_: Dict[str, Any], record: Dict[str, Any]) -> Dict[str, Any]:
+    """The row with ``record`` as the per-document counts of its primary evaluation."""
+    row_["evaluations"][row_["primary_eval"]]["per_doc"] = record
+    return row_

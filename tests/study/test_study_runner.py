@@ -135,6 +135,8 @@ def test_grid_runs_resumes_reuses_and_survives_a_failure(toy_corpus, tiny_megatr
         assert row["primary_eval"] == "toy-test" and set(row["evaluations"]) == {"toy-test"}
         assert row["n_train_docs"] == 3 and row["k"] == "all" and row["peak_mb"] > 0 and row["wall_seconds"] > 0
         assert 0.0 <= row["ents_strict_f"] <= 1.0 and row["evaluations"]["toy-test"]["n_docs"] == 3
+        per_doc = row["evaluations"]["toy-test"]["per_doc"]  # for the report's paired bootstrap
+        assert len(per_doc["ids"]) == 3 and [sum(c[2] for c in per_doc["ents_strict"])] == [9]
         assert (work / "strategies" / row["run_id"] / "config.cfg").is_file()
         assert not (work / "strategies" / row["run_id"] / "model-best").exists()  # models deleted
     finetune = next(r for r in ok if r["strategy"] == "finetune")
