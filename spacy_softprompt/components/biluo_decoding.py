@@ -7,8 +7,8 @@ A valid sequence starts with ``O``/``B``/``U``, ends with ``O``/``L``/``U``, and
 
 Decoding is a Viterbi search restricted to those transitions, done with array
 operations over the whole (padded) batch on the scores' device (numpy or
-cupy through ``xp``): one step per token *position*, each step covering every
-Doc and every tag pair, with no host round trip until the spans come out.
+cupy through ``xp``): one step per token *position* (three array operations
+covering every Doc of the batch), no host round trip until the spans come out.
 """
 from typing import List, Sequence, Tuple
 
@@ -45,39 +45,59 @@ def transition_constraints(n_labels: int) -> Tuple[numpy.ndarray, numpy.ndarray,
     return allowed, start_ok, end_ok
 
 
-def viterbi(scores, lengths, allowed, start_ok, end_ok, xp=numpy):
-    """Best valid tag path per row.
+def viterbi(scores, lengths, xp=numpy):
+    """Best valid BILUO tag path per row.
 
-    scores: ``[N, T, K]`` float array (padding beyond each length is ignored);
-    lengths: ``[N]`` ints; allowed/start_ok/end_ok: from
-    :func:`transition_constraints`. Returns ``[N, T]`` int32 tag ids (positions
-    past a row's length repeat its last tag)."""
+    scores: ``[N, T, K]`` float array (``K = n_tags(n_labels)``; padding beyond
+    each length is ignored); lengths: ``[N]`` ints. Returns ``[N, T]`` int32 tag
+    ids (``O`` past a row's length).
+
+    A valid path is a walk over ``1 + n_labels`` states: *closed* (no entity
+    open after the token) or *inside label x* (after ``B-x``/``I-x``). Each
+    step's tag follows from the state change (closed -> closed: ``O`` or the
+    best ``U-x``; closed -> x: ``B-x``; x -> x: ``I-x``; x -> closed: ``L-x``),
+    so the search runs over ``[N, 1 + n_labels, 1 + n_labels]`` arrays (three
+    operations per position, transition scores built for all positions at
+    once); paths start and end closed."""
     N, T, K = scores.shape
-    paths = xp.zeros((N, T), dtype="int32")
+    n_labels = (K - 1) // N_PARTS
+    S = 1 + n_labels
     if N == 0 or T == 0:
-        return paths
+        return xp.zeros((N, T), dtype="int32")
     scores = scores.astype("float32", copy=False)
     lengths = xp.asarray(lengths, dtype="int32")
-    trans = xp.asarray(numpy.where(allowed, 0.0, _NEG).astype("float32"))
-    start_pen = xp.asarray(numpy.where(start_ok, 0.0, _NEG).astype("float32"))
-    end_pen = xp.asarray(numpy.where(end_ok, 0.0, _NEG).astype("float32"))
-    keep = xp.broadcast_to(xp.arange(K, dtype="int32")[None, :], (N, K))
-    back = xp.empty((T, N, K), dtype="int32")
-    delta = scores[:, 0] + start_pen[None, :]
-    for t in range(1, T):
-        cand = delta[:, :, None] + trans[None, :, :]  # [N, prev, next]
-        best_prev = cand.argmax(axis=1).astype("int32")
-        new = cand.max(axis=1) + scores[:, t]
-        active = (lengths > t)[:, None]
-        delta = xp.where(active, new, delta)
-        back[t] = xp.where(active, best_prev, keep)
-    last = (delta + end_pen[None, :]).argmax(axis=1).astype("int32")
+    parts = scores[:, :, 1:].reshape(N, T, n_labels, N_PARTS)
+    stay_cands = xp.concatenate([scores[:, :, :1], parts[..., U]], axis=2)  # O, U-x
+    stay_arg = stay_cands.argmax(axis=2)
+    inside = xp.arange(1, S)
+    W = xp.full((N, T, S, S), _NEG, dtype="float32")  # W[n, t, state before, state after]
+    W[:, :, 0, 0] = stay_cands.max(axis=2)
+    W[:, :, 0, 1:] = parts[..., B]
+    W[:, :, 1:, 0] = parts[..., L]
+    W[:, :, inside, inside] = parts[..., I]
+    padding = xp.arange(T)[None, :] >= lengths[:, None]
+    identity = xp.asarray(numpy.where(numpy.eye(S, dtype=bool), 0.0, _NEG).astype("float32"))
+    W = xp.where(padding[:, :, None, None], identity[None, None], W)
+    state = xp.full((N, S), _NEG, dtype="float32")
+    state[:, 0] = 0.0
+    back = xp.empty((T, N, S), dtype="int32")
+    for t in range(T):
+        cand = state[:, :, None] + W[:, t]
+        back[t] = cand.argmax(axis=1)
+        state = cand.max(axis=1)
+    states = xp.zeros((N, T + 1), dtype="int32")  # states[:, t]: before token t; paths end closed
     rows = xp.arange(N)
-    paths[:, T - 1] = last
-    for t in range(T - 1, 0, -1):
-        last = back[t][rows, last]
-        paths[:, t - 1] = last
-    return paths
+    z = states[:, T]
+    for t in range(T - 1, -1, -1):
+        z = back[t][rows, z]
+        states[:, t] = z
+    before, after = states[:, :T], states[:, 1:]
+    label_of = xp.maximum(before, after) - 1
+    part = xp.where(before == 0, xp.where(after == 0, U, B), xp.where(after == 0, L, I))
+    tags = 1 + N_PARTS * label_of + part
+    stay_tag = xp.where(stay_arg == 0, 0, 1 + N_PARTS * (stay_arg - 1) + U)
+    tags = xp.where((before == 0) & (after == 0), stay_tag, tags)
+    return xp.where(padding, 0, tags).astype("int32")
 
 
 def path_spans(paths, lengths, xp=numpy) -> numpy.ndarray:

@@ -32,7 +32,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
 from ..annotations import ENTITY_SPANS_KEY
-from .biluo_decoding import n_tags, path_spans, tag_names, transition_constraints, viterbi
+from .biluo_decoding import n_tags, path_spans, tag_names, viterbi
 
 DEFAULT_TOKEN_NER_MODEL = """
 [model]
@@ -144,8 +144,7 @@ class TokenEntityRecognizer(TrainablePipe):
         for i, doc_scores in enumerate(scores):
             if lengths[i]:
                 padded[i, : lengths[i]] = doc_scores
-        constraints = transition_constraints(len(self.labels))
-        paths = viterbi(padded, xp.asarray(lengths), *constraints, xp=xp)
+        paths = viterbi(padded, xp.asarray(lengths), xp=xp)
         return path_spans(paths, xp.asarray(lengths), xp=xp)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: numpy.ndarray) -> None:
