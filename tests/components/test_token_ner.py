@@ -140,3 +140,23 @@ def test_spans_key_null_sets_doc_ents_only(tiny_bert):
     nlp.initialize(lambda: examples)
     doc = nlp("aspirin 10 mg daily")
     assert "entities" not in doc.spans
+
+
+@pytest.mark.parametrize("hidden_width", [0, 8])
+def test_model_scores_every_token_with_or_without_hidden_layer(hidden_width):
+    from thinc.api import Model
+
+    from spacy_softprompt.components.token_ner_model import create_token_ner_model_v1
+
+    def forward(model, docs, is_train):
+        vecs = [model.ops.asarray2f(numpy.random.RandomState(len(doc)).normal(size=(len(doc), 6))) for doc in docs]
+        return vecs, lambda d_vecs: []
+
+    model = create_token_ner_model_v1(Model("fixed", forward, dims={"nO": 6}), hidden_width=hidden_width, dropout=0.0)
+    model.get_ref("output_layer").set_dim("nO", 9)
+    nlp = spacy.blank("en")
+    docs = [nlp.make_doc("aspirin 10 mg daily"), nlp.make_doc(""), nlp.make_doc("heparin")]
+    model.initialize(X=docs)
+    scores = model.predict(docs)
+    assert [s.shape for s in scores] == [(4, 9), (0, 9), (1, 9)]
+    assert len([n for n in model.walk() if n.name == "relu"]) == (1 if hidden_width else 0)
