@@ -30,7 +30,8 @@ def tag_names(labels: Sequence[str]) -> List[str]:
 
 def transition_constraints(n_labels: int) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """``(allowed[K, K], start_ok[K], end_ok[K])`` booleans for ``K = n_tags(n_labels)``;
-    ``allowed[i, j]``: tag ``j`` may follow tag ``i``."""
+    ``allowed[i, j]``: tag ``j`` may follow tag ``i``. The reference definition
+    (:func:`is_valid_path`, tests); :func:`viterbi` encodes the same rules as states."""
     K = n_tags(n_labels)
     part = numpy.full(K, -1)
     part[1:] = numpy.arange(K - 1) % N_PARTS
