@@ -109,6 +109,8 @@ def main(argv: List[str] = None) -> int:
         f1[name] = nlp.evaluate(examples, batch_size=args.batch_size).get("ents_strict_f")
 
     report = {
+        "token_ner_pipeline": args.token_ner,
+        "ner_pipeline": args.ner,
         "device": f"gpu {args.gpu_id}" if gpu else "cpu",
         "notes": len(gold),
         "words": words,
