@@ -67,6 +67,22 @@ def test_strategies_differ_only_in_a_few_values():
         assert changed and changed <= allowed, (strategy, changed - allowed)
 
 
+def test_token_ner_configs_swap_only_the_concept_head():
+    for name in [f"{s}_{d}.cfg" for s in STRATEGIES + ["baseline-trf"] for d in ("cpu", "gpu")]:
+        ner = load_config(CONFIGS / name, interpolate=False)
+        tok = load_config(CONFIGS / f"tok_{name}", interpolate=False)
+        assert tok["nlp"]["pipeline"] == ["transformer", "token_ner", "relation_extractor"]
+        assert tok["components"]["token_ner"]["model"]["tok2vec"] == ner["components"]["ner"]["model"]["tok2vec"]
+        del ner["components"]["ner"], tok["components"]["token_ner"]
+        del ner["nlp"]["pipeline"], tok["nlp"]["pipeline"]
+        assert _flatten(tok) == _flatten(ner), name
+
+
+def test_unknown_concept_head_is_an_error():
+    with pytest.raises(ValueError, match="concept_head"):
+        _generator().render("soft", "cpu", "crf")
+
+
 def test_gpu_configs_use_pytorch_allocator_and_mixed_precision():
     for strategy in STRATEGIES:
         cfg = load_config(CONFIGS / f"{strategy}_gpu.cfg", interpolate=False)
@@ -84,9 +100,11 @@ def tiny_corpus(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", STRATEGIES + ["baseline-trf"])
+@pytest.mark.parametrize("strategy", STRATEGIES + ["baseline-trf", "tok_soft", "tok_soft-frozen"])
 def test_two_training_steps_per_strategy(strategy, tiny_corpus, tiny_megatron, tmp_path):
     from spacy.cli.train import train
+
+    import spacy_softprompt  # noqa: F401  (token_ner without installed entry points)
 
     out = tmp_path / strategy
     overrides = {
@@ -100,11 +118,12 @@ def test_two_training_steps_per_strategy(strategy, tiny_corpus, tiny_megatron, t
         "components.transformer.model.get_spans.window": 24,
         "components.transformer.model.get_spans.stride": 16,
     }
-    if strategy == "hard":
+    if strategy.endswith("hard"):
         overrides["components.transformer.model.hard_prompt"] = "find drugs"
     train(CONFIGS / f"{strategy}_cpu.cfg", out, use_gpu=-1, overrides=overrides)
     nlp = spacy.load(out / "model-last")
-    assert nlp.pipe_names == ["transformer", "ner", "relation_extractor"]
+    head = "token_ner" if strategy.startswith("tok_") else "ner"
+    assert nlp.pipe_names == ["transformer", head, "relation_extractor"]
     assert set(nlp.get_pipe("relation_extractor").labels) == {"Strength-Drug", "Frequency-Drug"}
     meta = json.loads((out / "model-last" / "meta.json").read_text())
     assert "rels_strict_f" in meta["performance"] and "ents_strict_f" in meta["performance"]

@@ -1,5 +1,14 @@
 """Pipeline components (registered through the ``spacy_factories`` entry point)."""
 from .relation_extractor import RelationExtractor, make_relation_extractor
 from .relation_model import create_relation_model_v1
+from .token_ner import TokenEntityRecognizer, make_token_ner
+from .token_ner_model import create_token_ner_model_v1
 
-__all__ = ["RelationExtractor", "make_relation_extractor", "create_relation_model_v1"]
+__all__ = [
+    "RelationExtractor",
+    "make_relation_extractor",
+    "create_relation_model_v1",
+    "TokenEntityRecognizer",
+    "make_token_ner",
+    "create_token_ner_model_v1",
+]
