@@ -16,7 +16,7 @@ import torch
 from spacy_softprompt.parallel import factory_modules, worker_threads
 
 REPO = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 240  # one process needs a few seconds; a deadlocked worker never ends
+TIMEOUT_S = 600  # seconds normally (minutes on a saturated machine); a deadlocked worker never ends
 
 # Long enough that torch runs its kernels on the OpenMP pool (what deadlocks after fork).
 NOTES = {f"note{i}": ("aspirin 10 mg daily for fever after surgery . " * (8 + 3 * i)) + f"heparin {i} ml twice" for i in range(6)}
