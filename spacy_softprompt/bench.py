@@ -29,6 +29,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "mrc": ("mrc_bench.py", "mrc_vs_single.json", "MRC mode vs single pass throughput"),
     "baseline-hf": ("baseline_hf_tokcls.py", "baseline_hf_tokcls.json", "peer baseline: HF token classification fine-tuning, dev n2c2 F1 per epoch"),
     "baseline-cnn": ("baseline_spacy_cnn.py", "baseline_spacy_cnn.json", "peer baseline: spaCy CNN ner (spacy train), dev n2c2 F1"),
+    "nproc": ("nproc_bench.py", "nproc.json", "annotate words/s with 1 vs N worker processes (and nlp.pipe n_process)"),
 }
 #: what ``all`` runs, in order
 ALL = ("inference", "training", "packaging", "scaling")
