@@ -11,8 +11,10 @@ Resumable and lossless:
 """
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
@@ -20,6 +22,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from .annotations import get_entities, get_relations
+from .parallel import Result, WorkerPool, available_cores
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +156,11 @@ def annotate(
     n_process: int = 1,
     progress: bool = True,
 ) -> AnnotateReport:
-    """Annotate every input not yet in ``output``; report failures, never stop on one."""
+    """Annotate every input not yet in ``output``; report failures, never stop on one.
+
+    ``n_process > 1`` (-1: one per core) runs spawned CPU workers, each loading a copy
+    of ``nlp`` with ``cores // n_process`` torch threads; outputs are the same as with one.
+    """
     if output_format not in ("brat", "jsonl"):
         raise ValueError(f"Unknown output format '{output_format}': use 'brat' or 'jsonl'.")
     output = Path(output)
@@ -170,9 +177,8 @@ def annotate(
         else:
             pending.append((doc_id, text))
     bar = _progress(len(pending), progress)
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start : start + batch_size]
-        for doc_id, doc, error in _process(nlp, chunk, batch_size, n_process):
+    for results in _results(nlp, pending, batch_size, n_process):
+        for doc_id, doc, error in results:
             if error is not None:
                 _fail(report, errors_path, doc_id, error)
             else:
@@ -183,20 +189,36 @@ def annotate(
     return report
 
 
-def _process(nlp: Language, chunk: List[Tuple[str, str]], batch_size: int, n_process: int):
+def _results(nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_process: int) -> Iterator[List[Result]]:
+    """Per chunk, in input order: in this process, or in ``n_process`` spawned
+    workers (each with ``cores // n_process`` torch threads; see ``parallel``)."""
+    if n_process == -1:
+        n_process = available_cores()
+    if n_process < 2 or len(pending) < 2:
+        for start in range(0, len(pending), batch_size):
+            yield process_chunk(nlp, pending[start : start + batch_size], batch_size=batch_size)
+        return
+    # Small inputs: split so that every worker gets a share.
+    size = max(1, min(batch_size, math.ceil(len(pending) / n_process)))
+    chunks = (pending[start : start + size] for start in range(0, len(pending), size))
+    with WorkerPool(nlp, min(n_process, len(pending))) as pool:
+        yield from pool.map(partial(process_chunk, batch_size=batch_size), chunks)
+
+
+def process_chunk(nlp: Language, chunk: List[Tuple[str, str]], batch_size: int) -> List[Result]:
     """Process a chunk as one batch; if the batch fails, retry one by one to isolate the bad document."""
     try:
-        docs = list(nlp.pipe((text for _, text in chunk), batch_size=batch_size, n_process=n_process))
-        for (doc_id, _), doc in zip(chunk, docs):
-            yield doc_id, doc, None
-        return
+        docs = list(nlp.pipe((text for _, text in chunk), batch_size=batch_size))
+        return [(doc_id, doc, None) for (doc_id, _), doc in zip(chunk, docs)]
     except Exception:  # noqa: BLE001 - isolate below
         logger.warning("A batch of %d documents failed; retrying them one by one.", len(chunk))
+    results: List[Result] = []
     for doc_id, text in chunk:
         try:
-            yield doc_id, nlp(text), None
+            results.append((doc_id, nlp(text), None))
         except Exception as err:  # noqa: BLE001 - reported, the run goes on
-            yield doc_id, None, f"{type(err).__name__}: {_short(err)}"
+            results.append((doc_id, None, f"{type(err).__name__}: {_short(err)}"))
+    return results
 
 
 def _fail(report: AnnotateReport, errors_path: Path, doc_id: str, error: str) -> None:

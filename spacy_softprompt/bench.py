@@ -31,6 +31,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "baseline-cnn": ("baseline_spacy_cnn.py", "baseline_spacy_cnn.json", "peer baseline: spaCy CNN ner (spacy train), dev n2c2 F1"),
     "gpu": ("gpu_bench.py", "gpu.json", "GPU configs: per-stage profile, pipe / transformer / bare forward, train steps, fp16/bf16 vs fp32"),
     "concept-head": ("concept_head_bench.py", "concept_head.json", "token_ner vs transition-based ner on the same transformer output"),
+    "nproc": ("nproc_bench.py", "nproc.json", "annotate words/s with 1 vs N worker processes (and nlp.pipe n_process)"),
 }
 #: what ``all`` runs, in order
 ALL = ("inference", "training", "packaging", "scaling")

@@ -172,7 +172,9 @@ def annotate(
     output: Path = typer.Argument(..., help="Output folder (brat) or .jsonl file."),
     output_format: str = typer.Option("brat", "--format", "-f", help="brat or jsonl."),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
-    n_process: int = typer.Option(1, "--n-process", "-n", help="Worker processes (CPU)."),
+    n_process: int = typer.Option(
+        1, "--n-process", "-n", help="CPU worker processes, each with cores/N torch threads (README: when it helps)."
+    ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -181,6 +183,8 @@ def annotate(
 
     from .annotate import annotate as run_annotate
 
+    if gpu_id >= 0 and n_process != 1:
+        raise typer.BadParameter("worker processes run on the CPU: use --gpu-id or --n-process, not both", param_hint="--n-process")
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
@@ -281,6 +285,7 @@ def _user_errors() -> tuple:
     from .compat import UnsupportedTransformersError
     from .data.errors import BratError
     from .encoder import BackboneChecksumError, BackboneNotFoundError, CorruptModelError
+    from .parallel import WorkerError
     from .study.runner import StudyError
 
     return (
@@ -290,6 +295,7 @@ def _user_errors() -> tuple:
         BackboneChecksumError,
         CorruptModelError,
         StudyError,
+        WorkerError,
         BenchmarkError,
         UnsupportedTransformersError,
         ConfigValidationError,

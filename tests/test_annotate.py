@@ -105,3 +105,15 @@ def test_jsonl_input_with_a_broken_line(tmp_path):
     assert sorted(f["id"] for f in report.failed) == ["in.jsonl:2", "in.jsonl:4"]
     records = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["entities"][0]["text"] for r in records] == ["aspirin", "heparin"]
+
+
+def test_worker_processes_load_test_components_and_isolate_a_failure(notes, tmp_path):
+    """Spawned workers import the module that defines a component; a failing
+    document is reported and the rest match one process."""
+    (notes / "boom.txt").write_text("aspirin BOOM", encoding="utf8")
+    nlp = make_nlp("test_explode_on_boom")
+    one = annotate(nlp, notes, tmp_path / "one.jsonl", output_format="jsonl", batch_size=2, progress=False)
+    two = annotate(nlp, notes, tmp_path / "two.jsonl", output_format="jsonl", batch_size=2, n_process=2, progress=False)
+    assert two.to_dict() == one.to_dict()
+    assert two.written == 5 and [f["id"] for f in two.failed] == ["boom"]
+    assert (tmp_path / "two.jsonl").read_text(encoding="utf8") == (tmp_path / "one.jsonl").read_text(encoding="utf8")
