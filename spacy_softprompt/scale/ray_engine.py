@@ -9,7 +9,9 @@ dies is restarted and its shard redone (bounded by ``max_worker_restarts``);
 nothing is configured to drop failed blocks. Ray is imported only here, and only
 when a job runs.
 """
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -52,11 +54,9 @@ class ShardAnnotator:
                     f"{_SETUP_FAILED} given GPU {ray.get_gpu_ids()} but spacy.require_gpu failed "
                     f"({type(err).__name__}: {err}); install cupy for this CUDA, or use --gpus-per-worker 0"
                 ) from None
-        else:
-            import torch
-
-            torch.set_num_threads(max(1, torch_threads))
         self.nlp = spacy.load(model)
+        if not use_gpu and "torch" in sys.modules:  # a pipeline without torch never imports it
+            sys.modules["torch"].set_num_threads(max(1, torch_threads))
         self.output_format = output_format
         self.batch_size = batch_size
         self.brat_dir = Path(brat_dir) if brat_dir else None
@@ -159,16 +159,20 @@ def _run_on_ray(
     bar = tqdm(total=total, unit="note", disable=not progress, desc=f"annotate 0/{len(pending)} shards")
     t1 = time.perf_counter()
     try:
-        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            ShardAnnotator,
-            fn_constructor_kwargs=actor_kwargs,
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker or None,
-            max_restarts=max_worker_restarts,
-            max_task_retries=max_worker_restarts,
-        )
+        with warnings.catch_warnings():
+            # Actor options still go through **ray_remote_args in Ray 2.60 (deprecated for 2.64):
+            # they bound the restarts, so a shard that kills every worker fails the job.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+            dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                ShardAnnotator,
+                fn_constructor_kwargs=actor_kwargs,
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
+                num_cpus=cpus_per_worker,
+                num_gpus=gpus_per_worker or None,
+                max_restarts=max_worker_restarts,
+                max_task_retries=max_worker_restarts,
+            )
         for row in dataset.iter_rows():
             done["shards_done"] += 1
             done["notes_done"] += int(row["notes"])
