@@ -29,6 +29,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "mrc": ("mrc_bench.py", "mrc_vs_single.json", "MRC mode vs single pass throughput"),
     "baseline-hf": ("baseline_hf_tokcls.py", "baseline_hf_tokcls.json", "peer baseline: HF token classification fine-tuning, dev n2c2 F1 per epoch"),
     "baseline-cnn": ("baseline_spacy_cnn.py", "baseline_spacy_cnn.json", "peer baseline: spaCy CNN ner (spacy train), dev n2c2 F1"),
+    "scale": ("scale_bench.py", "scale.json", "annotate notes/s: local engine vs Ray Data with 1 and 2 CPU workers; cluster start cost"),
 }
 #: what ``all`` runs, in order
 ALL = ("inference", "training", "packaging", "scaling")

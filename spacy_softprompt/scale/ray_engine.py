@@ -147,7 +147,10 @@ def _run_on_ray(
     started_here = not ray.is_initialized()
     t0 = time.perf_counter()
     if started_here:
-        ray.init(address=address, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+        try:
+            ray.init(address=address, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ScaleError(f"could not start or join a Ray cluster at {address or 'a new local one'}: {err}") from err
     cluster_s = time.perf_counter() - t0
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
@@ -155,7 +158,7 @@ def _run_on_ray(
     ctx.max_errored_blocks = 0  # a failed shard fails the job: never dropped
     items = [{"shard_in": str(plan.input_path(s)), "shard_out": str(plan.output_path(s, output_format))} for s in pending]
     total = sum(s.notes for s in pending)
-    done = {"shards_done": 0, "notes_done": 0}
+    done: Dict[str, Any] = {"shards_done": 0, "notes_done": 0, "worker_cpu_seconds": 0.0}
     bar = tqdm(total=total, unit="note", disable=not progress, desc=f"annotate 0/{len(pending)} shards")
     t1 = time.perf_counter()
     try:
@@ -176,6 +179,7 @@ def _run_on_ray(
         for row in dataset.iter_rows():
             done["shards_done"] += 1
             done["notes_done"] += int(row["notes"])
+            done["worker_cpu_seconds"] += float(row["cpu_seconds"])
             bar.update(int(row["notes"]))
             bar.set_description(f"annotate {done['shards_done']}/{len(pending)} shards")
     except Exception as err:  # noqa: BLE001 - re-raised as one line without worker output
@@ -188,6 +192,7 @@ def _run_on_ray(
         ctx.enable_progress_bars, ctx.max_errored_blocks = saved
         if started_here:
             ray.shutdown()
+    done["worker_cpu_seconds"] = round(done["worker_cpu_seconds"], 3)
     return {**done, "cluster_start_seconds": round(cluster_s, 3), "annotate_seconds": round(time.perf_counter() - t1, 3)}
 
 

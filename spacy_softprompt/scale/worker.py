@@ -30,6 +30,7 @@ class ShardResult:
     failed: int
     skipped: bool
     seconds: float
+    cpu_seconds: float  # CPU time of the worker process on this shard (all its threads)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -47,14 +48,15 @@ def annotate_shard(
     """Annotate the notes of ``shard_in`` into ``shard_out`` (format from its
     suffix unless given); skip when ``shard_out`` already exists. With
     ``brat_dir``, also write each ok note's ``.txt``/``.ann`` there."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     shard_in, shard_out = Path(shard_in), Path(shard_out)
     output_format = output_format or shard_out.suffix.lstrip(".")
     name = shard_in.stem
     if shard_out.is_file():
         statuses = [r["status"] for r in read_records(shard_out)]
         failed = statuses.count(FAILED)
-        return ShardResult(name, len(statuses), len(statuses) - failed, failed, True, time.perf_counter() - start)
+        return ShardResult(name, len(statuses), len(statuses) - failed, failed, True,
+                           time.perf_counter() - start, time.process_time() - cpu)
     notes = list(read_shard(shard_in))
     records: List[Dict[str, Any]] = []
     readable = [(n["id"], n["text"]) for n in notes if n.get("error") is None]
@@ -75,7 +77,8 @@ def annotate_shard(
             write_brat(Path(brat_dir), doc_id, doc)
     write_records(shard_out, records, output_format)
     failed = sum(r["status"] == FAILED for r in records)
-    return ShardResult(name, len(records), len(records) - failed, failed, False, time.perf_counter() - start)
+    return ShardResult(name, len(records), len(records) - failed, failed, False,
+                       time.perf_counter() - start, time.process_time() - cpu)
 
 
 def pipe_isolating(

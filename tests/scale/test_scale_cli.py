@@ -25,7 +25,7 @@ def test_local_engine_is_the_default_and_does_not_import_ray(tmp_path):
         print("RAY_IMPORTED" if any(m == "ray" or m.startswith("ray.") for m in sys.modules) else "NO_RAY")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "NO_RAY"
     records = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]

@@ -8,12 +8,15 @@ import pytest
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'spacy-softprompt[scale]' to run the Ray engine tests")
 pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install 'spacy-softprompt[scale]'")
 
+from typer.testing import CliRunner  # noqa: E402
+
 from spacy_softprompt.annotate import annotate  # noqa: E402
+from spacy_softprompt.cli import app, main  # noqa: E402
 from spacy_softprompt.scale import DuplicateNoteIdError, ScaleError, annotate_on_ray, load_plan, read_records  # noqa: E402
 from spacy_softprompt.scale.ray_engine import BRAT_DIR  # noqa: E402
 from spacy_softprompt.scale.verify import SUCCESS  # noqa: E402
 
-from conftest import COMPONENTS, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
+from conftest import COMPONENTS, load_components, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
 
 N_NOTES = 300
 
@@ -54,9 +57,6 @@ def test_killed_worker_is_restarted_every_note_exactly_once_same_as_local(notes,
     assert len(list((tmp_path / "out" / BRAT_DIR).glob("*.ann"))) == N_NOTES - 1
 
     import spacy
-    from spacy.util import import_file  # noqa: F401  (components registered by conftest)
-
-    from conftest import load_components
 
     load_components()
     local_model = save_pipeline(tmp_path / "local_pipeline")
@@ -90,17 +90,25 @@ def test_failed_run_then_rerun_resumes_without_duplicates(notes, tmp_path):
         out = plan.output_path(shard, "jsonl")
         out.unlink()
         (out.parent / f".{out.name}.12345.partial").write_text('{"id": "note-0', encoding="utf8")
-    again = annotate_on_ray(model, src, tmp_path / "out", workers=1, shard_size=50, code=COMPONENTS, progress=False)
-    assert (again["run"]["shards_skipped"], again["run"]["shards_done"], again["run"]["notes_done"]) == (4, 2, 100)
+    runner = CliRunner()
+    again = runner.invoke(app, ["annotate", str(model), str(src), str(tmp_path / "out"), "--engine", "ray", "--workers", "2",
+                                "--shard-size", "50", "--code", str(COMPONENTS), "--format", "jsonl", "-q"])
+    assert again.exit_code == 3, again.output  # 3: some notes failed (note-0042)
+    assert "verified 300 notes in 6 shards: ok 299, failed 1 (this run: 2 shards done, 4 already there" in again.output
     assert sorted(r["id"] for r in output_records(tmp_path / "out")) == sorted(notes)
     assert not list((tmp_path / "out").rglob("*.partial"))
 
 
-def test_duplicate_ids_are_refused_before_any_work(tmp_path, pipeline):
+def test_duplicate_ids_are_refused_before_any_work(tmp_path, pipeline, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": "a", "text": "aspirin"}\n{"id": "a", "text": "heparin"}\n', encoding="utf8")
     with pytest.raises(DuplicateNoteIdError, match="'a' appears twice"):
         annotate_on_ray(pipeline, src, tmp_path / "out", progress=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["annotate", str(pipeline), str(src), str(tmp_path / "out"), "--engine", "ray"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: note id 'a' appears twice") and "aspirin" not in err
     assert not (tmp_path / "out" / "output").exists()
 
 
