@@ -98,7 +98,8 @@ def annotate_on_ray(
     if workers < 1:
         raise ValueError("workers must be at least 1")
     start = time.perf_counter()
-    output = Path(output)
+    output = Path(output).resolve()  # workers may run elsewhere: absolute paths only
+    model = str(Path(model).resolve()) if Path(model).exists() else str(model)  # a folder, or a package name
     plan = pack(Path(source), output, shard_size)
     pack_s = time.perf_counter() - start
     remove_partial_files(output / OUTPUT_DIR)
@@ -110,9 +111,9 @@ def annotate_on_ray(
                            "pack_seconds": round(pack_s, 3), "cluster_start_seconds": 0.0, "annotate_seconds": 0.0}
     if pending:
         actor_kwargs = {
-            "model": str(model), "output_format": output_format, "batch_size": batch_size,
+            "model": model, "output_format": output_format, "batch_size": batch_size,
             "brat_dir": str(brat_dir) if brat_dir else None, "use_gpu": gpus_per_worker > 0,
-            "torch_threads": max(1, int(cpus_per_worker)), "code": str(code) if code else None,
+            "torch_threads": max(1, int(cpus_per_worker)), "code": str(Path(code).resolve()) if code else None,
         }
         run.update(_run_on_ray(plan, pending, output_format, actor_kwargs, address=address, workers=workers,
                                gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
