@@ -6,7 +6,7 @@ import textwrap
 
 import spacy
 
-from conftest import synthetic_notes, write_jsonl
+from scale_helpers import synthetic_notes, write_jsonl
 
 
 def test_local_engine_is_the_default_and_does_not_import_ray(tmp_path):

@@ -16,7 +16,7 @@ from spacy_softprompt.scale import DuplicateNoteIdError, ScaleError, annotate_on
 from spacy_softprompt.scale.ray_engine import BRAT_DIR  # noqa: E402
 from spacy_softprompt.scale.verify import SUCCESS  # noqa: E402
 
-from conftest import COMPONENTS, load_components, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
+from scale_helpers import COMPONENTS, load_components, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
 
 N_NOTES = 300
 

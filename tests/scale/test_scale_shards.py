@@ -6,7 +6,7 @@ import pytest
 from spacy_softprompt.scale import DuplicateNoteIdError, InputChangedError, ScaleError, load_plan, pack
 from spacy_softprompt.scale.shards import read_shard
 
-from conftest import synthetic_notes, write_jsonl
+from scale_helpers import synthetic_notes, write_jsonl
 
 
 def test_shards_keep_input_order_and_same_input_gives_same_names(tmp_path):

@@ -10,7 +10,7 @@ from spacy_softprompt.scale import VerificationError, annotate_shard, pack, read
 from spacy_softprompt.scale.outputs import safe_error
 from spacy_softprompt.scale.verify import ERRORS_FILE, SUCCESS
 
-from conftest import synthetic_notes, write_jsonl
+from scale_helpers import synthetic_notes, write_jsonl
 
 
 def run_plain_loop(nlp, plan, output_format="jsonl", **kwargs):
