@@ -32,6 +32,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "gpu": ("gpu_bench.py", "gpu.json", "GPU configs: per-stage profile, pipe / transformer / bare forward, train steps, fp16/bf16 vs fp32"),
     "concept-head": ("concept_head_bench.py", "concept_head.json", "token_ner vs transition-based ner on the same transformer output"),
     "nproc": ("nproc_bench.py", "nproc.json", "annotate words/s with 1 vs N worker processes (and nlp.pipe n_process)"),
+    "scale": ("scale_bench.py", "scale.json", "annotate notes/s: local engine vs Ray Data with 1 and 2 CPU workers; cluster start cost"),
 }
 #: what ``all`` runs, in order
 ALL = ("inference", "training", "packaging", "scaling")

@@ -168,17 +168,30 @@ def compare(
 @app.command()
 def annotate(
     model: str = typer.Argument(..., help="Pipeline folder or installed package name."),
-    source: Path = typer.Argument(..., help="Folder of .txt files, or a .jsonl file of {id, text}."),
-    output: Path = typer.Argument(..., help="Output folder (brat) or .jsonl file."),
-    output_format: str = typer.Option("brat", "--format", "-f", help="brat or jsonl."),
+    source: Path = typer.Argument(..., help="Folder of .txt files, a .jsonl file of {id, text}, or Parquet (ray engine)."),
+    output: Path = typer.Argument(..., help="Output folder (brat; always a folder with --engine ray) or .jsonl file."),
+    output_format: str = typer.Option("brat", "--format", "-f", help="brat or jsonl; with --engine ray also parquet (brat = JSONL shards + brat files)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     n_process: int = typer.Option(
-        1, "--n-process", "-n", help="CPU worker processes, each with cores/N torch threads (README: when it helps)."
+        1, "--n-process", "-n", help="CPU worker processes (local engine), each with cores/N torch threads (README: when it helps)."
     ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data, sharded, exactly once)."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: 'auto', 'ray://host:10001'; default starts a local cluster."),
+    workers: int = typer.Option(1, "--workers", help="ray: worker actors, each loads the pipeline once."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: 0 (CPU), 0.5 or 1."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="ray: CPUs (and torch threads) per worker."),
+    shard_size: int = typer.Option(1000, "--shard-size", help="ray: notes per shard."),
+    code: Optional[Path] = typer.Option(None, "--code", help="ray: Python file with custom components, imported by each worker."),
 ) -> None:
     """Annotate notes; resumable (skips documents already written), failures reported, never lost."""
+    if engine == "ray":
+        _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
+                         gpus_per_worker, cpus_per_worker, shard_size, code)
+        return
+    if engine != "local":
+        raise typer.BadParameter(f"unknown engine {engine!r}: use local or ray", param_hint="--engine")
     import spacy
 
     from .annotate import annotate as run_annotate
@@ -196,6 +209,29 @@ def annotate(
         + (f" (see {ERRORS_HINT})" if report.failed else "")
     )
     if report.failed:
+        raise typer.Exit(code=3)
+
+
+def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
+                     gpus_per_worker, cpus_per_worker, shard_size, code) -> None:
+    from .scale import annotate_on_ray
+
+    if output_format not in ("brat", "jsonl", "parquet"):
+        raise typer.BadParameter(f"unknown format {output_format!r}: use brat, jsonl or parquet", param_hint="--format")
+    result = annotate_on_ray(
+        model, source, output, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker, shard_size=shard_size, batch_size=batch_size, code=code,
+        output_format="jsonl" if output_format == "brat" else output_format, brat=output_format == "brat",
+        progress=not quiet,
+    )
+    run = result["run"]
+    typer.echo(
+        f"verified {result['notes']} notes in {result['shards']} shards: ok {result['ok']}, failed {result['failed']}"
+        f" (this run: {run['shards_done']} shards done, {run['shards_skipped']} already there"
+        + (f", {run['notes_per_second']} notes/s" if run["notes_per_second"] else "") + ")"
+        + (f"; see {output / 'annotate_errors.jsonl'}" if result["failed"] else "")
+    )
+    if result["failed"]:
         raise typer.Exit(code=3)
 
 
@@ -286,9 +322,11 @@ def _user_errors() -> tuple:
     from .data.errors import BratError
     from .encoder import BackboneChecksumError, BackboneNotFoundError, CorruptModelError
     from .parallel import WorkerError
+    from .scale.errors import ScaleError
     from .study.runner import StudyError
 
     return (
+        ScaleError,
         BratError,
         BackboneNotFound,
         BackboneNotFoundError,

@@ -1,0 +1,123 @@
+"""annotate_on_ray on a local 2-CPU Ray cluster (one per module; one logical GPU
+for the GPU path's wiring): exactly once through a killed worker, a failed run
+and reruns; same records as the local engine."""
+import json
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'spacy-softprompt[scale]' to run the Ray engine tests")
+pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install 'spacy-softprompt[scale]'")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from spacy_softprompt.annotate import annotate  # noqa: E402
+from spacy_softprompt.cli import app, main  # noqa: E402
+from spacy_softprompt.scale import DuplicateNoteIdError, ScaleError, annotate_on_ray, load_plan, read_records  # noqa: E402
+from spacy_softprompt.scale.ray_engine import BRAT_DIR  # noqa: E402
+from spacy_softprompt.scale.verify import SUCCESS  # noqa: E402
+
+from scale_helpers import COMPONENTS, load_components, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
+
+N_NOTES = 300
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def notes():
+    notes = synthetic_notes(N_NOTES)
+    notes["note-0042"] = "Started aspirin 5 mg. BOOM"
+    notes["note-0260"] = "Started heparin 5 mg. CRASH"  # shard 5 of 6
+    return notes
+
+
+def output_records(root):
+    plan = load_plan(root)
+    return [r for s in plan.shards for r in read_records(plan.output_path(s, "jsonl"))]
+
+
+def test_killed_worker_is_restarted_every_note_exactly_once_same_as_local(notes, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", notes)
+    flag = tmp_path / "killed-once"
+    model = save_pipeline(tmp_path / "pipeline", kill_flag=flag, once=True)
+    result = annotate_on_ray(model, src, tmp_path / "out", workers=2, shard_size=50, code=COMPONENTS,
+                             brat=True, progress=False)
+    assert flag.exists()  # a worker died mid-shard (on note-0260) and Ray redid the shard
+    assert (result["notes"], result["ok"], result["failed"], result["shards"]) == (N_NOTES, N_NOTES - 1, 1, 6)
+    assert result["run"]["shards_done"] == 6 and result["run"]["notes_done"] == N_NOTES
+    records = output_records(tmp_path / "out")
+    assert sorted(r["id"] for r in records) == sorted(notes)  # once each, none missing
+    failed = [r for r in records if r["status"] == "failed"]
+    assert [r["id"] for r in failed] == ["note-0042"] and "Started" not in failed[0]["error"]
+    assert len(list((tmp_path / "out" / BRAT_DIR).glob("*.ann"))) == N_NOTES - 1
+
+    import spacy
+
+    load_components()
+    local_model = save_pipeline(tmp_path / "local_pipeline")
+    annotate(spacy.load(local_model), src, tmp_path / "local.jsonl", output_format="jsonl", progress=False)
+    local = {r["id"]: r for r in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
+    keys = ("text", "entities", "relations")
+    assert {r["id"]: {k: r[k] for k in keys} for r in records if r["status"] == "ok"} == {
+        i: {k: r[k] for k in keys} for i, r in local.items()
+    }
+
+
+def test_failed_run_then_rerun_resumes_without_duplicates(notes, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", notes)
+    flag = tmp_path / "disarmed"
+    model = save_pipeline(tmp_path / "pipeline", kill_flag=flag, once=False)  # kills its worker until disarmed
+    with pytest.raises(ScaleError, match="rerun to resume") as info:
+        annotate_on_ray(model, src, tmp_path / "out", workers=2, shard_size=50, code=COMPONENTS,
+                        max_worker_restarts=0, progress=False)
+    assert "CRASH" not in str(info.value)
+    assert not (tmp_path / "out" / SUCCESS).exists()
+    flag.touch()
+    result = annotate_on_ray(model, src, tmp_path / "out", workers=2, shard_size=50, code=COMPONENTS, progress=False)
+    run = result["run"]
+    assert run["shards_skipped"] + run["shards_done"] == 6 and run["shards_done"] >= 1
+    assert sorted(r["id"] for r in output_records(tmp_path / "out")) == sorted(notes)
+    assert json.loads((tmp_path / "out" / SUCCESS).read_text())["notes"] == N_NOTES
+
+    # a driver killed mid-run: two outputs gone, a temp file left; only those two are redone
+    plan = load_plan(tmp_path / "out")
+    for shard in plan.shards[1:3]:
+        out = plan.output_path(shard, "jsonl")
+        out.unlink()
+        (out.parent / f".{out.name}.12345.partial").write_text('{"id": "note-0', encoding="utf8")
+    runner = CliRunner()
+    again = runner.invoke(app, ["annotate", str(model), str(src), str(tmp_path / "out"), "--engine", "ray", "--workers", "2",
+                                "--shard-size", "50", "--code", str(COMPONENTS), "--format", "jsonl", "-q"])
+    assert again.exit_code == 3, again.output  # 3: some notes failed (note-0042)
+    assert "verified 300 notes in 6 shards: ok 299, failed 1 (this run: 2 shards done, 4 already there" in again.output
+    assert sorted(r["id"] for r in output_records(tmp_path / "out")) == sorted(notes)
+    assert not list((tmp_path / "out").rglob("*.partial"))
+
+
+def test_duplicate_ids_are_refused_before_any_work(tmp_path, pipeline, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "aspirin"}\n{"id": "a", "text": "heparin"}\n', encoding="utf8")
+    with pytest.raises(DuplicateNoteIdError, match="'a' appears twice"):
+        annotate_on_ray(pipeline, src, tmp_path / "out", progress=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["annotate", str(pipeline), str(src), str(tmp_path / "out"), "--engine", "ray"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: note id 'a' appears twice") and "aspirin" not in err
+    assert not (tmp_path / "out" / "output").exists()
+
+
+def test_gpu_workers_are_given_a_gpu_and_call_require_gpu(tmp_path, pipeline):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a real GPU is present: this test checks the wiring on a CPU-only machine")
+    src = write_jsonl(tmp_path / "in.jsonl", synthetic_notes(5))
+    with pytest.raises(ScaleError, match=r"worker setup failed: given GPU \[0\] but spacy.require_gpu failed"):
+        annotate_on_ray(pipeline, src, tmp_path / "out", workers=1, gpus_per_worker=0.5, progress=False)
