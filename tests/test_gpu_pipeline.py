@@ -104,6 +104,7 @@ def _frozen_training(path, **model):
     before = {k: v.detach().clone() for k, v in encoder.backbone.state_dict().items()}
     prompt = encoder.prompt_encoder.table.detach().clone()
     for _ in range(2):
+        optimizer.step_schedules()  # as spacy train does: the warmup starts at rate 0
         nlp.update(examples, sgd=optimizer)
     assert all(not p.requires_grad and p.grad is None for p in encoder.backbone.parameters())
     state_keys = {k for table in (optimizer.mom1, optimizer.mom2) for k in table if k[0] == shim.id}
