@@ -4,6 +4,7 @@ Both baselines train on the same DocBins as the package's pipelines and score
 dev with the package's n2c2 scorer (:func:`spacy_softprompt.scoring.score_documents`
 on character offsets), so their figures sit next to the package's own.
 """
+import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -40,12 +41,84 @@ def load_docs(path: Path, nlp, limit: Optional[int] = None) -> list:
     return docs[:limit] if limit else docs
 
 
+def count_entities(gold_docs: Sequence[Any], predicted: Iterable[Iterable[Entity]]) -> list:
+    """Per gold doc, the package's n2c2 counts (:class:`spacy_softprompt.scoring.N2C2Counts`)
+    of its predicted ``(start, end, label)`` list (no relations: those counts stay empty)."""
+    from spacy_softprompt.scoring import count_document, doc_annotations, make_annotations
+
+    predicted = list(predicted)
+    if len(predicted) != len(gold_docs):
+        raise ValueError(f"{len(predicted)} predictions for {len(gold_docs)} gold docs")
+    return [count_document(doc_annotations(gold), make_annotations(pred)) for gold, pred in zip(gold_docs, predicted)]
+
+
+def sum_scores(counts: Sequence[Any]) -> Dict[str, Any]:
+    """The n2c2 score dict of per-doc counts summed (micro over all docs)."""
+    from spacy_softprompt.scoring import N2C2Counts
+
+    total = N2C2Counts()
+    for c in counts:
+        total += c
+    return total.scores()
+
+
 def score_entities(gold_docs: Sequence[Any], predicted: Iterable[Iterable[Entity]]) -> Dict[str, Any]:
     """The package's n2c2 scores of predicted ``(start, end, label)`` lists against gold docs."""
-    from spacy_softprompt.scoring import doc_annotations, make_annotations, score_documents
+    return sum_scores(count_entities(gold_docs, predicted))
 
-    pairs = [(doc_annotations(gold), make_annotations(pred)) for gold, pred in zip(gold_docs, predicted)]
-    return score_documents(pairs)
+
+# ------------------------------------------------------------------ metrics file for `compare`
+#: the per-document counts a baseline writes (it predicts no relations)
+ENTITY_COUNT_KEYS = ("ents_strict", "ents_lenient")
+
+
+def default_metrics_path(output: Path, seed: int) -> Path:
+    """``<results stem>-seed<seed>.metrics.json`` next to the results JSON (the seed is
+    not repeated when the stem already ends with it)."""
+    output = Path(output)
+    stem = output.stem if output.stem.endswith(f"seed{seed}") else f"{output.stem}-seed{seed}"
+    return output.with_name(f"{stem}.metrics.json")
+
+
+def entity_metrics(gold_docs: Sequence[Any], counts: Sequence[Any], **extra: Any) -> Dict[str, Any]:
+    """A metrics dict in the format of ``python -m spacy_softprompt evaluate --output``,
+    entities only: ``ents_{strict,lenient}_{p,r,f}`` and ``ents_per_type`` (unrounded),
+    ``n_docs``, ``n_words``, ``n_pred_entities``, ``lenient_matching`` and ``per_doc``
+    (``ids`` = the gold docs' ids as ``evaluate`` computes them, ``ents_strict`` /
+    ``ents_lenient`` rows); no ``rels_*`` keys, so ``compare`` leaves relations out."""
+    from spacy_softprompt.per_doc import PER_DOC_KEY, doc_ids, per_doc_record
+
+    scores = sum_scores(counts)
+    metrics = {k: v for k, v in scores.items() if k.startswith("ents_")}
+    metrics.update(
+        n_docs=len(gold_docs),
+        n_words=sum(len(doc) for doc in gold_docs),
+        n_pred_entities=sum(c.total("ents_strict").pred for c in counts),
+        lenient_matching="any",
+        **extra,
+    )
+    metrics[PER_DOC_KEY] = per_doc_record(doc_ids(gold_docs), counts, keys=ENTITY_COUNT_KEYS)
+    return metrics
+
+
+def entities_only(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """An ``evaluate_pipeline`` metrics dict without its relation figures and counts
+    (a pipeline without a relation extractor scores 0 there, which is not a result)."""
+    from spacy_softprompt.per_doc import PER_DOC_KEY
+
+    out = {k: v for k, v in metrics.items()
+           if not k.startswith("rels_") and k != "n_pred_relations" and not k.startswith("n_candidates_")}
+    if isinstance(out.get(PER_DOC_KEY), dict):
+        out[PER_DOC_KEY] = {k: v for k, v in out[PER_DOC_KEY].items() if not k.startswith("rels_")}
+    return out
+
+
+def write_metrics(metrics: Dict[str, Any], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf8")
+    print(f"wrote {path} (per-document counts for 'python -m spacy_softprompt compare')")
+    return path
 
 
 def entity_summary(scores: Dict[str, Any], digits: int = 4) -> Dict[str, Optional[float]]:

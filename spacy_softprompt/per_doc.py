@@ -44,14 +44,21 @@ def doc_ids(docs: Sequence[Any]) -> List[str]:
     return [f"#{i}" for i in range(len(docs))]
 
 
-def per_doc_record(ids: Sequence[str], counts: Sequence[N2C2Counts]) -> Dict[str, Any]:
-    """The ``"per_doc"`` value for documents ``ids`` with their counts."""
+def per_doc_record(
+    ids: Sequence[str], counts: Sequence[N2C2Counts], keys: Sequence[str] = COUNT_KEYS
+) -> Dict[str, Any]:
+    """The ``"per_doc"`` value for documents ``ids`` with their counts; ``keys``
+    (default all four) limits the counts written, e.g. ``("ents_strict",
+    "ents_lenient")`` for a system without relations."""
     if len(ids) != len(counts):
         raise ValueError(f"{len(ids)} ids for {len(counts)} documents")
     if len(set(ids)) != len(ids):
         raise ValueError("document ids must be unique")
+    unknown = [k for k in keys if k not in COUNT_KEYS]
+    if unknown:
+        raise ValueError(f"unknown counts keys {unknown}; expected some of {list(COUNT_KEYS)}")
     out: Dict[str, Any] = {"ids": [str(i) for i in ids]}
-    for key in COUNT_KEYS:
+    for key in keys:
         out[key] = [c.total(key).to_list() for c in counts]
     return out
 

@@ -86,3 +86,13 @@ def test_per_doc_record_round_trip_and_the_per_label_form():
     with pytest.raises(ValueError, match="unique"):
         per_doc_record(["d1", "d1"], counts)
     assert isinstance(N2C2Counts.from_dict(counts[0].to_dict()), N2C2Counts)
+
+
+def test_per_doc_record_of_a_system_without_relations():
+    gold = [(0, 5, "Drug"), (10, 15, "Dose")]
+    counts = [_counts(gold, [(0, 5, "Drug")])]
+    record = per_doc_record(["d1"], counts, keys=("ents_strict", "ents_lenient"))
+    assert set(record) == {"ids", "ents_strict", "ents_lenient"}
+    assert set(read_per_doc({"per_doc": record}).counts) == {"ents_strict", "ents_lenient"}
+    with pytest.raises(ValueError, match="unknown counts keys"):
+        per_doc_record(["d1"], counts, keys=("ents_strict", "entities"))

@@ -88,4 +88,17 @@ def test_a_baseline_without_relations_is_compared_on_entities_only(tmp_path):
     assert result["metrics"]["ents_strict"]["b"]["mean"] == pytest.approx(0.5)  # computed from per_doc
     assert result["metrics"]["ents_strict"]["bootstrap"]["low"] > 0
     assert result["metrics"]["rels_strict"]["bootstrap"] is None and result["metrics"]["rels_strict"]["b"]["n"] == 0
-    assert "rels strict F1" in format_comparison(result)
+    assert result["metrics"]["rels_strict"]["missing"] == {"a": [], "b": [str(tmp_path / "base.json")]}
+    assert result["metrics"]["ents_strict"]["missing"] == {"a": [], "b": []}
+    text = format_comparison(result)
+    assert "rels strict F1, rels lenient F1: missing in B (base.json); not compared" in text
+    assert "paired bootstrap over 4 documents" in text
+    cli = CliRunner().invoke(app, ["compare", *map(str, a), "--vs", str(tmp_path / "base.json"), "--resamples", "50"])
+    assert cli.exit_code == 0 and "missing in B (base.json)" in cli.output
+
+
+def test_nothing_is_reported_missing_when_every_file_has_every_metric(tmp_path):
+    a, b = _files(tmp_path)
+    result = compare_files(a, b, n_resamples=50)
+    assert all(e["missing"] == {"a": [], "b": []} for e in result["metrics"].values())
+    assert "missing" not in format_comparison(result)
