@@ -21,7 +21,7 @@ labels from the data and generic questions) and
 ``[initialize.components.mrc_*] task_schema = ${paths.schema}``.
 
 Run ``python scripts/make_mrc_configs.py`` after editing this file or
-make_configs.py; ``tests/components/test_mrc_configs.py`` fails when the files
+make_configs.py; ``tests/mrc/test_mrc_configs.py`` fails when the files
 are stale.
 """
 import copy

@@ -40,9 +40,9 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
 from ..annotations import ENTITY_SPANS_KEY, get_entities, get_relations, make_relation
-from .mrc_ner import DEFAULT_LOSS_WEIGHTS, DEFAULT_MRC_MODEL
-from .mrc_pipe import MRCPipe, entities_on, gold_array
-from .mrc_rows import MRCRows, RowSpec, build_rows, context_around, tokenize_docs, tokenize_queries
+from .ner import DEFAULT_LOSS_WEIGHTS, DEFAULT_MRC_MODEL
+from .pipe import MRCPipe, entities_on, gold_array
+from .rows import MRCRows, RowSpec, build_rows, context_around, tokenize_docs, tokenize_queries
 
 HEAD_SIDES = ("arg1", "arg2")
 EntityKey = Tuple[int, int, str]  # token start, token end, label

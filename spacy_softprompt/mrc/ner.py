@@ -33,9 +33,9 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
 from ..annotations import ENTITY_SPANS_KEY, get_entities
-from .mrc_model import DEFAULT_OPTIONS
-from .mrc_pipe import MRCPipe, entities_on, gold_array, observed_width
-from .mrc_rows import MRCRows, RowSpec, build_rows, token_windows, tokenize_docs, tokenize_queries, window_owners
+from .model import DEFAULT_OPTIONS
+from .pipe import MRCPipe, entities_on, gold_array, observed_width
+from .rows import MRCRows, RowSpec, build_rows, token_windows, tokenize_docs, tokenize_queries, window_owners
 
 DEFAULT_MRC_MODEL = """
 [model]

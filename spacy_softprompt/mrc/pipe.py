@@ -14,7 +14,7 @@ from thinc.api import Model, Optimizer
 
 from ..annotations import get_entities
 from ..encoder.storage import read_guarded
-from .mrc_model import (
+from .model import (
     LOSS_WEIGHT_KEYS,
     mrc_encoder,
     mrc_layout,
@@ -25,7 +25,7 @@ from .mrc_model import (
     set_load_name,
     train_on_rows,
 )
-from .mrc_rows import MRCRows
+from .rows import MRCRows
 
 QUERY_MODES = ("hard", "soft")
 
