@@ -96,8 +96,8 @@ def _register() -> None:
     """Register what the configs name without relying on installed entry points
     (a source checkout copied to a GPU machine need not be pip-installed)."""
     import spacy_softprompt.architectures  # noqa: F401
-    import spacy_softprompt.components.relation_extractor  # noqa: F401
-    import spacy_softprompt.components.relation_model  # noqa: F401
+    import spacy_softprompt.heads.relation_extractor  # noqa: F401
+    import spacy_softprompt.heads.relation_model  # noqa: F401
     import spacy_softprompt.data.tokenizer  # noqa: F401
     import spacy_softprompt.optimizers  # noqa: F401
     import spacy_softprompt.scoring  # noqa: F401

@@ -159,8 +159,8 @@ WORKERS = {"inference": worker_inference}
 def _mrc(backbone, args):
     """benchmarks/mrc_bench.py on this backbone; cost per label from its figures."""
     try:
-        import spacy_softprompt.components.mrc_ner  # noqa: F401
-        import spacy_softprompt.components.mrc_relations  # noqa: F401
+        import spacy_softprompt.mrc.ner  # noqa: F401
+        import spacy_softprompt.mrc.relations  # noqa: F401
     except ImportError as err:
         return {"skipped": f"MRC components not available: {err}"}
     out = Path(tempfile.mkdtemp(prefix="mrc_bench_")) / "mrc.json"

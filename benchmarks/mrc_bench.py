@@ -175,8 +175,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    import spacy_softprompt.components.mrc_ner  # noqa: F401  (factories; entry points do the same)
-    import spacy_softprompt.components.mrc_relations  # noqa: F401
+    import spacy_softprompt.mrc.ner  # noqa: F401  (factories; entry points do the same)
+    import spacy_softprompt.mrc.relations  # noqa: F401
 
     if args.trained:
         if args.docs is None:

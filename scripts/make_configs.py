@@ -8,6 +8,7 @@ the template; ``tests/test_configs.py`` fails when the files are out of date.
 """
 import sys
 from pathlib import Path
+from typing import Dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -127,14 +128,7 @@ hidden_width = 256
 distance_width = 16
 dropout = 0.1
 
-[components.relation_extractor.model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-upstream = "transformer"
-
-[components.relation_extractor.model.tok2vec.pooling]
-@layers = "reduce_mean.v1"
-
+{relation_listener}
 [corpora]
 
 [corpora.train]
@@ -239,6 +233,19 @@ after_init = null
 """
 
 
+def listener(component: str) -> str:
+    """The tok2vec block of a head: a listener of the ``transformer`` component."""
+    return f"""\
+[components.{component}.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "transformer"
+
+[components.{component}.model.tok2vec.pooling]
+@layers = "reduce_mean.v1"
+"""
+
+
 # The concept head (`concept_head` of render): spaCy's transition-based `ner` (the default
 # configs) or `token_ner`, BILUO token classification with batched constrained decoding
 # (no per-token device round trip on GPU). token_ner configs are written as
@@ -261,14 +268,8 @@ maxout_pieces = 2
 use_upper = false
 nO = null
 
-[components.ner.model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-upstream = "transformer"
-
-[components.ner.model.tok2vec.pooling]
-@layers = "reduce_mean.v1"
-""",
+"""
+    + listener("ner"),
     "token_ner": """\
 [components.token_ner]
 factory = "token_ner"
@@ -280,14 +281,8 @@ scorer = {"@scorers":"spacy_softprompt.n2c2_scorer.v1"}
 hidden_width = 0
 dropout = 0.1
 
-[components.token_ner.model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-upstream = "transformer"
-
-[components.token_ner.model.tok2vec.pooling]
-@layers = "reduce_mean.v1"
-""",
+"""
+    + listener("token_ner"),
 }
 CONCEPT_HEAD_PREFIX = {"ner": "", "token_ner": "tok_"}
 
@@ -325,26 +320,12 @@ def render(strategy: str, device: str, concept_head: str = "ner") -> str:
     else:
         s = STRATEGIES[strategy]
         architecture = SOFT_PROMPT_ARCHITECTURE
-    d = DEVICES[device]
-    hard = s["hard_prompt"]
-    fields = dict(
-        mixed_precision=d["mixed_precision"],
-        prompt_length=s["prompt_length"],
-        prompt_depth=s["prompt_depth"],
-        hard_prompt_cfg="null" if hard is None else f'"{hard}"',
-        freeze_str=str(s["freeze"]).lower(),
-        gradient_checkpointing=d["gradient_checkpointing"],
-        precision_dtype_line=(
-            f'mixed_precision_dtype = "{d["mixed_precision_dtype"]}"\n' if d["mixed_precision_dtype"] else ""
-        ),
-    )
     if concept_head not in CONCEPT_HEADS:
         raise ValueError(f"concept_head must be one of {list(CONCEPT_HEADS)}, got {concept_head!r}")
-    return TEMPLATE.format(
-        architecture_block=architecture.format(**fields),
-        concept_head=concept_head,
-        concept_head_block=CONCEPT_HEADS[concept_head],
-        concept_head_note="" if concept_head == "ner" else f"\n# Concept head: {concept_head}.",
+    d = DEVICES[device]
+    hard = s["hard_prompt"]
+    values = dict(
+        d,
         strategy=strategy,
         device_upper=device.upper(),
         prompt_length=s["prompt_length"],
@@ -352,7 +333,17 @@ def render(strategy: str, device: str, concept_head: str = "ner") -> str:
         hard_prompt_repr=repr(hard),
         hard_prompt_cfg="null" if hard is None else f'"{hard}"',
         freeze_str=str(s["freeze"]).lower(),
-        **d,
+        precision_dtype_line=(
+            f'mixed_precision_dtype = "{d["mixed_precision_dtype"]}"\n' if d["mixed_precision_dtype"] else ""
+        ),
+    )
+    return TEMPLATE.format(
+        architecture_block=architecture.format(**values),
+        concept_head=concept_head,
+        concept_head_block=CONCEPT_HEADS[concept_head],
+        concept_head_note="" if concept_head == "ner" else f"\n# Concept head: {concept_head}.",
+        relation_listener=listener("relation_extractor"),
+        **values,
     )
 
 
@@ -366,12 +357,17 @@ def expected_files() -> dict:
     }
 
 
-def main() -> int:
+def write_configs(files: Dict[str, str]) -> int:
+    """Write ``files`` (file name -> text) into configs/; both generators' ``main``."""
     CONFIG_DIR.mkdir(exist_ok=True)
-    for name, text in expected_files().items():
+    for name, text in files.items():
         (CONFIG_DIR / name).write_text(text, encoding="utf8")
         print(f"wrote configs/{name}")
     return 0
+
+
+def main() -> int:
+    return write_configs(expected_files())
 
 
 if __name__ == "__main__":

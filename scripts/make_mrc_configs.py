@@ -21,7 +21,7 @@ labels from the data and generic questions) and
 ``[initialize.components.mrc_*] task_schema = ${paths.schema}``.
 
 Run ``python scripts/make_mrc_configs.py`` after editing this file or
-make_configs.py; ``tests/components/test_mrc_configs.py`` fails when the files
+make_configs.py; ``tests/mrc/test_mrc_configs.py`` fails when the files
 are stale.
 """
 import copy
@@ -32,7 +32,6 @@ from pathlib import Path
 from thinc.api import Config
 
 HERE = Path(__file__).resolve().parent
-CONFIG_DIR = HERE.parent / "configs"
 
 
 def _single_pass_generator():
@@ -148,11 +147,7 @@ def expected_files() -> dict:
 
 
 def main() -> int:
-    CONFIG_DIR.mkdir(exist_ok=True)
-    for name, text in expected_files().items():
-        (CONFIG_DIR / name).write_text(text, encoding="utf8")
-        print(f"wrote configs/{name}")
-    return 0
+    return _SINGLE.write_configs(expected_files())
 
 
 if __name__ == "__main__":

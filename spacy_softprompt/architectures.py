@@ -3,7 +3,7 @@
 Exposed through the ``spacy_architectures`` entry point group, so configs
 resolve without ``--code``.  Never change a released ``vN``: add ``vN+1``.
 """
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, List
 
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -14,9 +14,11 @@ from thinc.api import Model, chain
 from thinc.types import Floats2d, Ragged
 
 from .encoder.layer import EncoderSettings, SoftPromptTransformerModel
+from .settings import takes_settings
 
 
 @registry.architectures("spacy_softprompt.SoftPromptTransformerModel.v1")
+@takes_settings(EncoderSettings)
 def create_soft_prompt_transformer_model_v1(
     name: str,
     get_spans: Callable,
@@ -24,19 +26,8 @@ def create_soft_prompt_transformer_model_v1(
     transformer_config: dict = {},
     mixed_precision: bool = False,
     grad_scaler_config: dict = {},
-    prompt_length: int = 20,
-    prompt_depth: str = "input",
-    prompt_init: str = "vocab",
-    prompt_init_text: Union[str, Dict[str, str]] = "",
-    prompt_names: List[str] = ["default"],
-    reparameterize: bool = False,
-    reparameterize_hidden_size: int = 512,
-    hard_prompt: Optional[str] = None,
-    freeze_backbone: bool = False,
-    save_backbone: bool = True,
-    gradient_checkpointing: bool = False,
-    mixed_precision_dtype: str = "float16",
-    init_seed: Optional[int] = None,
+    *,
+    settings: EncoderSettings,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """A prompted transformer, a drop-in for ``spacy-transformers.TransformerModel.v3``
     (same ``transformer`` pipe, listeners, span getters).
@@ -64,33 +55,13 @@ def create_soft_prompt_transformer_model_v1(
     mixed_precision_dtype (str): "float16" (with grad scaler) or "bfloat16".
     init_seed (int or None): seed for the prompt init (None: torch's global RNG).
     """
-    settings = EncoderSettings(
-        prompt_length=prompt_length,
-        prompt_depth=prompt_depth,
-        prompt_init=prompt_init,
-        prompt_init_text=prompt_init_text,
-        prompt_names=list(prompt_names),
-        reparameterize=reparameterize,
-        reparameterize_hidden_size=reparameterize_hidden_size,
-        hard_prompt=hard_prompt,
-        freeze_backbone=freeze_backbone,
-        save_backbone=save_backbone,
-        gradient_checkpointing=gradient_checkpointing,
-        mixed_precision_dtype=mixed_precision_dtype,
-        init_seed=init_seed,
-    )
     return SoftPromptTransformerModel(
-        name,
-        get_spans,
-        tokenizer_config,
-        transformer_config,
-        mixed_precision,
-        grad_scaler_config,
-        settings=settings,
+        name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config, settings=settings
     )
 
 
 @registry.architectures("spacy_softprompt.SoftPromptTok2VecTransformer.v1")
+@takes_settings(EncoderSettings)
 def create_soft_prompt_tok2vec_transformer_v1(
     name: str,
     get_spans: Callable,
@@ -100,43 +71,14 @@ def create_soft_prompt_tok2vec_transformer_v1(
     transformer_config: dict = {},
     mixed_precision: bool = False,
     grad_scaler_config: dict = {},
-    prompt_length: int = 20,
-    prompt_depth: str = "input",
-    prompt_init: str = "vocab",
-    prompt_init_text: Union[str, Dict[str, str]] = "",
-    prompt_names: List[str] = ["default"],
-    reparameterize: bool = False,
-    reparameterize_hidden_size: int = 512,
-    hard_prompt: Optional[str] = None,
-    freeze_backbone: bool = False,
-    save_backbone: bool = True,
-    gradient_checkpointing: bool = False,
-    mixed_precision_dtype: str = "float16",
-    init_seed: Optional[int] = None,
+    *,
+    settings: EncoderSettings,
 ) -> Model[List[Doc], List[Floats2d]]:
     """The prompted transformer used directly as a component's tok2vec layer
     (what ``replace_listeners`` turns a listener into); arguments as above plus
     ``pooling`` and ``grad_factor`` of ``spacy-transformers.Tok2VecTransformer.v3``."""
-    transformer = create_soft_prompt_transformer_model_v1(
-        name,
-        get_spans,
-        tokenizer_config,
-        transformer_config,
-        mixed_precision,
-        grad_scaler_config,
-        prompt_length=prompt_length,
-        prompt_depth=prompt_depth,
-        prompt_init=prompt_init,
-        prompt_init_text=prompt_init_text,
-        prompt_names=prompt_names,
-        reparameterize=reparameterize,
-        reparameterize_hidden_size=reparameterize_hidden_size,
-        hard_prompt=hard_prompt,
-        freeze_backbone=freeze_backbone,
-        save_backbone=save_backbone,
-        gradient_checkpointing=gradient_checkpointing,
-        mixed_precision_dtype=mixed_precision_dtype,
-        init_seed=init_seed,
+    transformer = SoftPromptTransformerModel(
+        name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config, settings=settings
     )
     # chain of chain, matching TransformerListener after replace_listener
     return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))

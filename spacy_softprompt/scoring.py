@@ -118,6 +118,23 @@ MODES = ("strict", "lenient")
 SCORE_KEYS = tuple(f"{kind}_{mode}_{m}" for kind in KINDS for mode in MODES for m in "prf")
 PER_TYPE_KEYS = ("strict_p", "strict_r", "strict_f", "lenient_p", "lenient_r", "lenient_f", "gold", "pred")
 
+#: ``default_score_weights`` of the concept and the relation components: selected
+#: on strict F1, precision / recall / lenient F1 / per-type figures reported
+ENTITY_SCORE_WEIGHTS: Dict[str, Optional[float]] = {
+    "ents_strict_f": 1.0,
+    "ents_strict_p": 0.0,
+    "ents_strict_r": 0.0,
+    "ents_lenient_f": 0.0,
+    "ents_per_type": None,
+}
+RELATION_SCORE_WEIGHTS: Dict[str, Optional[float]] = {
+    "rels_strict_f": 1.0,
+    "rels_strict_p": 0.0,
+    "rels_strict_r": 0.0,
+    "rels_lenient_f": 0.0,
+    "rels_per_type": None,
+}
+
 
 # ---------------------------------------------------------------------------
 # documents

@@ -261,23 +261,39 @@ def strategy_bootstrap(
     return out
 
 
-def fewshot_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[str, Dict[Optional[int], Dict[str, Any]]]]:
-    """context -> strategy -> k -> {metric: Stat, "n_docs": Stat}."""
-    out: Dict[Tuple, Dict[str, Dict[Optional[int], Dict[str, Any]]]] = {}
-    for row in ok_rows(rows, "fewshot"):
-        cell = out.setdefault(context_of(row), {}).setdefault(str(row.get("strategy")), {}).setdefault(
-            k_value(row.get("k")), {"rows": []}
-        )
-        cell["rows"].append(row)
-    for strategies in out.values():
-        for ks in strategies.values():
-            for cell in ks.values():
-                members = cell.pop("rows")
-                for name in F1_KEYS + ("score",):
-                    cell[name] = make_stat(row_value(r, name) for r in members)
-                cell["n_docs"] = make_stat(r.get("n_train_docs") for r in members)
-                cell["frozen"] = any(bool(r.get("frozen")) for r in members)
+def _curve_table(
+    rows: Iterable[Dict[str, Any]],
+    series: Callable[[Dict[str, Any]], Any],
+    x: Callable[[Dict[str, Any]], Any],
+    extra: Callable[[List[Dict[str, Any]]], Dict[str, Any]],
+) -> Dict[Tuple, Dict[Any, Dict[Any, Dict[str, Any]]]]:
+    """context -> series -> x -> cell: the runs grouped by ``series(row)`` and
+    ``x(row)`` within their context; a cell holds a Stat per metric (F1_KEYS
+    and "score") and what ``extra(runs of the cell)`` adds."""
+    grouped: Dict[Tuple, Dict[Any, Dict[Any, List[Dict[str, Any]]]]] = {}
+    for row in rows:
+        grouped.setdefault(context_of(row), {}).setdefault(series(row), {}).setdefault(x(row), []).append(row)
+    out: Dict[Tuple, Dict[Any, Dict[Any, Dict[str, Any]]]] = {}
+    for ctx, by_series in grouped.items():
+        for name, by_x in by_series.items():
+            for value, members in by_x.items():
+                cell = {m: make_stat(row_value(r, m) for r in members) for m in F1_KEYS + ("score",)}
+                cell.update(extra(members))
+                out.setdefault(ctx, {}).setdefault(name, {})[value] = cell
     return out
+
+
+def fewshot_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[str, Dict[Optional[int], Dict[str, Any]]]]:
+    """context -> strategy -> k -> {metric: Stat, "n_docs": Stat, "frozen": bool}."""
+    return _curve_table(
+        ok_rows(rows, "fewshot"),
+        lambda r: str(r.get("strategy")),
+        lambda r: k_value(r.get("k")),
+        lambda members: {
+            "n_docs": make_stat(r.get("n_train_docs") for r in members),
+            "frozen": any(bool(r.get("frozen")) for r in members),
+        },
+    )
 
 
 def in_domain_name(row: Dict[str, Any]) -> Optional[str]:
@@ -334,21 +350,12 @@ def transfer_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[str, Any]]:
 
 def prompt_shape_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[Tuple[bool, str], Dict[int, Dict[str, Any]]]]:
     """context -> (frozen, depth) -> P -> {metric: Stat, "trainable_params": Stat}."""
-    out: Dict[Tuple, Dict[Tuple[bool, str], Dict[int, Dict[str, Any]]]] = {}
-    for row in ok_rows(rows, "prompt-shape"):
-        series = (bool(row.get("frozen")), str(row.get("prompt_depth") or "none"))
-        cell = out.setdefault(context_of(row), {}).setdefault(series, {}).setdefault(
-            int(row.get("prompt_length") or 0), {"rows": []}
-        )
-        cell["rows"].append(row)
-    for by_series in out.values():
-        for by_p in by_series.values():
-            for cell in by_p.values():
-                members = cell.pop("rows")
-                for name in F1_KEYS + ("score",):
-                    cell[name] = make_stat(row_value(r, name) for r in members)
-                cell["trainable_params"] = make_stat(r.get("trainable_params") for r in members)
-    return out
+    return _curve_table(
+        ok_rows(rows, "prompt-shape"),
+        lambda r: (bool(r.get("frozen")), str(r.get("prompt_depth") or "none")),
+        lambda r: int(r.get("prompt_length") or 0),
+        lambda members: {"trainable_params": make_stat(r.get("trainable_params") for r in members)},
+    )
 
 
 # ------------------------------------------------------------------ conclusions
@@ -538,7 +545,34 @@ def plot_strategies(entries: List[Dict[str, Any]], path: Path) -> Optional[Path]
     for ax in list(axes.flat)[len(contexts):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    return _save_figure(plt, fig, path)
+
+
+def _curve_axes(plt, table) -> Tuple[Any, List[Tuple[Any, Tuple, str]]]:
+    """A figure of curves, one row per context of ``table`` and one column per
+    metric of CURVE_METRICS, and its ``(axes, context, metric)`` triples."""
+    contexts = sorted(table)
+    fig, axes = plt.subplots(len(contexts), len(CURVE_METRICS), figsize=(5.5 * len(CURVE_METRICS), 3.6 * len(contexts)), squeeze=False)
+    return fig, [(ax, ctx, name) for row_axes, ctx in zip(axes, contexts) for ax, name in zip(row_axes, CURVE_METRICS)]
+
+
+def _finish_curve(ax, ctx: Tuple, name: str, ticks: Dict[float, str], xlabel: str) -> None:
+    """Log x axis with ``ticks`` (position -> label), labels, title, grid, legend."""
+    ax.set_xscale("log")
+    if ticks:
+        ax.set_xticks(sorted(ticks))
+        ax.set_xticklabels([ticks[x] for x in sorted(ticks)])
+        ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{METRIC_LABELS[name]} (%)")
+    ax.set_title(_context_label(ctx), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save_figure(plt, fig, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -548,43 +582,29 @@ def plot_fewshot(table, path: Path) -> Optional[Path]:
     if not table:
         return None
     plt = _pyplot()
-    contexts = sorted(table)
-    fig, axes = plt.subplots(len(contexts), len(CURVE_METRICS), figsize=(5.5 * len(CURVE_METRICS), 3.6 * len(contexts)), squeeze=False)
-    for row_axes, ctx in zip(axes, contexts):
-        for ax, name in zip(row_axes, CURVE_METRICS):
-            ticks: Dict[float, str] = {}
-            for strategy in sorted(table[ctx], key=strategy_sort):
-                cells = table[ctx][strategy]
-                points = []
-                for k in sorted(cells, key=_k_sort):
-                    stat = cells[k].get(name)
-                    n_docs = cells[k]["n_docs"]
-                    x = float(k) if k is not None else (n_docs.mean if n_docs else None)
-                    if stat is None or x is None:
-                        continue
-                    points.append((x, stat))
-                    ticks[x] = k_label(k) if k is not None else f"all ({int(round(x))})"
-                if not points:
+    fig, panels = _curve_axes(plt, table)
+    for ax, ctx, name in panels:
+        ticks: Dict[float, str] = {}
+        for strategy in sorted(table[ctx], key=strategy_sort):
+            cells = table[ctx][strategy]
+            points = []
+            for k in sorted(cells, key=_k_sort):
+                stat = cells[k].get(name)
+                n_docs = cells[k]["n_docs"]
+                x = float(k) if k is not None else (n_docs.mean if n_docs else None)
+                if stat is None or x is None:
                     continue
-                xs = [p[0] for p in points]
-                line = ax.plot(xs, [100 * p[1].mean for p in points], marker="o", label=strategy)[0]
-                ax.fill_between(
-                    xs, [100 * p[1].min for p in points], [100 * p[1].max for p in points], color=line.get_color(), alpha=0.2
-                )
-            ax.set_xscale("log")
-            if ticks:
-                ax.set_xticks(sorted(ticks))
-                ax.set_xticklabels([ticks[x] for x in sorted(ticks)])
-                ax.minorticks_off()
-            ax.set_xlabel("training documents (k)")
-            ax.set_ylabel(f"{METRIC_LABELS[name]} (%)")
-            ax.set_title(_context_label(ctx), fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+                points.append((x, stat))
+                ticks[x] = k_label(k) if k is not None else f"all ({int(round(x))})"
+            if not points:
+                continue
+            xs = [p[0] for p in points]
+            line = ax.plot(xs, [100 * p[1].mean for p in points], marker="o", label=strategy)[0]
+            ax.fill_between(
+                xs, [100 * p[1].min for p in points], [100 * p[1].max for p in points], color=line.get_color(), alpha=0.2
+            )
+        _finish_curve(ax, ctx, name, ticks, "training documents (k)")
+    return _save_figure(plt, fig, path)
 
 
 def _transfer_panels(table) -> List[Tuple[Tuple[str, str, str], List[str], List[str]]]:
@@ -630,9 +650,7 @@ def plot_transfer(table, path: Path) -> Optional[Path]:
             ax.set_title(f"{strategy} · {mode} · {short_backbone(backbone)}\n{METRIC_LABELS[name]} (%)", fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="F1 (%)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path, tight=False)
 
 
 def _series_label(series: Tuple[bool, str]) -> str:
@@ -644,35 +662,21 @@ def plot_prompt_shape(table, path: Path) -> Optional[Path]:
     if not table:
         return None
     plt = _pyplot()
-    contexts = sorted(table)
-    fig, axes = plt.subplots(len(contexts), len(CURVE_METRICS), figsize=(5.5 * len(CURVE_METRICS), 3.6 * len(contexts)), squeeze=False)
+    fig, panels = _curve_axes(plt, table)
     styles = {False: "-", True: "--"}
-    for row_axes, ctx in zip(axes, contexts):
-        for ax, name in zip(row_axes, CURVE_METRICS):
-            lengths = set()
-            for series in sorted(table[ctx]):
-                cells = table[ctx][series]
-                points = [(p, cells[p][name]) for p in sorted(cells) if cells[p].get(name)]
-                if not points:
-                    continue
-                lengths.update(p for p, _ in points)
-                xs = [max(p, 0.5) for p, _ in points]
-                line = ax.plot(xs, [100 * s.mean for _, s in points], styles[series[0]], marker="o", label=_series_label(series))[0]
-                ax.fill_between(xs, [100 * s.min for _, s in points], [100 * s.max for _, s in points], color=line.get_color(), alpha=0.15)
-            ax.set_xscale("log")
-            if lengths:
-                ax.set_xticks([max(p, 0.5) for p in sorted(lengths)])
-                ax.set_xticklabels([str(p) for p in sorted(lengths)])
-                ax.minorticks_off()
-            ax.set_xlabel("prompt length P")
-            ax.set_ylabel(f"{METRIC_LABELS[name]} (%)")
-            ax.set_title(_context_label(ctx), fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    for ax, ctx, name in panels:
+        lengths = set()
+        for series in sorted(table[ctx]):
+            cells = table[ctx][series]
+            points = [(p, cells[p][name]) for p in sorted(cells) if cells[p].get(name)]
+            if not points:
+                continue
+            lengths.update(p for p, _ in points)
+            xs = [max(p, 0.5) for p, _ in points]
+            line = ax.plot(xs, [100 * s.mean for _, s in points], styles[series[0]], marker="o", label=_series_label(series))[0]
+            ax.fill_between(xs, [100 * s.min for _, s in points], [100 * s.max for _, s in points], color=line.get_color(), alpha=0.15)
+        _finish_curve(ax, ctx, name, {max(p, 0.5): str(p) for p in lengths}, "prompt length P")
+    return _save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------ markdown
@@ -729,26 +733,53 @@ def _bootstrap_section(items: List[Dict[str, Any]]) -> List[str]:
     return lines + [""]
 
 
+def _curve_tables(
+    table,
+    xs: Sequence[Any],
+    metrics: Sequence[str],
+    title: Callable[[str, List[int]], str],
+    columns: Sequence[str],
+    series_cells: Callable[[Any], List[str]],
+    x_header: Callable[[Any], str],
+    value: Callable[[Dict[Any, Dict[str, Any]], Any, str, bool], str],
+    series_order: Optional[Callable[[Any], Any]] = None,
+) -> List[str]:
+    """One markdown table per metric of a curve table (context -> series -> x ->
+    cells): a row per (context, series), the series' ``columns``, a column per x.
+    ``value(cells, x, metric, per_cell)``: a cell's text; ``per_cell``: the
+    figures come from different numbers of seeds (each then says its n)."""
+    lines: List[str] = []
+    for name in metrics:
+        counts = seed_counts(c.get(name) for by_series in table.values() for cells in by_series.values() for c in cells.values())
+        lines += [title(name, counts), ""]
+        header = ["mode · backbone · train → test"] + list(columns) + [x_header(x) for x in xs]
+        body = []
+        for ctx in sorted(table):
+            for series in sorted(table[ctx], key=series_order):
+                cells = table[ctx][series]
+                body.append([_context_label(ctx)] + series_cells(series) + [value(cells, x, name, len(counts) > 1) for x in xs])
+        lines += [_table(header, body, ["---"] * (1 + len(columns)) + ["---:"] * len(xs)), ""]
+    return lines
+
+
 def _fewshot_section(table, image: Optional[str]) -> List[str]:
     lines = ["## Few-shot learning curves", ""]
     if not table:
         return lines + ["No successful `fewshot` runs.", ""]
     ks = sorted({k for strategies in table.values() for cells in strategies.values() for k in cells}, key=_k_sort)
-    for name in CURVE_METRICS:
-        counts = seed_counts(c.get(name) for strategies in table.values() for cells in strategies.values() for c in cells.values())
-        lines += [
-            f"**{METRIC_LABELS[name]}** (%, mean ± sd over seeds; {seed_note(counts)}) by number of training documents k:",
-            "",
-        ]
-        header = ["mode · backbone · train → test", "strategy"] + [f"k={k_label(k)}" for k in ks]
-        body = []
-        for ctx in sorted(table):
-            for strategy in sorted(table[ctx], key=strategy_sort):
-                cells = table[ctx][strategy]
-                body.append(
-                    [_context_label(ctx), strategy] + [pct(cells.get(k, {}).get(name), n=len(counts) > 1) for k in ks]
-                )
-        lines += [_table(header, body, ["---", "---"] + ["---:"] * len(ks)), ""]
+    lines += _curve_tables(
+        table,
+        ks,
+        CURVE_METRICS,
+        title=lambda name, counts: (
+            f"**{METRIC_LABELS[name]}** (%, mean ± sd over seeds; {seed_note(counts)}) by number of training documents k:"
+        ),
+        columns=["strategy"],
+        series_cells=lambda strategy: [strategy],
+        x_header=lambda k: f"k={k_label(k)}",
+        value=lambda cells, k, name, per_cell: pct(cells.get(k, {}).get(name), n=per_cell),
+        series_order=strategy_sort,
+    )
     lines += ["Subsets are nested per seed (the k=5 documents are among the k=10 ones of the same seed)."]
     if image:
         lines += ["", f"![few-shot curves]({image})", "", "Lines: mean over seeds; bands: min..max over seeds."]
@@ -792,22 +823,27 @@ def _prompt_shape_section(table, image: Optional[str]) -> List[str]:
     lines = ["## Prompt length and depth", ""]
     if not table:
         return lines + ["No successful `prompt-shape` runs.", ""]
+
+    def title(name: str, counts: List[int]) -> str:
+        what = "trainable parameters" if name == "trainable_params" else f"{METRIC_LABELS[name]} (%, mean ± sd over seeds; {seed_note(counts)})"
+        return f"**{what}** by prompt length P:"
+
+    def value(cells, p, name: str, per_cell: bool) -> str:
+        if name == "trainable_params":
+            return _int(cells[p][name].mean) if p in cells and cells[p][name] else "–"
+        return pct(cells.get(p, {}).get(name), n=per_cell)
+
     lengths = sorted({p for by_series in table.values() for cells in by_series.values() for p in cells})
-    for name in CURVE_METRICS + ("trainable_params",):
-        counts = seed_counts(c.get(name) for by_series in table.values() for cells in by_series.values() for c in cells.values())
-        title = "trainable parameters" if name == "trainable_params" else f"{METRIC_LABELS[name]} (%, mean ± sd over seeds; {seed_note(counts)})"
-        lines += [f"**{title}** by prompt length P:", ""]
-        header = ["mode · backbone · train → test", "depth", "backbone frozen"] + [f"P={p}" for p in lengths]
-        body = []
-        for ctx in sorted(table):
-            for series in sorted(table[ctx]):
-                cells = table[ctx][series]
-                if name == "trainable_params":
-                    values = [_int(cells[p][name].mean) if p in cells and cells[p][name] else "–" for p in lengths]
-                else:
-                    values = [pct(cells.get(p, {}).get(name), n=len(counts) > 1) for p in lengths]
-                body.append([_context_label(ctx), series[1], "yes" if series[0] else "no"] + values)
-        lines += [_table(header, body, ["---"] * 3 + ["---:"] * len(lengths)), ""]
+    lines += _curve_tables(
+        table,
+        lengths,
+        CURVE_METRICS + ("trainable_params",),
+        title=title,
+        columns=["depth", "backbone frozen"],
+        series_cells=lambda series: [series[1], "yes" if series[0] else "no"],
+        x_header=lambda p: f"P={p}",
+        value=value,
+    )
     if image:
         lines += [f"![prompt length curves]({image})", "", "Solid: unfrozen backbone; dashed: frozen; bands: min..max over seeds."]
     return lines + [""]

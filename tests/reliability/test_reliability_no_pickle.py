@@ -94,7 +94,7 @@ def test_docbin_output_of_convert_is_not_a_pickle(tmp_path):
 
 
 def test_mrc_pipeline_has_no_pickles(tiny_megatron, tmp_path, monkeypatch):
-    pytest.importorskip("spacy_softprompt.components.mrc_ner", reason="MRC components not present")
+    pytest.importorskip("spacy_softprompt.mrc.ner", reason="MRC components not present")
     from spacy.training import Example
 
     from spacy_softprompt.testing import toy_docs

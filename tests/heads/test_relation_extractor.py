@@ -7,7 +7,7 @@ from spacy.training import Example
 
 import spacy_softprompt  # noqa: F401  (registers the Doc extensions)
 from spacy_softprompt.annotations import get_relations, make_relation, set_entities
-from spacy_softprompt.components.relation_model import distance_buckets
+from spacy_softprompt.heads.relation_model import distance_buckets
 
 TEXTS = [
     ("aspirin 10 mg daily for fever", [("Drug", "aspirin"), ("Strength", "10 mg"), ("Frequency", "daily")]),
@@ -112,7 +112,7 @@ def test_relations_survive_docbin_and_serialization(trained, tmp_path):
 
 def test_gradient_of_pair_pooling_matches_finite_differences(tiny_bert):
     from thinc.api import Model, chain, reduce_sum, list2array
-    from spacy_softprompt.components.relation_model import pair_representation
+    from spacy_softprompt.heads.relation_model import pair_representation
 
     vecs = numpy.random.RandomState(0).normal(size=(6, 3)).astype("f")
     tok2vec = Model("fixed", lambda m, X, is_train: ([vecs.copy() for _ in X], lambda d: d), dims={"nO": 3})

@@ -10,14 +10,14 @@ Torch side (:class:`MRCSpanModule`)
 * start logits ``Linear(H, 1)`` and end logits ``Linear(H, 1)`` per wordpiece;
 * a span-match scorer on ``[h_start; h_end]``: ``Linear(2H, d) -> GELU ->
   Linear(d, 1)``, computed as ``A h_start + B h_end`` so that only candidate
-  pairs are ever materialised (see :mod:`.mrc_decoding`);
+  pairs are ever materialised (see :mod:`.decoding`);
 * loss = ``w_s BCE(start) + w_e BCE(end) + w_m BCE(match)`` (MRC-NER), gold
   start/end positions and pairs optionally up-weighted (``loss_weights["positive"]``);
   the start/end biases start at the logit of :data:`BOUNDARY_PRIOR`.
 
 thinc side
 ----------
-The model's input is an :class:`~.mrc_rows.MRCRows` batch.  ``predict``
+The model's input is an :class:`~.rows.MRCRows` batch.  ``predict``
 returns ``{"spans": int64[N, 3] (row, start position, end position),
 "probs": float32[N]}``; ``begin_update`` (rows must carry ``gold``) returns
 ``{"loss": float, ...}`` and a backprop callback taking ``d_loss`` (normally
@@ -57,8 +57,8 @@ from ..encoder.layer import (
 from ..encoder.model import PromptedEncoder
 from ..encoder.serialization import shards_to_state, state_to_shards
 from ..encoder.storage import encoder_from_msg, encoder_to_msg
-from .mrc_decoding import decode_spans, logit, span_losses
-from .mrc_rows import MRCRows, SpecialLayout
+from .decoding import decode_spans, logit, span_losses
+from .rows import MRCRows, SpecialLayout
 
 SERIALIZATION_FORMAT = "spacy-softprompt/mrc/1"
 DEFAULT_OPTIONS = {

@@ -8,8 +8,8 @@ from spacy.training import Example
 from spacy.util import fix_random_seed
 
 from spacy_softprompt.annotations import make_relation, set_entities
-from spacy_softprompt.components.mrc_relations import MRCRelationExtractor
-from spacy_softprompt.components.mrc_rows import tokenize_docs
+from spacy_softprompt.mrc.relations import MRCRelationExtractor
+from spacy_softprompt.mrc.rows import tokenize_docs
 from spacy_softprompt.optimizers import PromptAdam
 
 from test_mrc_helpers import (  # noqa: F401  (one_torch_thread is an autouse fixture)

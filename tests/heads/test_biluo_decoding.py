@@ -4,7 +4,7 @@ import itertools
 import numpy
 from hypothesis import given, settings, strategies as st
 
-from spacy_softprompt.components.biluo_decoding import (
+from spacy_softprompt.heads.biluo_decoding import (
     is_valid_path,
     n_tags,
     path_spans,

@@ -13,33 +13,29 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.language import Language
-from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_get_examples
-from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer
+from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from ..annotations import ENTITY_SPANS_KEY, get_entities, get_relations, make_relation
+from ..pipe_base import HeadPipe, gold_entities_on, pipe_settings
+from ..scoring import RELATION_SCORE_WEIGHTS
+from .listener import LISTENER_TOK2VEC
 
 NO_RELATION = "_NONE_"
 
-DEFAULT_REL_MODEL = """
+DEFAULT_REL_MODEL = (
+    """
 [model]
 @architectures = "spacy_softprompt.RelationModel.v1"
 hidden_width = 256
 distance_width = 16
 dropout = 0.1
-
-[model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-upstream = "*"
-
-[model.tok2vec.pooling]
-@layers = "reduce_mean.v1"
 """
+    + LISTENER_TOK2VEC
+)
 
 
 @Language.factory(
@@ -55,16 +51,8 @@ upstream = "*"
         "threshold": 0.0,
         "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
     },
-    default_score_weights={
-        "rels_strict_f": 1.0,
-        "rels_strict_p": 0.0,
-        "rels_strict_r": 0.0,
-        "rels_lenient_f": 0.0,
-        "ents_strict_f": 0.0,
-        "ents_lenient_f": 0.0,
-        "ents_per_type": None,
-        "rels_per_type": None,
-    },
+    # relations are selected on; the entities they start from are reported too
+    default_score_weights={**RELATION_SCORE_WEIGHTS, "ents_strict_f": 0.0, "ents_lenient_f": 0.0, "ents_per_type": None},
 )
 def make_relation_extractor(
     nlp: Language,
@@ -82,20 +70,10 @@ def make_relation_extractor(
     the training data by ``initialize`` when left as null. A pair gets the most
     probable label when it beats "no relation" and its probability reaches
     ``threshold`` (0 = plain argmax)."""
-    return RelationExtractor(
-        nlp.vocab,
-        model,
-        name,
-        spans_key=spans_key,
-        labels=labels,
-        allowed_pairs=allowed_pairs,
-        max_token_distance=max_token_distance,
-        threshold=threshold,
-        scorer=scorer,
-    )
+    return RelationExtractor(nlp.vocab, model, name, **pipe_settings(locals()))
 
 
-class RelationExtractor(TrainablePipe):
+class RelationExtractor(HeadPipe):
     """Classifies candidate entity pairs into relation labels or "no relation"."""
 
     def __init__(
@@ -111,35 +89,16 @@ class RelationExtractor(TrainablePipe):
         threshold: float = 0.5,
         scorer: Optional[Callable] = None,
     ) -> None:
-        self.vocab = vocab
-        self.model = model
-        self.name = name
-        self.scorer = scorer
-        self.cfg = {
+        cfg = {
             "spans_key": spans_key,
             "labels": list(labels or []),
             "allowed_pairs": {k: [list(p) for p in v] for k, v in (allowed_pairs or {}).items()},
             "max_token_distance": max_token_distance,
             "threshold": threshold,
         }
+        super().__init__(vocab, model, name, cfg, scorer=scorer)
 
-    # ---- labels and candidates -------------------------------------------------
-    @property
-    def labels(self) -> Tuple[str, ...]:
-        return tuple(self.cfg["labels"])
-
-    def add_label(self, label: str) -> int:
-        if label in self.cfg["labels"]:
-            return 0
-        self._allow_resize()
-        self.cfg["labels"].append(label)
-        self.vocab.strings.add(label)
-        return 1
-
-    def _allow_resize(self) -> None:
-        if self.model.get_ref("output_layer").has_dim("nO") is True:
-            raise ValueError(f"Cannot add labels to '{self.name}' after it was initialised.")
-
+    # ---- candidates ---------------------------------------------------------------
     @property
     def _allowed_type_pairs(self) -> set:
         return {tuple(pair) for pairs in self.cfg["allowed_pairs"].values() for pair in pairs}
@@ -220,16 +179,6 @@ class RelationExtractor(TrainablePipe):
             [(a.start, a.end, b.start, b.end) for a, b in pairs], dtype="i"
         ).reshape(-1, 4)
 
-    def _entities_on(self, doc: Doc, source: Doc) -> Dict[Span, Tuple[int, int, str]]:
-        """Entities of ``source`` (gold) as spans of ``doc`` (the predicted tokens,
-        widened to token edges), each with its gold (start, end, label) key."""
-        spans = {}
-        for ent in get_entities(source, self.cfg["spans_key"]):
-            span = doc.char_span(ent.start_char, ent.end_char, label=ent.label_, alignment_mode="expand")
-            if span is not None and len(span) > 0:
-                spans[span] = (ent.start_char, ent.end_char, ent.label_)
-        return spans
-
     # ---- prediction --------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]):
         """``(per doc (sorted entities, pair index), scores)``: one classifier
@@ -272,7 +221,7 @@ class RelationExtractor(TrainablePipe):
     # ---- training ----------------------------------------------------------------
     def _gold_pairs(self, example: Example) -> Tuple[List[Tuple[Span, Span]], numpy.ndarray]:
         doc = example.predicted
-        gold_keys = self._entities_on(doc, example.reference)
+        gold_keys = {span: key for key, span in gold_entities_on(doc, example.reference, self.cfg["spans_key"]).items()}
         pairs = self.candidates(doc, list(gold_keys))
         gold = {}
         for rel in get_relations(example.reference):
@@ -283,18 +232,8 @@ class RelationExtractor(TrainablePipe):
             truth[i] = label_index.get(gold.get((gold_keys[a], gold_keys[b])), 0)
         return pairs, truth
 
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        losses = {} if losses is None else losses
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_get_examples(lambda: examples, "RelationExtractor.update")
+    def learn(self, examples: List[Example], drop: float) -> Optional[float]:
+        """The candidate pairs of the gold entities, one classifier call (``drop`` is not used)."""
         docs, pair_arrays, truths = [], [], []
         for eg in examples:
             pairs, truth = self._gold_pairs(eg)
@@ -302,14 +241,11 @@ class RelationExtractor(TrainablePipe):
             pair_arrays.append(self._pair_array(pairs))
             truths.append(truth)
         if not any(len(t) for t in truths):
-            return losses
+            return None
         scores, backprop = self.model.begin_update((docs, pair_arrays))
         loss, d_scores = self._loss(scores, numpy.concatenate(truths))
         backprop(d_scores)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+        return loss
 
     def _loss(self, scores: Floats2d, truth: numpy.ndarray) -> Tuple[float, Floats2d]:
         target = self.model.ops.alloc2f(*scores.shape)
@@ -345,8 +281,7 @@ class RelationExtractor(TrainablePipe):
         for eg in islice(get_examples(), 10):
             sample_docs.append(eg.predicted)
             sample_pairs.append(self._pair_array(self._gold_pairs(eg)[0]))
-        if not self.labels:
-            raise ValueError(f"'{self.name}': no relation labels were given and none are in the training data.")
+        self.check_labels_found("relation labels")
         self.model.get_ref("output_layer").set_dim("nO", len(self.labels) + 1)
         self.model.initialize(X=(sample_docs, sample_pairs))
 

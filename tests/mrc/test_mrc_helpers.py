@@ -13,7 +13,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from spacy_softprompt.annotations import make_relation, set_entities
-from spacy_softprompt.components.mrc_model import mrc_module
+from spacy_softprompt.mrc.model import mrc_module
 
 # (text, [(label, surface, occurrence)]); relations: attribute -> first Drug of the text
 TOY = [
