@@ -2,6 +2,7 @@
 for the GPU path's wiring): exactly once through a killed worker, a failed run
 and reruns; same records as the local engine."""
 import json
+import os
 
 import pytest
 
@@ -21,11 +22,26 @@ from scale_helpers import COMPONENTS, load_components, save_pipeline, synthetic_
 N_NOTES = 300
 
 
+# Set before the cluster starts (its processes read them): no usage-stats report (no network);
+# workers at the driver's priority (Ray's default niceness 15 starves them on a busy machine).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    """One local cluster for the module, fit for a sandbox: loopback only, no dashboard,
+    a small object store (a small /dev/shm is enough)."""
+    saved = {key: os.environ.get(key) for key in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024 * 1024, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
