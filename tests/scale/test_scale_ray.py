@@ -3,6 +3,9 @@ for the GPU path's wiring): exactly once through a killed worker, a failed run
 and reruns; same records as the local engine."""
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -11,13 +14,12 @@ pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install 
 
 from typer.testing import CliRunner  # noqa: E402
 
-from spacy_softprompt.annotate import annotate  # noqa: E402
 from spacy_softprompt.cli import app, main  # noqa: E402
 from spacy_softprompt.scale import DuplicateNoteIdError, ScaleError, annotate_on_ray, load_plan, read_records  # noqa: E402
 from spacy_softprompt.scale.ray_engine import BRAT_DIR  # noqa: E402
 from spacy_softprompt.scale.verify import SUCCESS  # noqa: E402
 
-from scale_helpers import COMPONENTS, load_components, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
+from scale_helpers import COMPONENTS, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
 
 N_NOTES = 300
 
@@ -52,6 +54,25 @@ def notes():
     return notes
 
 
+def annotate_locally_in_a_fresh_process(model, src, out):
+    """The local engine in a new process, as each Ray worker is: spaCy's extension registry is
+    process-wide, and other tests in this one (medspaCy's ConText) may have added span attributes
+    that the local engine then writes (``is_negated``...)."""
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        import spacy
+        from spacy.util import import_file
+        import_file("scale_components", {str(COMPONENTS)!r})
+        from spacy_softprompt.annotate import annotate
+        annotate(spacy.load({str(model)!r}), Path({str(src)!r}), Path({str(out)!r}), output_format="jsonl", progress=False)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf8").splitlines())}
+
+
 def output_records(root):
     plan = load_plan(root)
     return [r for s in plan.shards for r in read_records(plan.output_path(s, "jsonl"))]
@@ -72,12 +93,8 @@ def test_killed_worker_is_restarted_every_note_exactly_once_same_as_local(notes,
     assert [r["id"] for r in failed] == ["note-0042"] and "Started" not in failed[0]["error"]
     assert len(list((tmp_path / "out" / BRAT_DIR).glob("*.ann"))) == N_NOTES - 1
 
-    import spacy
-
-    load_components()
     local_model = save_pipeline(tmp_path / "local_pipeline")
-    annotate(spacy.load(local_model), src, tmp_path / "local.jsonl", output_format="jsonl", progress=False)
-    local = {r["id"]: r for r in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
+    local = annotate_locally_in_a_fresh_process(local_model, src, tmp_path / "local.jsonl")
     keys = ("text", "entities", "relations")
     assert {r["id"]: {k: r[k] for k in keys} for r in records if r["status"] == "ok"} == {
         i: {k: r[k] for k in keys} for i, r in local.items()
