@@ -5,10 +5,11 @@ usage: python scripts/ci_smoke.py WORK_DIR
 Checks, from WORK_DIR (never the checkout, so the installed package is used):
 the CLI's ``--help``, ``spacy.blank("en")``, ``convert`` and ``score`` on a tiny
 brat folder, and a tiny pipeline (soft_cpu.cfg: deep prompts over a random
-2-layer BERT, initialised, not trained) saved to WORK_DIR/pipeline and loaded
-by ``spacy.load`` in a fresh process.
+2-layer BERT, initialised and trained a few steps on the toy docs) saved to
+WORK_DIR/pipeline and loaded by ``spacy.load`` in a fresh process.
 """
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,7 @@ def check_convert_and_score(work: Path) -> None:
 
 
 def build_tiny_pipeline(work: Path) -> Path:
-    """soft_cpu.cfg over a random 2-layer BERT, initialised on the toy docs and saved."""
+    """soft_cpu.cfg over a random 2-layer BERT, initialised and trained 3 steps on the toy docs, saved."""
     import spacy
     from spacy.training import Example
 
@@ -88,7 +89,10 @@ def build_tiny_pipeline(work: Path) -> Path:
     )
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     examples = [Example(nlp.make_doc(doc.text), doc) for doc in toy_docs()]
-    nlp.initialize(lambda: examples)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(3):
+        losses = nlp.update(examples, sgd=optimizer, losses={})
+    assert losses and all(math.isfinite(float(loss)) for loss in losses.values()), losses  # trained: finite losses
     path = work / "pipeline"
     nlp.to_disk(path)
     return path

@@ -2,6 +2,10 @@
 for the GPU path's wiring): exactly once through a killed worker, a failed run
 and reruns; same records as the local engine."""
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -10,22 +14,36 @@ pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install 
 
 from typer.testing import CliRunner  # noqa: E402
 
-from spacy_softprompt.annotate import annotate  # noqa: E402
 from spacy_softprompt.cli import app, main  # noqa: E402
 from spacy_softprompt.scale import DuplicateNoteIdError, ScaleError, annotate_on_ray, load_plan, read_records  # noqa: E402
 from spacy_softprompt.scale.ray_engine import BRAT_DIR  # noqa: E402
 from spacy_softprompt.scale.verify import SUCCESS  # noqa: E402
 
-from scale_helpers import COMPONENTS, load_components, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
+from scale_helpers import COMPONENTS, save_pipeline, synthetic_notes, write_jsonl  # noqa: E402
 
 N_NOTES = 300
 
 
+# Set before the cluster starts (its processes read them): no usage-stats report (no network);
+# workers at the driver's priority (Ray's default niceness 15 starves them on a busy machine).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    """One local cluster for the module, fit for a sandbox: loopback only, no dashboard,
+    a small object store (a small /dev/shm is enough)."""
+    saved = {key: os.environ.get(key) for key in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024 * 1024, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +52,25 @@ def notes():
     notes["note-0042"] = "Started aspirin 5 mg. BOOM"
     notes["note-0260"] = "Started heparin 5 mg. CRASH"  # shard 5 of 6
     return notes
+
+
+def annotate_locally_in_a_fresh_process(model, src, out):
+    """The local engine in a new process, as each Ray worker is: spaCy's extension registry is
+    process-wide, and other tests in this one (medspaCy's ConText) may have added span attributes
+    that the local engine then writes (``is_negated``...)."""
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        import spacy
+        from spacy.util import import_file
+        import_file("scale_components", {str(COMPONENTS)!r})
+        from spacy_softprompt.annotate import annotate
+        annotate(spacy.load({str(model)!r}), Path({str(src)!r}), Path({str(out)!r}), output_format="jsonl", progress=False)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf8").splitlines())}
 
 
 def output_records(root):
@@ -56,12 +93,8 @@ def test_killed_worker_is_restarted_every_note_exactly_once_same_as_local(notes,
     assert [r["id"] for r in failed] == ["note-0042"] and "Started" not in failed[0]["error"]
     assert len(list((tmp_path / "out" / BRAT_DIR).glob("*.ann"))) == N_NOTES - 1
 
-    import spacy
-
-    load_components()
     local_model = save_pipeline(tmp_path / "local_pipeline")
-    annotate(spacy.load(local_model), src, tmp_path / "local.jsonl", output_format="jsonl", progress=False)
-    local = {r["id"]: r for r in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
+    local = annotate_locally_in_a_fresh_process(local_model, src, tmp_path / "local.jsonl")
     keys = ("text", "entities", "relations")
     assert {r["id"]: {k: r[k] for k in keys} for r in records if r["status"] == "ok"} == {
         i: {k: r[k] for k in keys} for i, r in local.items()
