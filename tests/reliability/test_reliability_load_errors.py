@@ -113,7 +113,9 @@ def test_unknown_architecture_argument_is_named(tiny_megatron, key, value):
     cfg = pipeline_config(tiny_megatron, **{f"{MODEL}.{key}": value})
     with pytest.raises(ConfigValidationError) as info:
         load_model_from_config(cfg, auto_fill=True, validate=True)
-    assert key in str(info.value) and "extra fields not permitted" in str(info.value)
+    message = str(info.value)
+    # pydantic v1 (confection 0.1, spaCy 3.7): "extra fields not permitted"; confection 1.x (spaCy 3.8): "unexpected ..."
+    assert key in message and ("extra fields not permitted" in message or "unexpected" in message)
 
 
 @pytest.mark.parametrize("key,value", [("prompt_length", "twenty"), ("freeze_backbone", "maybe")])
