@@ -1,12 +1,13 @@
 """The shipped configs: in sync with their generator, differ only in strategy values,
 and each strategy trains two steps end to end on a tiny random encoder."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import spacy
 from spacy.util import load_config
+
+from config_generator import generated_with_pinned_spacy, load_generator
 
 from spacy_softprompt.testing import write_toy_corpus
 
@@ -15,25 +16,8 @@ CONFIGS = REPO / "configs"
 STRATEGIES = ["finetune", "hard", "soft", "soft-frozen"]
 
 
-def _pinned_spacy() -> str:
-    lines = (REPO / "constraints.txt").read_text(encoding="utf8").splitlines()
-    return next(line.split("==", 1)[1].strip() for line in lines if line.startswith("spacy=="))
-
-
-# The configs are written by the generator with the pinned spaCy; another spaCy's auto-fill
-# (3.8 in the spaCy 3.8 CI leg) orders the sections differently, so the text cannot match.
-generated_with_pinned_spacy = pytest.mark.skipif(
-    spacy.__version__ != _pinned_spacy(),
-    reason=f"configs/ are generated with the pinned spaCy {_pinned_spacy()} (constraints.txt), "
-    f"not {spacy.__version__}",
-)
-
-
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_configs", REPO / "scripts" / "make_configs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_generator("make_configs")
 
 
 @generated_with_pinned_spacy

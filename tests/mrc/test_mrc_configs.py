@@ -1,7 +1,6 @@
 """The MRC configs: in sync with their generator, differ only in strategy values,
 train two steps end to end with ``spacy train`` on a tiny random encoder, and
 package into a loadable pipeline package."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +8,8 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 from spacy.util import load_config
+
+from config_generator import generated_with_pinned_spacy, load_generator
 
 from spacy_softprompt.annotations import make_relation, set_entities
 
@@ -19,25 +20,8 @@ CONFIGS = REPO / "configs"
 STRATEGIES = ["hard", "soft", "soft-frozen"]
 
 
-def _pinned_spacy() -> str:
-    lines = (REPO / "constraints.txt").read_text(encoding="utf8").splitlines()
-    return next(line.split("==", 1)[1].strip() for line in lines if line.startswith("spacy=="))
-
-
-# The configs are written by the generator with the pinned spaCy; another spaCy's auto-fill
-# (3.8 in the spaCy 3.8 CI leg) orders the sections differently, so the text cannot match.
-generated_with_pinned_spacy = pytest.mark.skipif(
-    spacy.__version__ != _pinned_spacy(),
-    reason=f"configs/ are generated with the pinned spaCy {_pinned_spacy()} (constraints.txt), "
-    f"not {spacy.__version__}",
-)
-
-
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_mrc_configs", REPO / "scripts" / "make_mrc_configs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_generator("make_mrc_configs")
 
 
 @generated_with_pinned_spacy
