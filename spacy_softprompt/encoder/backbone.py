@@ -22,6 +22,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from torch import nn
 
+from .adapters import base_state_dict
+
 PACKAGE_PREFIX = "package:"
 _CACHE: "weakref.WeakValueDictionary[Tuple, nn.Module]" = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()
@@ -88,9 +90,10 @@ def resolve_backbone(name: str) -> Tuple[str, Optional[Path]]:
 
 
 def backbone_checksum(module: nn.Module) -> str:
-    """SHA-256 of a module's ``state_dict`` (names, dtypes, shapes, bytes)."""
+    """SHA-256 of a module's ``state_dict`` (names, dtypes, shapes, bytes); adapters
+    injected into it are left out (the pretrained weights under their plain names)."""
     digest = hashlib.sha256()
-    state = module.state_dict()
+    state = base_state_dict(module)
     for key in sorted(state):
         tensor = state[key].detach()
         digest.update(key.encode("utf8"))

@@ -37,6 +37,7 @@ from transformers.file_utils import ModelOutput
 
 from .align import alignment_via_offset_mapping
 from .backbone import load_backbone
+from .adapters import DEFAULT_ADAPTER_TARGETS
 from .model import AUTOCAST_DTYPES, PROMPT_DEPTHS, PromptedEncoder
 from .prompts import PROMPT_INITS, texts_per_prompt
 from .storage import encoder_from_msg, encoder_to_msg, read_guarded
@@ -72,6 +73,9 @@ class EncoderSettings:
     gradient_checkpointing: bool = False
     mixed_precision_dtype: str = "float16"
     init_seed: Optional[int] = None
+    adapter_rank: int = 0
+    adapter_alpha: float = 16.0
+    adapter_targets: str = DEFAULT_ADAPTER_TARGETS
 
     def __post_init__(self):
         self.prompt_names = list(self.prompt_names)
@@ -91,6 +95,13 @@ class EncoderSettings:
             raise ValueError(
                 "save_backbone = false (prompt-only pipelines) needs freeze_backbone = true: "
                 "an unfrozen backbone changes during training and must be saved"
+            )
+        if self.adapter_rank < 0:
+            raise ValueError(f"adapter_rank must be >= 0, got {self.adapter_rank}")
+        if self.adapter_rank and not self.freeze_backbone:
+            raise ValueError(
+                "adapter_rank > 0 (LoRA adapters) needs freeze_backbone = true: adapters train a frozen "
+                "backbone; an unfrozen one is trained in full"
             )
         if self.hard_prompt is not None and not str(self.hard_prompt).strip():
             self.hard_prompt = None
@@ -143,6 +154,9 @@ def build_encoder(backbone, tokenizer, settings: EncoderSettings) -> PromptedEnc
         hard_prompt_ids=hard_ids,
         text_token_type_id=text_type,
         autocast_dtype=settings.mixed_precision_dtype,
+        adapter_rank=settings.adapter_rank,
+        adapter_alpha=settings.adapter_alpha,
+        adapter_targets=settings.adapter_targets,
     )
     token_ids = None
     if settings.prompt_init == "text" and settings.prompt_length:
@@ -334,7 +348,8 @@ def replace_listener_cfg(tok2vec_model_cfg: Dict[str, Any], listener_model_cfg: 
     if "SoftPromptTransformerModel" in result.get("@architectures", "") and "TransformerListener" in listener_model_cfg.get(
         "@architectures", ""
     ):
-        result["@architectures"] = "spacy_softprompt.SoftPromptTok2VecTransformer.v1"
+        version = result["@architectures"].rsplit(".", 1)[-1]
+        result["@architectures"] = f"spacy_softprompt.SoftPromptTok2VecTransformer.{version}"
         for key in ("pooling", "grad_factor"):
             if key in listener_model_cfg and key not in result:
                 result[key] = listener_model_cfg[key]
@@ -475,7 +490,7 @@ def init(model: SoftPromptTransformerModel, X=None, Y=None) -> None:
     backbone, ref = load_backbone(
         str(name),
         model._init_transformer_config,
-        share=settings.freeze_backbone,
+        share=settings.freeze_backbone and not settings.adapter_rank,  # adapters change the module
         with_checksum=settings.freeze_backbone,
     )
     encoder = build_encoder(backbone, tokenizer, settings)

@@ -37,6 +37,14 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..compat import check_transformers
+from .adapters import (
+    DEFAULT_ADAPTER_TARGETS,
+    adapter_state_dict,
+    add_lora,
+    base_state_dict,
+    is_adapter_name,
+    load_adapter_state,
+)
 from .prompts import (
     PROMPT_INITS,
     PromptTable,
@@ -136,7 +144,12 @@ class PromptedEncoder(nn.Module):
         hard_prompt_ids: token ids inserted after each row's first token
             (hard prompt wordpieces + separator(s)); ``None``/empty: none.
         text_token_type_id: token type of the text segment with a hard prompt.
-        freeze_backbone: ``requires_grad_(False)`` + eval mode for the backbone.
+        freeze_backbone: ``requires_grad_(False)`` + eval mode for the backbone
+            (its adapters, if any, stay trainable).
+        adapter_rank: rank of LoRA adapters injected into the backbone's
+            projections (0: none; see :mod:`.adapters`).
+        adapter_alpha: LoRA scaling numerator (updates are scaled by alpha / rank).
+        adapter_targets: regular expression naming the modules that get adapters.
         gradient_checkpointing: per-layer activation checkpointing.
         autocast_dtype: ``"float16"``/``"bfloat16"``: dtype used inside the
             backbone when the caller enabled CUDA autocast (thinc's
@@ -157,6 +170,9 @@ class PromptedEncoder(nn.Module):
         freeze_backbone: bool = False,
         gradient_checkpointing: bool = False,
         autocast_dtype: Optional[str] = None,
+        adapter_rank: int = 0,
+        adapter_alpha: float = 16.0,
+        adapter_targets: str = DEFAULT_ADAPTER_TARGETS,
     ):
         super().__init__()
         check_transformers()  # a clear error before transformers 5's attention sees a tuple prefix
@@ -169,6 +185,14 @@ class PromptedEncoder(nn.Module):
             raise ValueError(f"prompt_length must be >= 0, got {prompt_length}")
         if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
             raise ValueError(f"autocast dtype must be one of {sorted(AUTOCAST_DTYPES)} or None, got {autocast_dtype!r}")
+        if adapter_rank < 0:
+            raise ValueError(f"adapter_rank must be >= 0, got {adapter_rank}")
+        self.adapter_rank = int(adapter_rank)
+        self.adapter_alpha = float(adapter_alpha)
+        self.adapter_targets = str(adapter_targets)
+        if self.adapter_rank:
+            add_lora(backbone, rank=self.adapter_rank, alpha=self.adapter_alpha, targets=self.adapter_targets)
+            backbone.requires_grad_(True)  # PEFT freezes the rest; freezing is freeze_backbone's call
         self.backbone = backbone
         config = backbone.config
         self._hidden_size = int(config.hidden_size)
@@ -290,14 +314,20 @@ class PromptedEncoder(nn.Module):
             "freeze_backbone": self._backbone_frozen,
             "gradient_checkpointing": self._gradient_checkpointing,
             "autocast_dtype": self.autocast_dtype,
+            "adapter_rank": self.adapter_rank,
+            "adapter_alpha": self.adapter_alpha,
+            "adapter_targets": self.adapter_targets,
         }
 
     # --------------------------------------------------------- freezing etc.
     def freeze_backbone(self) -> None:
-        """No gradients, no optimizer state, no dropout for the backbone."""
-        for param in self.backbone.parameters():
-            param.requires_grad_(False)
-            param.grad = None
+        """No gradients, no optimizer state, no dropout for the backbone's
+        pretrained weights; its adapters (if any) stay trainable."""
+        for name, param in self.backbone.named_parameters():
+            trainable = is_adapter_name(name)
+            param.requires_grad_(trainable)
+            if not trainable:
+                param.grad = None
         self._backbone_frozen = True
         self.backbone.eval()
 
@@ -320,6 +350,22 @@ class PromptedEncoder(nn.Module):
     def disable_gradient_checkpointing(self) -> None:
         disable_layer_checkpointing(self.backbone)
         self._gradient_checkpointing = False
+
+    # ------------------------------------------------------------ adapters
+    def base_backbone_state(self) -> Dict[str, torch.Tensor]:
+        """The pretrained backbone's state under its plain names (no adapters)."""
+        return base_state_dict(self.backbone)
+
+    def export_adapter_state(self) -> Dict[str, torch.Tensor]:
+        """The adapter weights (empty without adapters), on CPU."""
+        return adapter_state_dict(self.backbone) if self.adapter_rank else {}
+
+    def load_adapter_state(self, state: Dict[str, torch.Tensor]) -> None:
+        if not self.adapter_rank:
+            if state:
+                raise ValueError("saved adapters given to an encoder built without adapters (adapter_rank = 0)")
+            return
+        load_adapter_state(self.backbone, state)
 
     # ------------------------------------------------------------- prompts
     def export_prompt_state(self) -> Dict[str, torch.Tensor]:

@@ -3,9 +3,12 @@
 An encoder is stored as plain data (msgpack-able): its settings, the backbone's
 HF config, the tokenizer files, the prompt (safetensors, folded) and either the
 backbone weights (safetensors shards) or, for prompt-only saves, a reference to
-the backbone (name, path, SHA-256) that loading verifies.  Nothing is pickled.
+the backbone (name, path, SHA-256) that loading verifies, and the backbone's
+low-rank adapters if it has any (safetensors, saved in both cases: they are
+trained).  Nothing is pickled.
 """
 import contextlib
+import copy
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
@@ -92,7 +95,7 @@ def encoder_to_msg(
     config["reparameterize"] = False  # the prompt is saved folded
     ref = dict(backbone_ref)
     if save_backbone:
-        backbone_shards = state_to_shards(encoder.backbone.state_dict())
+        backbone_shards = state_to_shards(encoder.base_backbone_state())
     else:
         if not encoder.backbone_frozen:
             raise ValueError("save_backbone = false needs a frozen backbone")
@@ -107,6 +110,9 @@ def encoder_to_msg(
         "backbone": backbone_shards,
         "backbone_ref": ref,
     }
+    adapters = encoder.export_adapter_state()
+    if adapters:
+        data["adapters"] = st_save(adapters)
     return data, dict(ref)
 
 
@@ -127,8 +133,12 @@ def encoder_from_msg(
         backbone, found = load_verified_backbone(candidates, ref["sha256"], transformer_config, device=device)
         ref.update(found)
     config = data["config"] if "config" in data else data["encoder_config"]  # older MRC saves
+    if config.get("adapter_rank") and not data["backbone"]:
+        backbone = copy.deepcopy(backbone)  # adapters go into the module: never into the shared one
     encoder = PromptedEncoder(backbone, **config)
     encoder.load_prompt_state(st_load(bytes(data["prompts"])))
+    if data.get("adapters"):
+        encoder.load_adapter_state(st_load(bytes(data["adapters"])))
     return encoder, tokenizer, vocab_contents, ref
 
 
