@@ -35,7 +35,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -196,9 +196,12 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(args) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+def run(args, adapt: Optional[Callable[[Any], Any]] = None, system: str = "baseline_hf_tokcls") -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """Train and score each epoch; returns the report sections and the best epoch's
-    metrics dict (:func:`baseline_common.entity_metrics`; ``None`` without epochs)."""
+    metrics dict (:func:`baseline_common.entity_metrics`; ``None`` without epochs).
+
+    ``adapt(model)`` returns the model to train instead (e.g. wrapped by PEFT: only
+    its parameters that require a gradient are trained); ``system`` names the run."""
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -219,7 +222,12 @@ def run(args) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     folder = resolve_backbone(args.backbone)
     tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
     model = AutoModelForTokenClassification.from_pretrained(folder, num_labels=len(labels), id2label=id2label, label2id=label2id)
+    if adapt is not None:
+        model = adapt(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for _, p in trainable)
+    n_total = sum(p.numel() for p in model.parameters())
 
     train_windows = make_windows(train_docs, tokenizer, args.max_length, label2id)
     dev_windows = make_windows(dev_docs, tokenizer, args.max_length)
@@ -227,13 +235,14 @@ def run(args) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     total_steps = steps_per_epoch * args.epochs
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in trainable if not any(k in n for k in no_decay)], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=args.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
     bc.log(f"{len(train_docs)} train docs -> {len(train_windows)} windows, {steps_per_epoch} steps/epoch; "
-           f"{len(dev_docs)} dev docs -> {len(dev_windows)} windows; {len(labels)} tags")
+           f"{len(dev_docs)} dev docs -> {len(dev_windows)} windows; {len(labels)} tags; "
+           f"{n_trainable:,} of {n_total:,} parameters trained ({100 * n_trainable / n_total:.2f}%)")
 
     rng = random.Random(args.seed)
     epochs: List[Dict[str, Any]] = []
@@ -248,7 +257,7 @@ def run(args) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
         for i in range(0, len(order), args.batch_size):
             loss = model(**collate(order[i:i + args.batch_size], pad_id)).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()
@@ -271,11 +280,12 @@ def run(args) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     metrics = None
     if best is not None:
         metrics = common.entity_metrics(
-            gold_dev, best_counts, model=f"baseline_hf_tokcls epoch {best['epoch']}", system="baseline_hf_tokcls",
+            gold_dev, best_counts, model=f"{system} epoch {best['epoch']}", system=system,
             best_epoch=best["epoch"], seed=args.seed, dev=str(args.dev), dev_tokens=args.dev_tokens,
             dev_predict_s=best["dev_predict_s"])
     return {
         "backbone_folder": str(folder),
+        "parameters": {"trainable": n_trainable, "total": n_total, "trainable_share": round(n_trainable / n_total, 5)},
         "labels": labels,
         "data": {"train": common.corpus_stats(train_docs), "dev": common.corpus_stats(gold_dev),
                  "train_windows": len(train_windows), "dev_windows": len(dev_windows),
@@ -287,13 +297,14 @@ def run(args) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     }, metrics
 
 
-def main(argv=None) -> int:
-    parser = bc.bench_parser(__doc__)
+def make_parser(doc: str = __doc__, lr: float = 2e-4, epochs: int = 8, output: Path = RESULTS):
+    """The options of a token-classification baseline run (shared with the PEFT peers)."""
+    parser = bc.bench_parser(doc)
     parser.add_argument("--train", type=Path, default=common.DEFAULT_TRAIN, help="training DocBin")
     parser.add_argument("--dev", type=Path, default=common.DEFAULT_DEV, help="dev DocBin (early stopping and scores)")
     parser.add_argument("--backbone", default=bc.MINILM, help="model folder or package: name")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch-size", type=int, default=16, help="windows per step")
     parser.add_argument("--max-length", type=int, default=128, help="wordpieces per window, [CLS]/[SEP] included")
     parser.add_argument("--warmup", type=float, default=0.1, help="share of the steps used for linear warm-up")
@@ -304,18 +315,27 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--limit-docs", type=int, default=None, help="first N train and dev docs (tests)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=output)
     parser.add_argument("--metrics-output", type=Path, default=None,
                         help="the best epoch's dev metrics with per-document counts, in the format of "
                              "'evaluate --output', for 'compare' (default: next to --output, <stem>-seed<seed>.metrics.json)")
+    return parser
+
+
+def parse(parser, argv=None):
     args = parser.parse_args(argv)
     if args.max_length < 3:
         parser.error("--max-length must be at least 3")
     if args.metrics_output is None:
         args.metrics_output = common.default_metrics_path(args.output, args.seed)
-    report = bc.new_report("baseline_hf_tokcls", args)  # machine figures at the start
+    return args
+
+
+def run_and_report(args, adapt: Optional[Callable[[Any], Any]] = None, system: str = "baseline_hf_tokcls") -> int:
+    """Run, print the per-epoch table, write the results JSON and the metrics file."""
+    report = bc.new_report(system, args)  # machine figures at the start
     report.pop("targets")
-    sections, metrics = run(args)
+    sections, metrics = run(args, adapt, system)
     report.update(sections)
     report["metrics_file"] = str(args.metrics_output) if metrics is not None else None
     rows = [common.score_row(f"epoch {e['epoch']}" + (" (best)" if e["epoch"] == report["best_epoch"] else ""), e)
@@ -326,6 +346,10 @@ def main(argv=None) -> int:
     if metrics is not None:
         common.write_metrics(metrics, args.metrics_output)
     return 0
+
+
+def main(argv=None) -> int:
+    return run_and_report(parse(make_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "encoder": ("encoder_bench.py", "encoder.json", "encoder only: throughput, training step, memory, size (transformer + ner)"),
     "mrc": ("mrc_bench.py", "mrc_vs_single.json", "MRC mode vs single pass throughput"),
     "baseline-hf": ("baseline_hf_tokcls.py", "baseline_hf_tokcls.json", "peer baseline: HF token classification fine-tuning, dev n2c2 F1 per epoch"),
+    "baseline-peft": ("baseline_peft.py", "baseline_peft_prefix.json", "peer baselines: PEFT prefix tuning / LoRA on the frozen backbone (--method prefix|lora), dev n2c2 F1 per epoch"),
     "baseline-cnn": ("baseline_spacy_cnn.py", "baseline_spacy_cnn.json", "peer baseline: spaCy CNN ner (spacy train), dev n2c2 F1"),
     "gpu": ("gpu_bench.py", "gpu.json", "GPU configs: per-stage profile, pipe / transformer / bare forward, train steps, fp16/bf16 vs fp32"),
     "concept-head": ("concept_head_bench.py", "concept_head.json", "token_ner vs transition-based ner on the same transformer output"),

@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import baseline_common  # noqa: E402
 import baseline_hf_tokcls as hf  # noqa: E402
+import baseline_peft as peft_baseline  # noqa: E402
 import baseline_spacy_cnn as cnn  # noqa: E402
 
 sys.path.remove(str(BENCHMARKS))
@@ -193,6 +194,23 @@ def test_hf_baseline_runs_one_epoch_and_writes_its_report(toy_corpus, tiny_bert,
     assert report["metrics_file"] == str(metrics_path) == report["settings"]["metrics_output"]
     metrics = check_metrics_file(metrics_path, report["best"], 2, tmp_path, "hf")
     assert metrics["best_epoch"] == 1 and metrics["system"] == "baseline_hf_tokcls"
+
+
+@pytest.mark.parametrize("method,share_below", [("prefix", 0.2), ("lora", 0.3)])
+def test_peft_baseline_trains_only_its_adapters(toy_corpus, tiny_bert, tmp_path, method, share_below):
+    pytest.importorskip("peft", reason="PEFT baselines need the peft extra")
+    out = tmp_path / f"{method}.json"
+    assert peft_baseline.main(["--method", method, "--train", str(toy_corpus), "--dev", str(toy_corpus),
+                               "--backbone", str(tiny_bert), "--epochs", "2", "--limit-docs", "2", "--batch-size", "2",
+                               "--max-length", "16", "--threads", "1", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["lr"] == peft_baseline.RECIPES[method]["lr"]
+    assert report["settings"]["patience"] == 5
+    params = report["parameters"]
+    # the frozen backbone is most of the model; the classifier and the prefix / adapters train
+    assert 0 < params["trainable"] < share_below * params["total"]
+    metrics = check_metrics_file(tmp_path / f"{method}-seed0.metrics.json", report["best"], 2, tmp_path, method)
+    assert metrics["system"] == f"baseline_peft_{method}"
 
 
 def test_cnn_config_is_spacys_accuracy_config_without_vectors():
