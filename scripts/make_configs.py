@@ -18,14 +18,29 @@ HARD_PROMPT = (
 )
 
 STRATEGIES = {
-    # Learning rates are shared by the strategies (the backbone's depends on the device, see DEVICES):
-    # heads 1e-3, prompts 1e-2, all three with the same warmup and linear decay to the last step
+    # Learning rates are shared by the unfrozen strategies (the backbone's depends on the device, see
+    # DEVICES; frozen ones have their own RECIPES below): heads 1e-3, prompts 1e-2, all three with the
+    # same warmup and linear decay to the last step
     # (constant head/prompt rates left the heads moving at full speed while the backbone's rate
     # reached 0: relation F1 varied ~8 points between seeds, ~1 with the decay; README "The main job").
     "finetune": dict(prompt_length=0, prompt_depth="input", hard_prompt=None, freeze=False),
     "hard": dict(prompt_length=0, prompt_depth="input", hard_prompt=HARD_PROMPT, freeze=False),
     "soft": dict(prompt_length=20, prompt_depth="deep", hard_prompt=None, freeze=False),
     "soft-frozen": dict(prompt_length=20, prompt_depth="deep", hard_prompt=None, freeze=True),
+    # Frozen backbone + deep prompts + LoRA adapters (rank 8) on every attention and feed-forward
+    # projection (SoftPromptTransformerModel.v2); with a frozen backbone `learn_rate` is the adapters'.
+    "soft-lora": dict(prompt_length=20, prompt_depth="deep", hard_prompt=None, freeze=True, adapter_rank=8),
+}
+
+# A frozen backbone's trainable part (prompts, adapters, heads) learns from scratch: it wants
+# hotter rates and a longer schedule than fine-tuning (P-tuning v2; README "Strategies").
+# Per strategy and device, these values replace the device's (DEVICES below).
+RECIPES = {
+    ("soft-frozen", "cpu"): dict(max_steps=2400, eval_frequency=200, warmup=100, head_rate="0.003", prompt_rate="0.03"),
+    ("soft-lora", "cpu"): dict(
+        max_steps=2400, eval_frequency=200, warmup=100, learn_rate="0.001", head_rate="0.003", prompt_rate="0.03"
+    ),
+    ("soft-lora", "gpu"): dict(learn_rate="0.0005"),
 }
 
 DEVICES = {
@@ -41,6 +56,8 @@ DEVICES = {
         # A 22M encoder tolerates (and on 2 cores needs) a large rate: 2e-4 (README, "The
         # main job"); warmup = 10% of the main job's 600 steps.
         learn_rate="0.0002",
+        head_rate="0.001",
+        prompt_rate="0.01",
         warmup=60,
         batch_size=1000,
         gradient_checkpointing="false",
@@ -57,6 +74,8 @@ DEVICES = {
         max_steps=20000,
         eval_frequency=500,
         learn_rate="0.00005",
+        head_rate="0.001",
+        prompt_rate="0.01",
         warmup=500,
         batch_size=4000,
         gradient_checkpointing="false",
@@ -194,13 +213,13 @@ initial_rate = {learn_rate}
 @schedules = "warmup_linear.v1"
 warmup_steps = {warmup}
 total_steps = ${{training.max_steps}}
-initial_rate = 0.001
+initial_rate = {head_rate}
 
 [training.optimizer.prompt_learn_rate]
 @schedules = "warmup_linear.v1"
 warmup_steps = {warmup}
 total_steps = ${{training.max_steps}}
-initial_rate = 0.01
+initial_rate = {prompt_rate}
 
 [training.score_weights]
 ents_f = null
@@ -288,7 +307,7 @@ CONCEPT_HEAD_PREFIX = {"ner": "", "token_ner": "tok_"}
 
 
 SOFT_PROMPT_ARCHITECTURE = """\
-@architectures = "spacy_softprompt.SoftPromptTransformerModel.v1"
+@architectures = "spacy_softprompt.SoftPromptTransformerModel.{version}"
 name = ${{paths.backbone}}
 mixed_precision = {mixed_precision}
 {precision_dtype_line}prompt_length = {prompt_length}
@@ -299,7 +318,7 @@ freeze_backbone = {freeze_str}
 save_backbone = true
 gradient_checkpointing = {gradient_checkpointing}
 init_seed = ${{system.seed}}
-"""
+{adapter_lines}"""
 
 # The comparison point: plain spacy-transformers fine-tuning, same heads, same optimizer.
 # Its backbone name must be a hub name or folder: train it with `python -m spacy_softprompt
@@ -322,8 +341,9 @@ def render(strategy: str, device: str, concept_head: str = "ner") -> str:
         architecture = SOFT_PROMPT_ARCHITECTURE
     if concept_head not in CONCEPT_HEADS:
         raise ValueError(f"concept_head must be one of {list(CONCEPT_HEADS)}, got {concept_head!r}")
-    d = DEVICES[device]
+    d = dict(DEVICES[device], **RECIPES.get((strategy, device), {}))
     hard = s["hard_prompt"]
+    rank = s.get("adapter_rank", 0)
     values = dict(
         d,
         strategy=strategy,
@@ -333,6 +353,8 @@ def render(strategy: str, device: str, concept_head: str = "ner") -> str:
         hard_prompt_repr=repr(hard),
         hard_prompt_cfg="null" if hard is None else f'"{hard}"',
         freeze_str=str(s["freeze"]).lower(),
+        version="v2" if rank else "v1",
+        adapter_lines=f"adapter_rank = {rank}\nadapter_alpha = 16.0\n" if rank else "",
         precision_dtype_line=(
             f'mixed_precision_dtype = "{d["mixed_precision_dtype"]}"\n' if d["mixed_precision_dtype"] else ""
         ),

@@ -13,7 +13,15 @@ from spacy_softprompt.testing import write_toy_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-STRATEGIES = ["finetune", "hard", "soft", "soft-frozen"]
+STRATEGIES = ["finetune", "hard", "soft", "soft-frozen", "soft-lora"]
+#: what a frozen strategy's recipe may change besides the strategy values (make_configs.RECIPES)
+RECIPE_KEYS = {
+    "training.max_steps",
+    "training.eval_frequency",
+    *(f"training.optimizer.{rate}.{key}" for rate in ("learn_rate", "head_learn_rate", "prompt_learn_rate")
+      for key in ("warmup_steps", "initial_rate")),
+}
+ADAPTER_KEYS = {"components.transformer.model.adapter_rank", "components.transformer.model.adapter_alpha"}
 
 
 def _generator():
@@ -44,11 +52,26 @@ def test_strategies_differ_only_in_a_few_values():
         "components.transformer.model.hard_prompt",
         "components.transformer.model.freeze_backbone",
     }
+    recipes = _generator().RECIPES
     for strategy in STRATEGIES[1:]:
         other = _flatten(load_config(CONFIGS / f"{strategy}_cpu.cfg", interpolate=False))
-        assert set(other) == set(base)
-        changed = {k for k in base if base[k] != other[k]}
-        assert changed and changed <= allowed, (strategy, changed - allowed)
+        adapters = strategy == "soft-lora"
+        assert set(other) == set(base) | (ADAPTER_KEYS if adapters else set())
+        changed = {k for k in other if base.get(k) != other[k]}
+        may_change = allowed | (RECIPE_KEYS if (strategy, "cpu") in recipes else set())
+        if adapters:
+            may_change |= ADAPTER_KEYS | {"components.transformer.model.@architectures"}
+            assert other["components.transformer.model.@architectures"].endswith(".v2")
+        assert changed and changed <= may_change, (strategy, changed - may_change)
+
+
+def test_frozen_recipes_are_hotter_and_longer_than_fine_tuning():
+    base = load_config(CONFIGS / "soft_cpu.cfg", interpolate=False)["training"]
+    for strategy in ("soft-frozen", "soft-lora"):
+        cfg = load_config(CONFIGS / f"{strategy}_cpu.cfg", interpolate=False)["training"]
+        assert cfg["max_steps"] > base["max_steps"]
+        for rate in ("head_learn_rate", "prompt_learn_rate"):
+            assert cfg["optimizer"][rate]["initial_rate"] > base["optimizer"][rate]["initial_rate"]
 
 
 def test_token_ner_configs_swap_only_the_concept_head():
@@ -84,12 +107,14 @@ def tiny_corpus(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", STRATEGIES + ["baseline-trf", "tok_soft", "tok_soft-frozen"])
+@pytest.mark.parametrize("strategy", STRATEGIES + ["baseline-trf", "tok_soft", "tok_soft-frozen", "tok_soft-lora"])
 def test_two_training_steps_per_strategy(strategy, tiny_corpus, tiny_megatron, tmp_path):
     from spacy.cli.train import train
 
     import spacy_softprompt  # noqa: F401  (token_ner without installed entry points)
 
+    if strategy.endswith("soft-lora"):
+        pytest.importorskip("peft", reason="soft-lora needs the peft extra")
     out = tmp_path / strategy
     overrides = {
         "paths.train": str(tiny_corpus),

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The frozen-backbone table: soft-frozen and soft-lora (configs' own recipes), the PEFT peers
+# (prefix tuning, LoRA; benchmarks/baseline_peft.py) and the unfrozen main job (soft, 600 steps),
+# SEEDS seeds each, on MACCROBAT train/dev with MiniLM; then mean ± sd and paired bootstrap
+# intervals (python -m spacy_softprompt compare) against soft-frozen.
+#
+# Resumable: a run whose metrics file exists is skipped, so rerunning after a kill goes on where it
+# stopped (a killed run restarts from its beginning). Runs one after the other, at the priority the
+# caller gives (e.g. `nice -n 19`).
+# usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix peft-lora soft"] scripts/frozen_table.sh
+# outputs: training/frozen/<system>-seed<S>/, metrics/frozen/<system>-seed<S>.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
+DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
+SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix peft-lora soft}
+mkdir -p metrics/frozen training/frozen
+
+run_one() {  # run_one SYSTEM SEED
+  local system=$1 seed=$2 out="metrics/frozen/$1-seed$2.json"
+  if [ -f "$out" ]; then echo "== $system seed $seed: done ($out)"; return; fi
+  echo "== $system seed $seed: start $(date -u +%H:%M:%S)"
+  local start=$SECONDS
+  case $system in
+    peft-*)
+      $PYTHON benchmarks/baseline_peft.py --method "${system#peft-}" --seed "$seed" --train "$TRAIN" --dev "$DEV" \
+        --output "training/frozen/$system-seed$seed.json" --metrics-output "$out.partial"
+      ;;
+    *)
+      local steps=()
+      [ "$system" = soft ] && steps=(--training.max_steps 600)  # the main job's budget (project.yml)
+      rm -rf "training/frozen/$system-seed$seed"
+      $PYTHON -m spacy_softprompt train "configs/tok_${system}_cpu.cfg" --output "training/frozen/$system-seed$seed" \
+        --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" "${steps[@]}"
+      $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"
+      ;;
+  esac
+  mv "$out.partial" "$out"
+  echo "== $system seed $seed: done in $((SECONDS - start)) s"
+}
+
+for seed in ${SEEDS:-0 1 2}; do
+  for system in $SYSTEMS; do
+    run_one "$system" "$seed"
+  done
+done
+
+$PYTHON scripts/frozen_report.py metrics/frozen --systems $SYSTEMS
