@@ -1,14 +1,15 @@
 """Training: seconds per step, peak memory and trainable share, frozen vs unfrozen.
 
 Per backbone, each in its own process (so memory figures are clean), the
-shipped single-pass pipeline (transformer + ner + relation_extractor) trained
+shipped single-pass pipeline (transformer + token_ner + relation_extractor) trained
 with ``nlp.update`` on synthetic notes with entities and relations, PromptAdam
 with the configs' learning rates, dropout 0.1:
 
-* ``unfrozen P=20 deep``: configs/soft_cpu.cfg (the "soft" strategy);
-* ``frozen P=20 deep``: configs/soft-frozen_cpu.cfg ("soft-frozen");
+* ``unfrozen P=20 deep``: configs/tok_soft_cpu.cfg (the "soft" strategy, the main job);
+* ``frozen P=20 deep``: configs/tok_soft-frozen_cpu.cfg ("soft-frozen");
+* ``frozen P=20 deep + LoRA r8``: configs/tok_soft-lora_cpu.cfg ("soft-lora");
 * ``frozen P=20 input``: soft-frozen with an input-layer prompt;
-* ``finetune P=0``: configs/finetune_cpu.cfg (reference).
+* ``finetune P=0``: configs/tok_finetune_cpu.cfg (reference).
 
 Measured: mean time of the timed steps after one warm-up step (which allocates
 the optimizer state), peak memory during training (process RSS sampled every
@@ -21,7 +22,7 @@ Targets (GatorTron-base shape): frozen step time <= 0.75x unfrozen, frozen peak
 memory <= 0.6x unfrozen, trainable share <= 3% when frozen.
 
 Run: ``python benchmarks/training_bench.py [--backbones minilm,gatortron-base-shaped]
-[--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 2]``;
+[--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 5]``;
 writes ``benchmarks/results/training.json``.
 """
 import resource
@@ -35,10 +36,11 @@ import bench_common as bc  # noqa: E402
 
 RESULTS = bc.RESULTS_DIR / "training.json"
 RUNS = {
-    "unfrozen P=20 deep": ("soft_cpu.cfg", {}),
-    "frozen P=20 deep": ("soft-frozen_cpu.cfg", {}),
-    "frozen P=20 input": ("soft-frozen_cpu.cfg", {"prompt_depth": "input"}),
-    "finetune P=0": ("finetune_cpu.cfg", {}),
+    "unfrozen P=20 deep": ("tok_soft_cpu.cfg", {}),
+    "frozen P=20 deep": ("tok_soft-frozen_cpu.cfg", {}),
+    "frozen P=20 deep + LoRA r8": ("tok_soft-lora_cpu.cfg", {}),
+    "frozen P=20 input": ("tok_soft-frozen_cpu.cfg", {"prompt_depth": "input"}),
+    "finetune P=0": ("tok_finetune_cpu.cfg", {}),
 }
 TARGET_TIME, TARGET_MEMORY, TARGET_SHARE = 0.75, 0.6, 0.03
 
@@ -56,7 +58,7 @@ def worker_train(spec):
     nlp = bc.build_pipeline(spec["backbone"], config=config, init_notes=train_notes, **model)
     egs = bc.examples(nlp, train_notes)
     encoder = nlp.get_pipe("transformer").model.encoder
-    heads = bc.head_parameters(nlp)
+    heads = bc.head_parameters(nlp, ("token_ner", "relation_extractor"))
     total = sum(p.numel() for p in encoder.parameters()) + heads
     trainable = encoder.num_trainable_parameters() + heads
     # the shipped configs' optimizer (warmup schedule left out: constant rates)
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--words", type=int, default=90, help="MiniLM/tiny: words per note")
     parser.add_argument("--gt-docs", type=int, default=2, help="GatorTron-shaped: notes per batch")
     parser.add_argument("--gt-words", type=int, default=40, help="GatorTron-shaped: words per note")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps (after one warm-up step)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
     parser.add_argument("--runs", default=",".join(RUNS), help="which runs (comma-separated names)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gpu-id", type=int, default=-1)
@@ -142,7 +144,13 @@ def main(argv=None) -> int:
                 entry["ratios"]["peak_memory_frozen_over_unfrozen"], TARGET_MEMORY, False, note=note)
             report["targets"][f"{label}: training memory frozen / unfrozen (above init)"] = bc.target_entry(
                 entry["ratios"]["training_memory_frozen_over_unfrozen"], TARGET_MEMORY, False, note=note)
-        for run in ("frozen P=20 deep", "frozen P=20 input"):
+        if "unfrozen P=20 deep" in r and "frozen P=20 deep + LoRA r8" in r:
+            un, lora = r["unfrozen P=20 deep"], r["frozen P=20 deep + LoRA r8"]
+            entry.setdefault("ratios", {}).update({
+                "time_lora_over_unfrozen": lora["step_s"] / un["step_s"],
+                "peak_memory_lora_over_unfrozen": lora["peak_mb"] / un["peak_mb"],
+            })
+        for run in ("frozen P=20 deep", "frozen P=20 deep + LoRA r8", "frozen P=20 input"):
             if run in r:
                 report["targets"][f"{label}: trainable share, {run}"] = bc.target_entry(
                     100 * r[run]["trainable_share"], 100 * TARGET_SHARE, False, unit="%")
