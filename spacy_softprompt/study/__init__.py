@@ -7,8 +7,10 @@ and prompt shape, each one resumable run grid, plus a Markdown report with plots
   counts trainable parameters and appends one JSON line per run to the results
   file (a CSV copy is kept beside it).
 * :mod:`.data` -- deterministic few-shot subsets (nested per seed) and train/dev splits.
-* :mod:`.report` -- ``results.jsonl -> report.md`` + PNG plots + the mechanical
-  check of the study's four conclusions.
+* :mod:`.report` -- ``results.jsonl -> report.md`` + PNG plots + ``summary.json``,
+  assembled from :mod:`.stats` (numbers from rows), :mod:`.tables` (aggregates),
+  :mod:`.conclusions` (the four claims), :mod:`.plots`, :mod:`.labels` and
+  :mod:`.markdown` (how figures and sections are written).
 * :mod:`.cli` -- ``python -m spacy_softprompt study run|split|subsample`` and
   ``python -m spacy_softprompt report`` (also ``python -m spacy_softprompt.study``).
 

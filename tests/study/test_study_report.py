@@ -7,16 +7,11 @@ import warnings
 import pytest
 
 import synthetic
-from spacy_softprompt.study.report import (
-    HELD,
-    NO_DATA,
-    NOT_HELD,
-    check_conclusions,
-    make_stat,
-    pct,
-    render_report,
-    strategy_table,
-)
+from spacy_softprompt.study.conclusions import HELD, NO_DATA, NOT_HELD, check_conclusions
+from spacy_softprompt.study.labels import pct
+from spacy_softprompt.study.report import render_report
+from spacy_softprompt.study.stats import make_stat
+from spacy_softprompt.study.tables import strategy_table
 from spacy_softprompt.study.results import latest_rows, read_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
