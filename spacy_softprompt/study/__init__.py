@@ -17,8 +17,9 @@ and prompt shape, each one resumable run grid, plus a Markdown report with plots
 Importing this package is cheap: spaCy, torch and matplotlib are imported
 where they are used.
 """
-EXPERIMENTS = ("strategies", "fewshot", "transfer", "prompt-shape")
+EXPERIMENTS = ("strategies", "fewshot", "transfer", "prompt-shape", "mrc")
 STRATEGIES = ("finetune", "hard", "soft", "soft-frozen")
 MODES = ("single", "mrc")
+HEADS = ("token_ner", "ner")  # single-pass concept head: tok_<strategy> configs (default) or <strategy> configs
 
-__all__ = ["EXPERIMENTS", "STRATEGIES", "MODES"]
+__all__ = ["EXPERIMENTS", "STRATEGIES", "MODES", "HEADS"]

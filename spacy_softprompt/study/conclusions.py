@@ -1,15 +1,74 @@
-"""The study's four claims checked on result rows (held / did not hold / not enough data)."""
-import statistics
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+"""The study's four questions answered from intervals, next to the source study's claims.
 
+Each question is a set of comparisons "A - B > 0" of the study's score (mean of
+entity and relation strict F1) between strategies run on the same documents.
+A comparison gets a paired bootstrap interval over documents
+(:mod:`.intervals`, seeds pooled) and the seed spread, and a verdict from
+:func:`~.intervals.judge` (held / not held / inconclusive); a question's verdict
+combines its comparisons (:func:`~.intervals.combine`). Runs recorded without
+per-document counts give no interval: their comparison is inconclusive.
+
+1. Soft prompts beat hard prompts and fine-tuning when the backbone is trained:
+   soft - hard and soft - finetune (``strategies``).
+2. Frozen small models lag behind unfrozen ones: soft - soft-frozen
+   (``strategies``; one backbone size here, so the size trend itself is not tested).
+3. Frozen models learn better from few examples: soft-frozen - each unfrozen
+   strategy at the small k (k <= 10, else the smallest k run; ``fewshot``).
+4. Frozen models transfer better to another source: drop(unfrozen) -
+   drop(frozen), drop = in-domain score - cross-source score (``transfer``).
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .intervals import INCONCLUSIVE, NO_DATA, combine, drop_difference, judge, score_difference, seed_spread
 from .labels import context_label, short_backbone
 from .results import latest_rows
-from .stats import context_of, group, make_stat, ok_rows, run_score, strategy_sort
-from .tables import fewshot_table, transfer_table
+from .stats import context_of, group, k_value, ok_rows, per_doc_of, run_score, strategy_sort
+from .tables import cross_names, in_domain_name
 
-HELD, NOT_HELD, NO_DATA = "held", "did not hold", "not enough data"
 SMALL_K = 10  # few-shot "small k": every k <= 10 (else the smallest k run)
+UNFROZEN = ("finetune", "hard", "soft")
+
+QUESTIONS = {
+    1: "Soft prompts beat hard prompts and fine-tuning when the backbone is trained",
+    2: "Frozen small models lag behind unfrozen ones",
+    3: "Frozen models learn better from few examples",
+    4: "Frozen models transfer better to another source",
+}
+SOURCE_CLAIMS = {
+    1: "yes: with unfrozen LLMs, soft prompting beat hard prompting and traditional fine-tuning",
+    2: "yes: frozen LLMs need billions of parameters to be competitive with unfrozen ones",
+    3: "yes: frozen LLMs showed better few-shot learning",
+    4: "yes: frozen LLMs transferred better across institutions",
+}
+SOURCE = "Peng et al. 2023, J Biomed Inform 153:104630"
+
+
+@dataclass
+class Comparison:
+    """One "A - B > 0" comparison: the interval (points), the seed figures, the verdict."""
+
+    label: str
+    verdict: str
+    observed: Optional[float] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    seed_gap: Optional[float] = None
+    seed_noise: Optional[float] = None
+    n_docs: Optional[int] = None
+    seeds: Tuple[int, int] = (0, 0)
+    note: Optional[str] = None
+
+    def text(self) -> str:
+        seeds = f"seeds {self.seeds[0]}/{self.seeds[1]}"
+        if self.seed_gap is not None:
+            seeds += f", seed means {100 * self.seed_gap:+.1f}" + (f" ± {100 * self.seed_noise:.1f}" if self.seed_noise is not None else "")
+        if self.low is None:
+            return f"{self.label}: no interval ({self.note}); {seeds} -> {self.verdict}"
+        return (
+            f"{self.label}: {100 * self.observed:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}] points "
+            f"over {self.n_docs} documents; {seeds} -> {self.verdict}"
+        )
 
 
 @dataclass
@@ -18,146 +77,135 @@ class Conclusion:
     claim: str
     verdict: str
     evidence: List[str] = field(default_factory=list)
+    source_claim: str = ""
+    comparisons: List[Dict[str, Any]] = field(default_factory=list)
 
 
-def _verdict(checks: List[bool]) -> str:
-    if not checks:
-        return NO_DATA
-    return HELD if all(checks) else NOT_HELD
+def _conclusion(number: int, comparisons: List[Comparison], missing: str) -> Conclusion:
+    evidence = [c.text() for c in comparisons] or [missing]
+    return Conclusion(
+        number,
+        QUESTIONS[number],
+        combine([c.verdict for c in comparisons]),
+        evidence,
+        SOURCE_CLAIMS[number],
+        [dict(c.__dict__) for c in comparisons],
+    )
 
 
-def _mean_scores(rows: List[Dict[str, Any]], key: Callable[[Dict[str, Any]], Tuple]) -> Dict[Tuple, float]:
-    out = {}
-    for k, members in group(rows, key).items():
-        stat = make_stat(run_score(r) for r in members)
-        if stat is not None:
-            out[k] = stat.mean
+def compare_runs(label: str, a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]]) -> Comparison:
+    """Score(A) - score(B) of two groups of runs (seeds) on their primary evaluation set."""
+    gap, noise = seed_spread([run_score(r) or 0.0 for r in a], [run_score(r) or 0.0 for r in b])
+    docs_a, docs_b = [per_doc_of(r) for r in a], [per_doc_of(r) for r in b]
+    base = Comparison(label, INCONCLUSIVE, seed_gap=gap, seed_noise=noise, seeds=(len(a), len(b)))
+    if any(d is None for d in docs_a + docs_b):
+        base.note = "no per-document counts"
+        return base
+    try:
+        result = score_difference(docs_a, docs_b)
+    except ValueError as error:
+        base.note = str(error)[:120]
+        return base
+    base.observed, base.low, base.high, base.n_docs = result.observed, result.low, result.high, result.n_docs
+    base.verdict = judge(result.low, result.high, seed_gap=gap, seed_noise=noise)
+    return base
+
+
+def _by_strategy(rows: List[Dict[str, Any]], experiment: str) -> Dict[Tuple, Dict[str, List[Dict[str, Any]]]]:
+    out: Dict[Tuple, Dict[str, List[Dict[str, Any]]]] = {}
+    for (ctx, strategy), members in group(ok_rows(rows, experiment), lambda r: (context_of(r), str(r.get("strategy")))).items():
+        out.setdefault(ctx, {})[strategy] = members
     return out
 
 
-def _backbone_size(rows: List[Dict[str, Any]], backbone: str) -> Optional[float]:
-    sizes = [r.get("total_params") for r in rows if r.get("backbone") == backbone and r.get("total_params")]
-    return statistics.median(sizes) if sizes else None
-
-
-def conclusion_soft_beats_hard_and_finetune(rows: List[Dict[str, Any]]) -> Conclusion:
-    claim = "Unfrozen soft prompts beat hard prompts and fine-tuning"
-    data = ok_rows(rows, "strategies")
-    means = _mean_scores(data, lambda r: context_of(r) + (str(r.get("strategy")),))
-    checks, evidence = [], []
-    for ctx in sorted({k[:4] for k in means}):
-        soft = means.get(ctx + ("soft",))
-        if soft is None:
+def soft_beats_hard_and_finetune(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    for ctx, by in sorted(_by_strategy(rows, "strategies").items()):
+        if "soft" not in by:
             continue
-        mode, backbone, train, test = ctx
-        baselines = {"hard": means.get(ctx + ("hard",))}
-        finetune = means.get(ctx + ("finetune",))
-        if finetune is None and mode != "single":
-            finetune = means.get(("single", backbone, train, test, "finetune"))
-        baselines["finetune"] = finetune
-        present = {name: value for name, value in baselines.items() if value is not None}
-        if not present:
-            continue
-        ok = all(soft > value for value in present.values())
-        checks.append(ok)
-        parts = ", ".join(f"{name} {100 * value:.1f}" for name, value in present.items())
-        evidence.append(f"{context_label(ctx)}: soft {100 * soft:.1f} vs {parts} -> {'yes' if ok else 'no'}")
-    if not checks:
-        evidence.append("needs strategies runs of `soft` and of `hard` or `finetune` on the same data")
-    return Conclusion(1, claim, _verdict(checks), evidence)
+        for other in ("hard", "finetune"):
+            if other in by:
+                comparisons.append(compare_runs(f"{context_label(ctx)}: soft − {other}", by["soft"], by[other]))
+    return _conclusion(1, comparisons, "needs strategies runs of soft and of hard or finetune on the same data")
 
 
-def conclusion_frozen_needs_size(rows: List[Dict[str, Any]]) -> Conclusion:
-    claim = "Frozen soft prompts need larger models to keep up (the unfrozen - frozen gap shrinks with model size)"
-    data = ok_rows(rows, "strategies")
-    means = _mean_scores(data, lambda r: context_of(r) + (str(r.get("strategy")),))
-    gaps: Dict[Tuple, Dict[str, float]] = {}
-    for (mode, backbone, train, test, strategy), soft in means.items():
-        if strategy != "soft":
-            continue
-        frozen = means.get((mode, backbone, train, test, "soft-frozen"))
-        if frozen is not None:
-            gaps.setdefault((mode, train, test), {})[backbone] = soft - frozen
-    checks, evidence = [], []
-    for (mode, train, test), by_backbone in sorted(gaps.items()):
-        sized = [(b, g, _backbone_size(data, b)) for b, g in by_backbone.items()]
-        sized = [s for s in sized if s[2] is not None]
-        if len(sized) < 2:
-            continue
-        sized.sort(key=lambda s: s[2])
-        smallest, largest = sized[0], sized[-1]
-        ok = smallest[1] > 0 and largest[1] < smallest[1]
-        checks.append(ok)
-        steps = "; ".join(f"{short_backbone(b)} ({size / 1e6:.0f}M params): gap {100 * g:+.1f}" for b, g, size in sized)
-        evidence.append(f"{mode} · {train} → {test}: {steps} -> {'yes' if ok else 'no'}")
-    if not checks:
-        evidence.append("needs strategies runs of `soft` and `soft-frozen` on at least two backbones")
-    return Conclusion(2, claim, _verdict(checks), evidence)
+def frozen_small_models_lag(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    for ctx, by in sorted(_by_strategy(rows, "strategies").items()):
+        if "soft" in by and "soft-frozen" in by:
+            comparisons.append(compare_runs(f"{context_label(ctx)}: soft − soft-frozen", by["soft"], by["soft-frozen"]))
+    return _conclusion(2, comparisons, "needs strategies runs of soft and soft-frozen on the same data")
 
 
-def conclusion_frozen_transfers(rows: List[Dict[str, Any]]) -> Conclusion:
-    claim = "Frozen backbones transfer better across sources (smaller in-domain -> cross-source drop)"
-    table = transfer_table(rows)
-    contexts = group(table.items(), lambda item: (item[0][0], item[0][1], item[0][3]))
-    checks, evidence = [], []
-    for (mode, backbone, source), items in sorted(contexts.items()):
-        drops = {key[2]: value["drop"]["score"] for key, value in items if value["drop"]["score"] is not None}
-        frozen = {s: d.mean for s, d in drops.items() if table[(mode, backbone, s, source)]["frozen"]}
-        unfrozen = {s: d.mean for s, d in drops.items() if not table[(mode, backbone, s, source)]["frozen"]}
-        if not frozen or not unfrozen:
-            continue
-        ok = all(f < u for f in frozen.values() for u in unfrozen.values())
-        checks.append(ok)
-        text = ", ".join(f"{s} {100 * d:+.1f}" for s, d in sorted({**frozen, **unfrozen}.items(), key=lambda x: strategy_sort(x[0])))
-        evidence.append(f"{mode} · {short_backbone(backbone)} · from {source}: drop {text} -> {'yes' if ok else 'no'}")
-    if not checks:
-        evidence.append(
-            "needs transfer runs of a frozen and an unfrozen strategy scored in-domain (a test set named like the "
-            "training corpus, or dev) and on another source"
-        )
-    return Conclusion(3, claim, _verdict(checks), evidence)
+def frozen_learn_better_few_shot(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    cells = group(ok_rows(rows, "fewshot"), lambda r: (context_of(r), k_value(r.get("k")), str(r.get("strategy"))))
+    for ctx in sorted({key[0] for key in cells}):
+        ks = sorted({key[1] for key in cells if key[0] == ctx and key[1] is not None})
+        for k in [k for k in ks if k <= SMALL_K] or ks[:1]:
+            if (ctx, k, "soft-frozen") not in cells:
+                continue
+            for other in UNFROZEN:
+                if (ctx, k, other) in cells:
+                    label = f"{context_label(ctx)}, k={k}: soft-frozen − {other}"
+                    comparisons.append(compare_runs(label, cells[(ctx, k, "soft-frozen")], cells[(ctx, k, other)]))
+    return _conclusion(3, comparisons, "needs few-shot runs of soft-frozen and an unfrozen strategy at the same small k")
 
 
-def conclusion_frozen_few_shot(rows: List[Dict[str, Any]]) -> Conclusion:
-    claim = f"Frozen backbones learn better from few examples (small k: k <= {SMALL_K}, else the smallest k)"
-    table = fewshot_table(rows)
-    checks, evidence = [], []
-    for ctx, strategies in sorted(table.items()):
-        frozen = {s: ks for s, ks in strategies.items() if any(c["frozen"] for c in ks.values())}
-        unfrozen = {s: ks for s, ks in strategies.items() if s not in frozen}
-        if not frozen or not unfrozen:
+def compare_drops(label: str, a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]], target: str) -> Comparison:
+    """drop(A) - drop(B) on one cross-source target (each run's in-domain set vs ``target``)."""
+
+    def drop(row):
+        inside = in_domain_name(row)
+        values = [run_score(row, inside), run_score(row, target)] if inside else [None]
+        return None if None in values else values[0] - values[1]
+
+    drops_a, drops_b = [drop(r) for r in a], [drop(r) for r in b]
+    base = Comparison(label, INCONCLUSIVE, seeds=(len(a), len(b)))
+    if None in drops_a + drops_b:
+        base.note = "a run without an in-domain or cross-source score"
+        return base
+    base.seed_gap, base.seed_noise = seed_spread(drops_a, drops_b)
+    docs = [(per_doc_of(r, in_domain_name(r)), per_doc_of(r, target)) for r in list(a) + list(b)]
+    if any(d is None for pair in docs for d in pair):
+        base.note = "no per-document counts"
+        return base
+    a_docs, b_docs = docs[: len(a)], docs[len(a):]
+    try:
+        result = drop_difference([d[0] for d in a_docs], [d[1] for d in a_docs], [d[0] for d in b_docs], [d[1] for d in b_docs])
+    except ValueError as error:
+        base.note = str(error)[:120]
+        return base
+    base.observed, base.low, base.high, base.n_docs = result.observed, result.low, result.high, result.n_docs
+    base.verdict = judge(result.low, result.high, seed_gap=base.seed_gap, seed_noise=base.seed_noise)
+    return base
+
+
+def frozen_transfer_better(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    groups = group(
+        ok_rows(rows, "transfer"), lambda r: (str(r.get("mode")), str(r.get("backbone")), str(r.get("train_corpus")), str(r.get("strategy")))
+    )
+    for mode, backbone, source in sorted({key[:3] for key in groups}):
+        frozen = groups.get((mode, backbone, source, "soft-frozen"))
+        if not frozen:
             continue
-        ks = sorted(
-            {
-                k
-                for k in set().union(*(set(v) for v in frozen.values()))
-                if k is not None
-                and any(ks_.get(k, {}).get("score") for ks_ in frozen.values())
-                and any(ks_.get(k, {}).get("score") for ks_ in unfrozen.values())
-            }
-        )
-        if not ks:
-            continue
-        small = [k for k in ks if k <= SMALL_K] or ks[:1]
-        for k in small:
-            f_scores = {s: v[k]["score"].mean for s, v in frozen.items() if v.get(k, {}).get("score")}
-            u_scores = {s: v[k]["score"].mean for s, v in unfrozen.items() if v.get(k, {}).get("score")}
-            ok = all(f > u for f in f_scores.values() for u in u_scores.values())
-            checks.append(ok)
-            text = ", ".join(
-                f"{s} {100 * v:.1f}" for s, v in sorted({**f_scores, **u_scores}.items(), key=lambda x: strategy_sort(x[0]))
-            )
-            evidence.append(f"{context_label(ctx)}, k={k}: {text} -> {'yes' if ok else 'no'}")
-    if not checks:
-        evidence.append("needs few-shot runs of a frozen and an unfrozen strategy at the same k")
-    return Conclusion(4, claim, _verdict(checks), evidence)
+        targets = sorted({t for r in frozen for t in cross_names(r)})
+        for other in sorted({key[3] for key in groups if key[:3] == (mode, backbone, source)} & set(UNFROZEN), key=strategy_sort):
+            for target in targets:
+                label = f"{mode} · {short_backbone(backbone)} · {source} → {target}: drop({other}) − drop(soft-frozen)"
+                comparisons.append(compare_drops(label, groups[(mode, backbone, source, other)], frozen, target))
+    return _conclusion(4, comparisons, "needs transfer runs of soft-frozen and an unfrozen strategy scored in-domain and on another source")
 
 
 def check_conclusions(rows: List[Dict[str, Any]]) -> List[Conclusion]:
     rows = latest_rows(rows)
     return [
-        conclusion_soft_beats_hard_and_finetune(rows),
-        conclusion_frozen_needs_size(rows),
-        conclusion_frozen_transfers(rows),
-        conclusion_frozen_few_shot(rows),
+        soft_beats_hard_and_finetune(rows),
+        frozen_small_models_lag(rows),
+        frozen_learn_better_few_shot(rows),
+        frozen_transfer_better(rows),
     ]
+
+
+__all__ = ["Comparison", "Conclusion", "NO_DATA", "QUESTIONS", "SOURCE", "SOURCE_CLAIMS", "check_conclusions", "compare_runs"]

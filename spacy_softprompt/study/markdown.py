@@ -2,7 +2,8 @@
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..bootstrap import BootstrapResult
-from .conclusions import Conclusion
+from .conclusions import SOURCE, Conclusion
+from .curve import MIN_GAIN, TAIL
 from .labels import METRIC_LABELS, context_label, fmt_int, k_label, markdown_table, pct, seed_counts, seed_note, short_backbone
 from .results import F1_KEYS
 from .stats import BOOTSTRAP_KEYS, CURVE_METRICS, group, k_sort, strategy_sort
@@ -19,7 +20,7 @@ def strategy_section(entries: List[Dict[str, Any]], image: Optional[str]) -> Lis
         trainable, total = e["trainable_params"], e["total_params"]
         share = f"{100 * trainable.mean / total.mean:.2f}%" if trainable and total and total.mean else "–"
         body.append(
-            [context_label(e["context"]), e["strategy"], e["n"], fmt_int(trainable.mean if trainable else None), share]
+            [context_label(e["context"]), e["strategy"] + (" †" if e.get("unconverged") else ""), e["n"], fmt_int(trainable.mean if trainable else None), share]
             # a figure from fewer runs than the row's seeds (a metric missing in some) says its own n
             + [pct(e[m], n=e[m] is not None and e[m].n != e["n"]) for m in F1_KEYS]
             + [fmt_int(e["wall_seconds"].mean if e["wall_seconds"] else None), fmt_int(e["peak_mb"].mean if e["peak_mb"] else None)]
@@ -114,7 +115,15 @@ def fewshot_section(table, image: Optional[str]) -> List[str]:
     return lines + [""]
 
 
-def transfer_section(table, image: Optional[str]) -> List[str]:
+def _drop_interval(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return f"– ({value})"
+    return _interval(value)
+
+
+def transfer_section(table, image: Optional[str], intervals: Optional[Dict] = None) -> List[str]:
     lines = ["## Cross-source transfer", ""]
     if not table:
         return lines + ["No successful `transfer` runs.", ""]
@@ -126,6 +135,8 @@ def transfer_section(table, image: Optional[str]) -> List[str]:
         lines += [f"**{METRIC_LABELS[name]}** (%, mean ± sd over seeds; {seed_note(counts)}), rows: training source, columns: test set:", ""]
         all_targets = sorted({t for v in table.values() for t in v["targets"]})
         header = ["mode · backbone", "strategy", "source"] + all_targets + ["in-domain → cross drop"]
+        cross_targets = sorted({t for v in (intervals or {}).values() for t in v})
+        header += [f"score drop → {t} [95% CI]" for t in cross_targets]
         body = []
         for key in sorted(table, key=lambda k: (k[:2], strategy_sort(k[2]), k[3])):
             mode, backbone, strategy, source = key
@@ -136,12 +147,19 @@ def transfer_section(table, image: Optional[str]) -> List[str]:
             if drop is not None and per_cell:
                 drop_text += f" (n={drop.n})"
             label = f"{strategy}{' (frozen)' if value['frozen'] and 'frozen' not in strategy else ''}"
-            body.append([f"{mode} · {short_backbone(backbone)}", label, source] + cells + [drop_text])
-        lines += [markdown_table(header, body, ["---"] * 3 + ["---:"] * (len(all_targets) + 1)), ""]
+            ranges = [_drop_interval((intervals or {}).get(key, {}).get(t)) for t in cross_targets]
+            body.append([f"{mode} · {short_backbone(backbone)}", label, source] + cells + [drop_text] + ranges)
+        lines += [markdown_table(header, body, ["---"] * 3 + ["---:"] * (len(header) - 3)), ""]
     lines += [
         "In-domain = the test set named like the training source (else its dev set); drop = in-domain minus the "
         "mean over the other sources, per run, then averaged over seeds."
     ]
+    if intervals:
+        lines += [
+            "",
+            "Score drop [95% CI]: score (mean of entity and relation strict F1) in-domain minus on the target, in "
+            "points, seeds pooled, the documents of each test set resampled independently (bootstrap).",
+        ]
     if image:
         lines += ["", f"![transfer matrix]({image})"]
     return lines + [""]
@@ -187,17 +205,97 @@ def failed_section(rows: List[Dict[str, Any]]) -> List[str]:
 
 def conclusions_section(conclusions: List[Conclusion]) -> List[str]:
     lines = [
-        "## Conclusions of the study, checked on these results",
+        "## The study's questions, answered from intervals",
         "",
-        "Each claim of Peng et al. (2023) is checked mechanically on the rows above: *held* when it holds in every "
-        "comparable group, *did not hold* otherwise, *not enough data* when no group has the runs it needs. Score = "
-        "mean of entity and relation strict F1; \"beats\" = strictly higher mean over seeds (no significance test here: "
-        "read the sd columns and the paired bootstrap intervals of the strategy comparison).",
+        "Each question is a set of comparisons A − B of the score (mean of entity and relation strict F1) on the same "
+        "test documents, oriented so that the claim says A − B > 0. Each comparison has a paired bootstrap 95% "
+        "interval over documents (seeds pooled; 2,000 resamples) and the seed spread (difference of the seed means ± "
+        "sqrt(sd_A² + sd_B²)). **held**: the interval is above 0 and the seed means differ by more than their "
+        "spread; **not held**: the interval is below 0 (seeds agreeing), or inside ±1 point with a seed spread under "
+        "1 point (equal within a point); "
+        "**inconclusive**: otherwise. A question is held when all its comparisons are, not held when one is not.",
         "",
+        "| # | question | verdict here | source study |",
+        "| --- | --- | --- | --- |",
     ]
+    lines += [f"| {c.number} | {c.claim} | **{c.verdict}** | {c.source_claim} |" for c in conclusions]
+    lines += ["", f"Source study: {SOURCE}.", ""]
     for c in conclusions:
         lines.append(f"{c.number}. **{c.claim}: {c.verdict}.**")
         lines += [f"   - {text}" for text in c.evidence]
+    return lines + [""]
+
+
+def convergence_section(rows: List[Dict[str, Any]]) -> List[str]:
+    """Every successful trained run's convergence; the ones not converged (or without a curve) listed."""
+    runs = [r for r in rows if r.get("status") == "ok" and not r.get("reused_from")]
+    if not runs:
+        return []
+    flagged = [r for r in runs if (r.get("convergence") or {}).get("converged") is not True]
+    lines = [
+        "## Convergence",
+        "",
+        f"A run is converged when its best dev score did not improve by {100 * MIN_GAIN:.1f} points or more over the "
+        f"last {int(100 * TAIL)}% of its schedule (dev scored every `eval_frequency` steps; curve in each row's "
+        f"`dev_curve`). {len(runs) - len(flagged)} of {len(runs)} trained runs converged.",
+        "",
+    ]
+    if flagged:
+        body = []
+        for r in flagged:
+            c = r.get("convergence") or {}
+            gain = c.get("late_gain")
+            body.append(
+                [
+                    r.get("key"),
+                    r.get("max_steps") if r.get("max_steps") is not None else "–",
+                    c.get("best_step", "–") if c else "–",
+                    "–" if gain is None else f"{100 * gain:+.1f}",
+                    "no" if c.get("converged") is False else "unknown (no dev curve)",
+                ]
+            )
+        lines += ["Not converged (their figures are flagged † in the tables):", ""]
+        lines += [markdown_table(["run", "steps", "best step", "late gain (points)", "converged"], body), ""]
+    return lines
+
+
+def stale_section(stale: List[Dict[str, Any]]) -> List[str]:
+    if not stale:
+        return []
+    body = [[r.get("key"), r.get("recipe") or "(none recorded)", r.get("finished_at") or "–"] for r in stale]
+    return [
+        "## Stale runs (left out)",
+        "",
+        "Trained with a recipe that is no longer current (the config or the budget changed since): not used in any "
+        "table; `study run` trains them again.",
+        "",
+        markdown_table(["run", "recipe", "finished"], body),
+        "",
+    ]
+
+
+def mrc_section(entries: List[Dict[str, Any]]) -> List[str]:
+    lines = ["## MRC with per-label prompts vs single pass", ""]
+    if not entries:
+        return lines + ["No `mrc` experiment runs with both modes.", ""]
+    header = ["backbone · train → test", "strategy", "seeds (single / MRC)"]
+    header += [f"{METRIC_LABELS[k + '_f']} single / MRC" for k in BOOTSTRAP_KEYS]
+    header += [f"{METRIC_LABELS[k + '_f']}: MRC − single" for k in BOOTSTRAP_KEYS] + ["inference ×", "train step ×"]
+    body = []
+    for e in entries:
+        backbone, train, test = e["context"]
+        flag = lambda runs: " †" if any((r.get("convergence") or {}).get("converged") is not True for r in runs) else ""  # noqa: E731
+        cells = [f"{pct(e['single_stats'][k + '_f'])}{flag(e['single'])} / {pct(e['mrc_stats'][k + '_f'])}{flag(e['mrc'])}" for k in BOOTSTRAP_KEYS]
+        ranges = [_interval(e["results"].get(k)) if not e["error"] else f"– ({e['error']})" for k in BOOTSTRAP_KEYS]
+        ratios = [f"{e[name]:.1f}" if e.get(name) else "–" for name in ("inference_ratio", "training_ratio")]
+        body.append([f"{short_backbone(backbone)} · {train} → {test}", e["strategy"], f"{len(e['single'])} / {len(e['mrc'])}"] + cells + ranges + ratios)
+    lines += [markdown_table(header, body, ["---"] * 3 + ["---:"] * (len(header) - 3)), ""]
+    lines += [
+        "F1 in %, mean over seeds; MRC − single: paired bootstrap over the test documents, seeds pooled (points, 95% "
+        "interval; bold when it excludes 0). Inference ×: single-pass words/s over MRC words/s on the test set (how "
+        "many times slower MRC annotates); train step ×: MRC seconds per training step over single-pass ones. "
+        "†: a run that did not converge."
+    ]
     return lines + [""]
 
 

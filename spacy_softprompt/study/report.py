@@ -32,32 +32,48 @@ exists; "beats" means a strictly higher mean over seeds.
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 from .conclusions import check_conclusions
 from .markdown import (
     bootstrap_section,
     conclusions_section,
+    convergence_section,
     failed_section,
     fewshot_section,
+    mrc_section,
     overview,
     prompt_shape_section,
+    stale_section,
     strategy_section,
     transfer_section,
 )
 from .plots import plot_fewshot, plot_prompt_shape, plot_strategies, plot_transfer, pyplot
 from .results import F1_KEYS, latest_rows, read_results, write_csv
 from .stats import Stat
-from .tables import fewshot_table, prompt_shape_table, strategy_bootstrap, strategy_table, transfer_table
+from .recipe import split_stale
+from .tables import (
+    fewshot_table,
+    mrc_table,
+    prompt_shape_table,
+    strategy_bootstrap,
+    strategy_table,
+    transfer_drop_intervals,
+    transfer_table,
+)
 
 PathLike = Union[str, Path]
 
 
-def render_report(results: PathLike, out_dir: PathLike, *, plots: bool = True) -> Dict[str, Any]:
+def render_report(
+    results: PathLike, out_dir: PathLike, *, plots: bool = True, current_recipes: Optional[Mapping[str, str]] = None
+) -> Dict[str, Any]:
     """Write ``report.md``, the PNGs, ``results.csv`` and ``summary.json``;
-    returns the summary (aggregates, verdicts, written files)."""
+    returns the summary (aggregates, verdicts, written files). Rows with a stale
+    recipe (:func:`~.recipe.split_stale`; ``current_recipes``: key -> the recipe
+    planned now) are listed, never used."""
     results, out_dir = Path(results), Path(out_dir)
-    rows = latest_rows(read_results(results))
+    rows, stale = split_stale(latest_rows(read_results(results)), current_recipes)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategies = strategy_table(rows)
     fewshot = fewshot_table(rows)
@@ -88,9 +104,15 @@ def render_report(results: PathLike, out_dir: PathLike, *, plots: bool = True) -
     if strategies:
         lines += bootstrap_section(bootstrap)
     lines += fewshot_section(fewshot, images["fewshot"])
-    lines += transfer_section(transfer, images["transfer"])
+    transfer_intervals = transfer_drop_intervals(rows)
+    lines += transfer_section(transfer, images["transfer"], transfer_intervals)
+    mrc = mrc_table(rows)
+    if mrc or any(r.get("experiment") == "mrc" for r in rows):
+        lines += mrc_section(mrc)
     lines += prompt_shape_section(shape, images["prompt_shape"])
     lines += conclusions_section(conclusions)
+    lines += convergence_section(rows)
+    lines += stale_section(stale)
     lines += failed_section(rows)
     report_path = out_dir / "report.md"
     report_path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf8")
@@ -102,7 +124,30 @@ def render_report(results: PathLike, out_dir: PathLike, *, plots: bool = True) -
         "failed": sum(1 for r in rows if r.get("status") != "ok"),
         "report": str(report_path),
         "images": {k: str(out_dir / v) for k, v in images.items() if v},
+        "stale": [r.get("key") for r in stale],
+        "not_converged": [
+            r.get("key")
+            for r in rows
+            if r.get("status") == "ok" and not r.get("reused_from") and (r.get("convergence") or {}).get("converged") is not True
+        ],
         "conclusions": [asdict(c) for c in conclusions],
+        "transfer_drops": [
+            {"group": list(key), "target": target, "drop": value.to_dict() if hasattr(value, "to_dict") else value}
+            for key, by_target in transfer_intervals.items()
+            for target, value in by_target.items()
+        ],
+        "mrc": [
+            {
+                "context": list(e["context"]),
+                "strategy": e["strategy"],
+                "results": {k: r.to_dict() for k, r in e["results"].items()},
+                "error": e["error"],
+                "inference_ratio": e.get("inference_ratio"),
+                "training_ratio": e.get("training_ratio"),
+                **{f"{mode}_{m}": _stat_dict(e[f"{mode}_stats"][m]) for mode in ("single", "mrc") for m in F1_KEYS},
+            }
+            for e in mrc
+        ],
         "bootstrap": [
             {
                 **{k: item[k] for k in ("best", "other", "n_best", "n_other", "error")},

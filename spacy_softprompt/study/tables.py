@@ -20,6 +20,8 @@ def strategy_table(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "strategy": key[4],
             "n": len(members),
             "seeds": sorted({r.get("seed") for r in members}, key=str),
+            # runs whose dev curve says they had not converged (rows with a curve only)
+            "unconverged": sum(1 for r in members if (r.get("convergence") or {}).get("converged") is False),
         }
         for name in F1_KEYS + ("score",):
             entry[name] = make_stat(row_value(r, name) for r in members)
@@ -168,3 +170,67 @@ def prompt_shape_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[Tuple[boo
         lambda r: int(r.get("prompt_length") or 0),
         lambda members: {"trainable_params": make_stat(r.get("trainable_params") for r in members)},
     )
+
+
+def transfer_drop_intervals(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[str, Any]]:
+    """(mode, backbone, strategy, source) -> cross-source target -> bootstrap of the
+    score's drop in-domain -> target (seeds pooled; documents of the two sets
+    resampled independently), or the reason there is none (a string)."""
+    from .intervals import drop_difference
+
+    out: Dict[Tuple, Dict[str, Any]] = {}
+    groups = group(
+        ok_rows(rows, "transfer"),
+        lambda r: (str(r.get("mode")), str(r.get("backbone")), str(r.get("strategy")), str(r.get("train_corpus"))),
+    )
+    for key, members in groups.items():
+        for target in sorted({t for r in members for t in cross_names(r)}):
+            inside = [per_doc_of(r, in_domain_name(r)) if in_domain_name(r) else None for r in members]
+            cross = [per_doc_of(r, target) for r in members]
+            if any(d is None for d in inside + cross):
+                out.setdefault(key, {})[target] = "no per-document counts"
+                continue
+            try:
+                out.setdefault(key, {})[target] = drop_difference(inside, cross)
+            except ValueError as error:
+                out.setdefault(key, {})[target] = str(error)[:120]
+    return out
+
+
+def mrc_table(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The ``mrc`` experiment: per (backbone, train, test, strategy), the MRC runs
+    against the single-pass runs -- F1 stats of both, paired bootstrap of MRC minus
+    single pass (entity and relation strict F1, seeds pooled), and cost ratios:
+    inference (single-pass words/s over MRC words/s on the evaluation set) and
+    training (MRC seconds per step over single-pass ones)."""
+    out = []
+    groups = group(
+        ok_rows(rows, "mrc"),
+        lambda r: (str(r.get("backbone")), str(r.get("train_corpus")), str(r.get("primary_eval")), str(r.get("strategy"))),
+    )
+    for (backbone, train, test, strategy), members in sorted(groups.items()):
+        by_mode = group(members, lambda r: str(r.get("mode")))
+        single, mrc = by_mode.get("single", []), by_mode.get("mrc", [])
+        if not single or not mrc:
+            continue
+        entry: Dict[str, Any] = {"context": (backbone, train, test), "strategy": strategy, "single": single, "mrc": mrc, "results": {}, "error": None}
+        for mode, runs in (("single", single), ("mrc", mrc)):
+            entry[f"{mode}_stats"] = {m: make_stat(row_value(r, m) for r in runs) for m in F1_KEYS}
+            entry[f"{mode}_wps"] = make_stat(r.get("words_per_second") for r in runs)
+            entry[f"{mode}_step_s"] = make_stat(r.get("seconds_per_step") for r in runs)
+        if entry["single_wps"] and entry["mrc_wps"] and entry["mrc_wps"].mean > 0:
+            entry["inference_ratio"] = entry["single_wps"].mean / entry["mrc_wps"].mean
+        if entry["single_step_s"] and entry["mrc_step_s"] and entry["single_step_s"].mean > 0:
+            entry["training_ratio"] = entry["mrc_step_s"].mean / entry["single_step_s"].mean
+        docs_mrc, docs_single = [per_doc_of(r) for r in mrc], [per_doc_of(r) for r in single]
+        if any(d is None for d in docs_mrc + docs_single):
+            entry["error"] = "no per-document counts"
+        else:
+            try:
+                ids = docs_single[0].ids
+                for key in BOOTSTRAP_KEYS:
+                    entry["results"][key] = paired_bootstrap(stack(docs_mrc, key, ids), stack(docs_single, key, ids))
+            except ValueError as error:
+                entry["error"] = str(error)[:120]
+        out.append(entry)
+    return out

