@@ -1,11 +1,16 @@
-"""The study as a workflow: strategies x backbones, few-shot, cross-source transfer
-and prompt shape, each one resumable run grid, plus a Markdown report with plots.
+"""The study as a workflow: strategies x backbones, few-shot, cross-source transfer,
+prompt shape and MRC, each one resumable run grid, plus a Markdown report with plots.
 
+* :mod:`.grid` -- a whole study in one YAML file (``study run --grid``; the CPU
+  grid is ``docs/study_cpu/grid.yml``): plan, estimate, run, report.
 * :mod:`.runner` -- expands a grid into runs, trains each one with ``spacy train``
   (in its own process by default, so wall time and peak memory are per run),
   evaluates ``model-best`` with :func:`spacy_softprompt.evaluation.evaluate_pipeline`,
   counts trainable parameters and appends one JSON line per run to the results
   file (a CSV copy is kept beside it).
+* :mod:`.recipe` -- the recipe fingerprint of a run; stale rows.
+* :mod:`.curve` -- the dev-score curve of a run and the convergence rule.
+* :mod:`.intervals` -- bootstrap intervals of score differences and drops; the verdict rule.
 * :mod:`.data` -- deterministic few-shot subsets (nested per seed) and train/dev splits.
 * :mod:`.report` -- ``results.jsonl -> report.md`` + PNG plots + ``summary.json``,
   assembled from :mod:`.stats` (numbers from rows), :mod:`.tables` (aggregates),

@@ -160,6 +160,11 @@ def _run_grid_file(path: Path, *, isolation: str, retry_failed: bool, dry_run: b
         specs = grid.plan(warn=lambda message: typer.echo(f"warning: {message}", err=True))
         done = {r["key"]: r.get("recipe") for r in latest_rows(read_results(grid.results)) if r.get("status") == "ok"}
         typer.echo(format_estimate(estimate(grid, done)))
+        if not dry_run:
+            missing = sorted({p for s in specs for p in [s.train, s.dev] + [path for _, path in s.tests] if not Path(p).is_file()})
+            if missing:
+                typer.echo(f"error: missing data (spacy project run study-data / study-data-transfer): {', '.join(missing)}", err=True)
+                raise typer.Exit(code=2)
         if dry_run:
             for spec in specs:
                 state = "done" if done.get(spec.key) == spec.recipe else "to run"

@@ -11,23 +11,27 @@ Writes ``OUT_DIR/report.md`` with
   needs the per-document counts every evaluation records);
 * **few-shot** tables (F1 at each k) and ``fewshot.png`` (learning curves: mean
   line, band = min..max over seeds, x = training documents on a log scale);
-* **transfer** matrices (source -> target, in-domain -> cross-source drop) and
-  ``transfer.png`` (annotated heatmaps);
+* **transfer** matrices (source -> target, in-domain -> cross-source drop with
+  its bootstrap interval) and ``transfer.png`` (annotated heatmaps);
+* **MRC vs single pass** (experiment ``mrc``): F1 of both, paired bootstrap of
+  the difference, inference and training cost ratios;
 * **prompt shape** tables (F1 and trainable parameters by prompt length, for
   input/deep x frozen/unfrozen) and ``prompt_shape.png`` (curves over P);
-* failed runs; and **conclusions**: the study's four claims checked
-  mechanically on the rows given (``held`` / ``did not hold`` / ``not enough
-  data``, with the numbers used).
+* the study's four **questions** answered from intervals (held / not held /
+  inconclusive, :mod:`.conclusions`) next to the source study's claims;
+* **convergence** (runs whose dev curve was still rising, :mod:`.curve`), stale
+  runs (recipe no longer current, :mod:`.recipe`) and failed runs;
 
 plus ``results.csv`` (the latest row per run) and ``summary.json`` (aggregates
-and verdicts). Only rows with ``status == "ok"`` enter the numbers; when a key
-appears several times the latest successful row is used.
+and verdicts). Only rows with ``status == "ok"`` and the current recipe enter
+the numbers; when a key appears several times the latest successful row is used.
 
 All scores are on each run's primary evaluation set (its first test set, else
 dev) except transfer, which uses every evaluation set of a run as a target.
-The conclusions compare one **score** per run: the mean of entity strict F1
-and relation strict F1 (the training's score weights), or the one of them that
-exists; "beats" means a strictly higher mean over seeds.
+The questions compare one **score** per run: the mean of entity strict F1 and
+relation strict F1 (the training's score weights), or the one of them that exists.
+The pieces: :mod:`.stats` (numbers from rows), :mod:`.tables` (aggregates),
+:mod:`.conclusions`, :mod:`.plots`, :mod:`.labels` and :mod:`.markdown`.
 """
 import json
 from dataclasses import asdict

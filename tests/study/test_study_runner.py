@@ -187,3 +187,23 @@ def test_subprocess_worker_records_per_run_results(toy_corpus, tiny_megatron, tm
     assert "Saved pipeline" in (run_dir / "train.log").read_text(encoding="utf8")
     assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
     assert len(list((work / "subsets").glob("*-k2-seed0.spacy"))) == 1
+
+
+@pytest.mark.slow
+def test_mrc_experiment_pairs_mrc_with_the_single_pass_run(toy_corpus, tiny_megatron, tmp_path):
+    from spacy_softprompt.study.report import render_report
+
+    mrc_sizes = {"components.mrc_ner.window_pieces": 24, "components.mrc_ner.model.hidden_width": 16, "components.mrc_relations.model.hidden_width": 16}
+    study = settings(toy_corpus, "mrc", tests=[("toy-test", str(toy_corpus))], overrides={**TINY, **mrc_sizes}, eval_frequency=1)
+    specs = plan_runs(study, strategies=["soft"], modes=["single", "mrc"], backbones=[str(tiny_megatron)], seeds=[0])
+    assert [Path(s.config).name for s in specs] == ["tok_soft_cpu.cfg", "mrc_soft_cpu.cfg"]
+    summary = run_grid(specs, tmp_path / "r.jsonl", tmp_path / "work", isolation="inline", log=lambda m: None)
+    assert (summary.ran, summary.failed) == (2, 0)
+    report = render_report(tmp_path / "r.jsonl", tmp_path / "out", plots=False)
+    (entry,) = report["mrc"]
+    rows = {r["mode"]: r for r in read_results(tmp_path / "r.jsonl")}
+    assert entry["inference_ratio"] == pytest.approx(rows["single"]["words_per_second"] / rows["mrc"]["words_per_second"])
+    assert entry["training_ratio"] == pytest.approx(rows["mrc"]["seconds_per_step"] / rows["single"]["seconds_per_step"])
+    ents = entry["results"]["ents_strict"]
+    assert ents["n_docs"] == 3 and ents["f1_a"] == rows["mrc"]["ents_strict_f"] and ents["f1_b"] == rows["single"]["ents_strict_f"]
+    assert "## MRC with per-label prompts vs single pass" in (tmp_path / "out" / "report.md").read_text(encoding="utf8")
