@@ -203,7 +203,7 @@ def failed_section(rows: List[Dict[str, Any]]) -> List[str]:
     return ["## Failed runs", "", markdown_table(["run", "error type", "error"], body), ""]
 
 
-def conclusions_section(conclusions: List[Conclusion]) -> List[str]:
+def conclusions_section(conclusions: List[Conclusion], image: Optional[str] = None) -> List[str]:
     lines = [
         "## The study's questions, answered from intervals",
         "",
@@ -220,6 +220,8 @@ def conclusions_section(conclusions: List[Conclusion]) -> List[str]:
     ]
     lines += [f"| {c.number} | {c.claim} | **{c.verdict}** | {c.source_claim} |" for c in conclusions]
     lines += ["", f"Source study: {SOURCE}.", ""]
+    if image:
+        lines += [f"![the comparisons and their intervals]({image})", ""]
     for c in conclusions:
         lines.append(f"{c.number}. **{c.claim}: {c.verdict}.**")
         lines += [f"   - {text}" for text in c.evidence]

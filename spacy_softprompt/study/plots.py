@@ -174,3 +174,28 @@ def plot_prompt_shape(table, path: Path) -> Optional[Path]:
             ax.fill_between(xs, [100 * s.min for _, s in points], [100 * s.max for _, s in points], color=line.get_color(), alpha=0.15)
         _finish_curve(ax, ctx, name, {max(p, 0.5): str(p) for p in lengths}, "prompt length P")
     return _save_figure(plt, fig, path)
+
+
+def plot_answers(conclusions: List[Any], path: Path, margin: float = 0.01) -> Optional[Path]:
+    """One row per comparison of the four questions: its 95% interval (points) with the
+    observed difference, 0 and the +-margin band marked, the verdict in the label."""
+    items = [(c.number, comparison) for c in conclusions for comparison in c.comparisons if comparison.get("low") is not None]
+    if not items:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(12, 0.45 * len(items) + 1.4))
+    ax.axvspan(-100 * margin, 100 * margin, color="0.9", label=f"±{100 * margin:.0f} point")
+    ax.axvline(0, color="0.4", linewidth=0.8)
+    colours = {"held": "tab:green", "not held": "tab:red", "inconclusive": "tab:gray"}
+    for y, (number, comparison) in enumerate(reversed(items)):
+        low, high, observed = (100 * comparison[k] for k in ("low", "high", "observed"))
+        colour = colours.get(comparison["verdict"], "black")
+        ax.plot([low, high], [y, y], color=colour, linewidth=2)
+        ax.plot([observed], [y], "o", color=colour)
+    labels = [f"Q{number} {comparison['label'].split(' · ', 1)[-1]} ({comparison['verdict']})" for number, comparison in reversed(items)]
+    ax.set_yticks(range(len(items)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel("A − B, score points (mean of entity and relation strict F1), 95% interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save_figure(plt, fig, path)

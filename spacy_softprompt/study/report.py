@@ -52,7 +52,7 @@ from .markdown import (
     strategy_section,
     transfer_section,
 )
-from .plots import plot_fewshot, plot_prompt_shape, plot_strategies, plot_transfer, pyplot
+from .plots import plot_answers, plot_fewshot, plot_prompt_shape, plot_strategies, plot_transfer, pyplot
 from .results import F1_KEYS, latest_rows, read_results, write_csv
 from .stats import Stat
 from .recipe import split_stale
@@ -84,7 +84,7 @@ def render_report(
     transfer = transfer_table(rows)
     shape = prompt_shape_table(rows)
     conclusions = check_conclusions(rows)
-    images: Dict[str, Optional[str]] = {"strategies": None, "fewshot": None, "transfer": None, "prompt_shape": None}
+    images: Dict[str, Optional[str]] = {"strategies": None, "fewshot": None, "transfer": None, "prompt_shape": None, "answers": None}
     plot_note = None
     if plots:
         try:
@@ -97,6 +97,7 @@ def render_report(
                 ("fewshot", plot_fewshot, fewshot),
                 ("transfer", plot_transfer, transfer),
                 ("prompt_shape", plot_prompt_shape, shape),
+                ("answers", plot_answers, conclusions),
             ):
                 written = fn(data, out_dir / f"{name}.png")
                 images[name] = written.name if written else None
@@ -114,7 +115,7 @@ def render_report(
     if mrc or any(r.get("experiment") == "mrc" for r in rows):
         lines += mrc_section(mrc)
     lines += prompt_shape_section(shape, images["prompt_shape"])
-    lines += conclusions_section(conclusions)
+    lines += conclusions_section(conclusions, images["answers"])
     lines += convergence_section(rows)
     lines += stale_section(stale)
     lines += failed_section(rows)
