@@ -45,6 +45,7 @@ class Grid:
     work_dir: Path
     experiments: List[Tuple[StudySettings, Dict[str, Any]]]  # (settings, plan_runs keyword arguments)
     seconds_per_step: Dict[str, float] = field(default_factory=dict)
+    step_factors: Dict[str, float] = field(default_factory=dict)  # training file -> cost of its steps vs the reference
     overhead_s: float = DEFAULT_OVERHEAD_S
     timeout: Optional[float] = None
 
@@ -125,14 +126,20 @@ def load_grid(path: PathLike, project: PathLike = "project.yml") -> Grid:
         work_dir=Path(raw.get("work_dir", "training/study")),
         experiments=experiments,
         seconds_per_step={str(k): float(v) for k, v in (raw.get("seconds_per_step") or {}).items()},
+        step_factors={str(d["train"]): float(d.get("step_factor", 1.0)) for d in datasets.values()},
         overhead_s=float(raw.get("overhead_s", DEFAULT_OVERHEAD_S)),
         timeout=float(raw["timeout"]) if raw.get("timeout") else None,
     )
 
 
-def step_kind(spec: RunSpec) -> str:
-    """``single`` | ``single-frozen`` | ``mrc`` | ``mrc-frozen``: the keys of ``seconds_per_step``."""
-    return spec.mode + ("-frozen" if spec.frozen else "")
+def step_kind(spec: RunSpec, known: Dict[str, float]) -> str:
+    """The ``seconds_per_step`` key of a run: ``<mode>-frozen`` (backbone frozen),
+    ``<mode>-hard`` (hard prompt; ``<mode>`` when the table has no such entry) or ``<mode>``."""
+    if spec.frozen:
+        return f"{spec.mode}-frozen"
+    if spec.hard_prompt and f"{spec.mode}-hard" in known:
+        return f"{spec.mode}-hard"
+    return spec.mode
 
 
 def estimate(grid: Grid, done: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
@@ -148,13 +155,14 @@ def estimate(grid: Grid, done: Optional[Dict[str, str]] = None) -> Dict[str, Any
         if identity in trained or done.get(spec.key) == spec.recipe:
             continue
         trained.add(identity)
-        kind = step_kind(spec)
+        kind = step_kind(spec, grid.seconds_per_step)
         if kind not in grid.seconds_per_step:
             raise StudyError(f"{grid.path}: seconds_per_step has no entry {kind!r}")
         steps = spec.max_steps or 0
         entry["trained"] += 1
         entry["steps"] += steps
-        entry["hours"] += (steps * grid.seconds_per_step[kind] + grid.overhead_s) / 3600
+        factor = grid.step_factors.get(spec.train, 1.0)
+        entry["hours"] += (steps * grid.seconds_per_step[kind] * factor + grid.overhead_s) / 3600
     total = {k: sum(e[k] for e in per_experiment.values()) for k in ("runs", "trained", "steps", "hours")}
     return {"experiments": per_experiment, "total": total}
 
