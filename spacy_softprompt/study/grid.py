@@ -46,6 +46,7 @@ class Grid:
     experiments: List[Tuple[StudySettings, Dict[str, Any]]]  # (settings, plan_runs keyword arguments)
     seconds_per_step: Dict[str, float] = field(default_factory=dict)
     step_factors: Dict[str, float] = field(default_factory=dict)  # training file -> cost of its steps vs the reference
+    overheads: Dict[str, float] = field(default_factory=dict)  # training file -> seconds per run beside the steps
     overhead_s: float = DEFAULT_OVERHEAD_S
     timeout: Optional[float] = None
 
@@ -127,6 +128,7 @@ def load_grid(path: PathLike, project: PathLike = "project.yml") -> Grid:
         experiments=experiments,
         seconds_per_step={str(k): float(v) for k, v in (raw.get("seconds_per_step") or {}).items()},
         step_factors={str(d["train"]): float(d.get("step_factor", 1.0)) for d in datasets.values()},
+        overheads={str(d["train"]): float(d["overhead_s"]) for d in datasets.values() if "overhead_s" in d},
         overhead_s=float(raw.get("overhead_s", DEFAULT_OVERHEAD_S)),
         timeout=float(raw["timeout"]) if raw.get("timeout") else None,
     )
@@ -162,7 +164,8 @@ def estimate(grid: Grid, done: Optional[Dict[str, str]] = None) -> Dict[str, Any
         entry["trained"] += 1
         entry["steps"] += steps
         factor = grid.step_factors.get(spec.train, 1.0)
-        entry["hours"] += (steps * grid.seconds_per_step[kind] * factor + grid.overhead_s) / 3600
+        overhead = grid.overheads.get(spec.train, grid.overhead_s)
+        entry["hours"] += (steps * grid.seconds_per_step[kind] * factor + overhead) / 3600
     total = {k: sum(e[k] for e in per_experiment.values()) for k in ("runs", "trained", "steps", "hours")}
     return {"experiments": per_experiment, "total": total}
 

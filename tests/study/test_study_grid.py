@@ -24,20 +24,22 @@ def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch)
     grid = load_grid("docs/study_cpu/grid.yml")
     specs = grid.plan()
     project = srsly.read_yaml("project.yml")["vars"]
-    frozen_steps = load_config("configs/tok_soft-frozen_cpu.cfg")["training"]["max_steps"]
+    frozen = load_config("configs/tok_soft-frozen_cpu.cfg")["training"]
     for spec in specs:
         name = Path(spec.config).name
         assert name.startswith("tok_" if spec.mode == "single" else "mrc_"), name
-        expected = frozen_steps if spec.strategy == "soft-frozen" else project["max_steps"]
-        assert spec.max_steps == expected, (spec.key, spec.max_steps)
-        assert spec.overrides.get("training.eval_frequency", 100) == project["eval_frequency"]
+        own = load_config(spec.config)["training"]
+        budget = (frozen["max_steps"], frozen["eval_frequency"]) if spec.strategy == "soft-frozen" else (project["max_steps"], project["eval_frequency"])
+        resolved = (spec.max_steps, spec.overrides.get("training.eval_frequency", own["eval_frequency"]))
+        assert resolved == budget, (spec.key, resolved, budget)
     by_experiment = {}
     for spec in specs:
         by_experiment.setdefault(spec.experiment, []).append(spec)
     assert {(s.strategy, s.k) for s in by_experiment["fewshot"]} == {
         (s, k) for s in ("soft", "soft-frozen") for k in (10, 40, None)
     }
-    assert {s.seed for s in by_experiment["fewshot"]} == {s.seed for s in by_experiment["transfer"]} == {0, 1, 2}
+    assert {s.seed for s in by_experiment["fewshot"] if s.k == 10} == {0, 1, 2}  # the few-shot verdict's k
+    assert {s.seed for s in by_experiment["transfer"]} >= {0, 1}
     assert [(s.mode, s.strategy) for s in by_experiment["mrc"]] == [("single", "soft"), ("mrc", "soft")]
     # the few-shot k=all points and the MRC experiment's single-pass run are strategies runs (trained once)
     trained = {(s.signature, s.recipe) for s in by_experiment["strategies"]}
