@@ -77,7 +77,9 @@ def render_report(
     recipe (:func:`~.recipe.split_stale`; ``current_recipes``: key -> the recipe
     planned now) are listed, never used."""
     results, out_dir = Path(results), Path(out_dir)
-    rows, stale = split_stale(latest_rows(read_results(results)), current_recipes)
+    fresh, stale = split_stale(read_results(results), current_recipes)
+    rows = latest_rows(fresh)  # per key: the last successful row with the current recipe, else its last failure
+    stale = [r for r in latest_rows(stale) if r.get("key") not in {row.get("key") for row in rows}]
     out_dir.mkdir(parents=True, exist_ok=True)
     strategies = strategy_table(rows)
     fewshot = fewshot_table(rows)

@@ -830,12 +830,14 @@ def run_grid(
     specs = list(specs)
     summary = GridSummary(planned=len(specs))
     for number, spec in enumerate(specs, 1):
-        rows = latest_rows(read_results(results_path))  # re-read: another runner may share the file
-        by_key = {r["key"]: r for r in rows}
-        previous = by_key.get(spec.key)
-        if previous is not None and previous.get("recipe") != spec.recipe:
+        all_rows = read_results(results_path)  # re-read: another runner may share the file
+        rows = latest_rows(all_rows)
+        # this run's own history: rows of its key with the current recipe, else any row of its key
+        current = latest_rows(r for r in all_rows if r.get("key") == spec.key and r.get("recipe") == spec.recipe)
+        previous = next(iter(current), None)
+        if previous is None and any(r.get("key") == spec.key for r in all_rows):
             summary.stale += 1
-            log(f"[{number}/{len(specs)}] recipe changed since {spec.key} ran ({previous.get('recipe')} -> {spec.recipe}): run again")
+            log(f"[{number}/{len(specs)}] recipe changed since {spec.key} ran (now {spec.recipe}): run again")
         elif previous is not None and (previous.get("status") == "ok" or not retry_failed):
             summary.skipped += 1
             log(f"[{number}/{len(specs)}] skip {spec.key} (already {previous.get('status')})")

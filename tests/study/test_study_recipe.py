@@ -87,3 +87,10 @@ def test_runner_reruns_a_run_whose_recipe_changed(tmp_path, toy_corpus):
     summary = run_grid([changed], results, work, isolation="inline", log=lambda m: None)
     assert (summary.ran, summary.stale, summary.skipped) == (1, 1, 0)
     assert [r["recipe"] for r in read_results(results)] == [spec.recipe, "0" * 16]
+    # the run with the new recipe failed: it is skipped like any failed run, not retried behind the user's back
+    assert run_grid([changed], results, work, isolation="inline", log=lambda m: None).skipped == 1
+    # and the report shows that failure, with the old row as stale
+    from spacy_softprompt.study.report import render_report
+
+    summary = render_report(results, tmp_path / "out", plots=False, current_recipes={spec.key: "0" * 16})
+    assert (summary["failed"], summary["stale"]) == (1, [])  # the old row of the key is superseded, not listed twice

@@ -183,6 +183,8 @@ def test_subprocess_worker_records_per_run_results(toy_corpus, tiny_megatron, tm
     assert ok["k"] == 2 and ok["n_train_docs"] == 2 and ok["primary_eval"] == "toy"  # no test set: dev is scored
     assert ok["peak_scope"] == "run" and ok["peak_mb"] > 50
     assert ok["wall_seconds"] >= ok["train_seconds"] > 0
+    # the worker process records the dev curve (dev scored after the first step and at the end)
+    assert [p["step"] for p in ok["dev_curve"]] == [0, 2] and ok["convergence"]["last_step"] == 2
     run_dir = work / "fewshot" / ok["run_id"]
     assert "Saved pipeline" in (run_dir / "train.log").read_text(encoding="utf8")
     assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
