@@ -106,7 +106,8 @@ def fewshot_section(table, image: Optional[str]) -> List[str]:
         columns=["strategy"],
         series_cells=lambda strategy: [strategy],
         x_header=lambda k: f"k={k_label(k)}",
-        value=lambda cells, k, name, per_cell: pct(cells.get(k, {}).get(name), n=per_cell),
+        value=lambda cells, k, name, per_cell: pct(cells.get(k, {}).get(name), n=per_cell)
+        + (" †" if cells.get(k, {}).get("unconverged") else ""),
         series_order=strategy_sort,
     )
     lines += ["Subsets are nested per seed (the k=5 documents are among the k=10 ones of the same seed)."]
@@ -147,6 +148,7 @@ def transfer_section(table, image: Optional[str], intervals: Optional[Dict] = No
             if drop is not None and per_cell:
                 drop_text += f" (n={drop.n})"
             label = f"{strategy}{' (frozen)' if value['frozen'] and 'frozen' not in strategy else ''}"
+            label += " †" if value.get("unconverged") else ""
             ranges = [_drop_interval((intervals or {}).get(key, {}).get(t)) for t in cross_targets]
             body.append([f"{mode} · {short_backbone(backbone)}", label, source] + cells + [drop_text] + ranges)
         lines += [markdown_table(header, body, ["---"] * 3 + ["---:"] * (len(header) - 3)), ""]

@@ -9,6 +9,11 @@ from .results import F1_KEYS
 from .stats import BOOTSTRAP_KEYS, Stat, context_of, group, k_value, make_stat, ok_rows, per_doc_of, row_value, strategy_sort
 
 
+def unconverged(rows: List[Dict[str, Any]]) -> int:
+    """How many of the runs have a dev curve that says they had not converged."""
+    return sum(1 for r in rows if (r.get("convergence") or {}).get("converged") is False)
+
+
 def strategy_table(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One entry per (context, strategy): stats of the four F1s and costs."""
     out = []
@@ -20,8 +25,7 @@ def strategy_table(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "strategy": key[4],
             "n": len(members),
             "seeds": sorted({r.get("seed") for r in members}, key=str),
-            # runs whose dev curve says they had not converged (rows with a curve only)
-            "unconverged": sum(1 for r in members if (r.get("convergence") or {}).get("converged") is False),
+            "unconverged": unconverged(members),
         }
         for name in F1_KEYS + ("score",):
             entry[name] = make_stat(row_value(r, name) for r in members)
@@ -106,6 +110,7 @@ def fewshot_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[str, Dict[Opti
         lambda members: {
             "n_docs": make_stat(r.get("n_train_docs") for r in members),
             "frozen": any(bool(r.get("frozen")) for r in members),
+            "unconverged": unconverged(members),
         },
     )
 
@@ -158,6 +163,7 @@ def transfer_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[str, Any]]:
             "drop": drops,
             "frozen": any(bool(r.get("frozen")) for r in members),
             "n": len(members),
+            "unconverged": unconverged(members),
         }
     return out
 

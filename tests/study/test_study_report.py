@@ -197,3 +197,20 @@ def test_report_command(tmp_path):
     assert "No successful `fewshot` runs." in text and not list((tmp_path / "out").glob("*.png"))
     missing = CliRunner().invoke(study_app, ["report", str(tmp_path / "nope.jsonl"), str(tmp_path / "out")])
     assert missing.exit_code == 2
+
+
+def test_runs_that_did_not_converge_are_flagged(tmp_path):
+    still_rising = {"converged": False, "best_step": 600, "late_gain": 0.02, "last_step": 600}
+    flat = {"converged": True, "best_step": 400, "late_gain": 0.0, "last_step": 600}
+    rows = [
+        synthetic.row("strategies", "soft", 0, 0.6, 0.5, convergence=flat),
+        synthetic.row("strategies", "soft-frozen", 0, 0.4, 0.2, convergence=still_rising),
+        synthetic.row("fewshot", "soft-frozen", 0, 0.3, 0.1, k=10, convergence=still_rising),
+        synthetic.row("fewshot", "soft", 0, 0.3, 0.1, k=10, convergence=flat),
+    ]
+    summary = render_report(synthetic.write(rows, tmp_path / "r.jsonl"), tmp_path / "out", plots=False)
+    assert sorted(summary["not_converged"]) == sorted(r["key"] for r in rows if r["convergence"] is still_rising)
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+    assert "| soft-frozen † | 1 |" in text and "| soft | 1 |" in text
+    assert "| single · small · maccrobat → maccrobat-test | soft-frozen | 30.0 † |" in text
+    assert "2 of 4 trained runs converged" in text and "| +2.0 | no |" in text
