@@ -20,14 +20,16 @@ study_app = typer.Typer(
 
 @study_app.command("run")
 def run(
-    experiment: str = typer.Option(..., "--experiment", "-e", help="strategies | fewshot | transfer | prompt-shape"),
-    train: Path = typer.Option(..., "--train", help="Training DocBin (.spacy)."),
-    dev: Path = typer.Option(..., "--dev", help="Dev DocBin (early stopping; scored when there is no --test or with --eval-dev)."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="A whole study (YAML grid file, e.g. docs/study_cpu/grid.yml): run every experiment, resumably, then write its report; the other options are ignored except --isolation, --retry-failed, --dry-run."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="strategies | fewshot | transfer | prompt-shape | mrc"),
+    train: Optional[Path] = typer.Option(None, "--train", help="Training DocBin (.spacy)."),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="Dev DocBin (early stopping; scored when there is no --test or with --eval-dev)."),
     test: List[str] = typer.Option([], "--test", help="[NAME=]PATH of a test DocBin; repeat for several (transfer targets). The first is the primary one."),
     train_name: Optional[str] = typer.Option(None, "--train-name", help="Name of the training corpus (transfer: the source; default: file stem)."),
     dev_name: Optional[str] = typer.Option(None, "--dev-name", help="Name of the dev set (default: file stem)."),
-    strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma list (default: all four; prompt-shape: soft,soft-frozen)."),
-    modes: str = typer.Option("single", "--modes", help="Comma list of single | mrc (config <strategy>_<device>.cfg or mrc_<strategy>_<device>.cfg)."),
+    strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma list (default: all four; prompt-shape: soft,soft-frozen; mrc: soft)."),
+    modes: Optional[str] = typer.Option(None, "--modes", help="Comma list of single | mrc (default: single; mrc: single,mrc)."),
+    head: str = typer.Option("token_ner", "--head", help="Single-pass concept head: token_ner (configs tok_<strategy>_<device>.cfg, the product's) | ner (<strategy>_<device>.cfg)."),
     backbones: Optional[str] = typer.Option(None, "--backbones", help="Comma list of backbone names (package:, hub or folder); default: the config's."),
     ks: Optional[str] = typer.Option(None, "--ks", help="Comma list of training-set sizes, 'all' = everything (default: fewshot 5,10,20,50,all; else all)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma list of seeds (training seed and few-shot subset)."),
@@ -54,8 +56,15 @@ def run(
     threads: int = typer.Option(0, "--threads", help="torch threads per run (0: torch's default)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
 ) -> None:
-    """Run one experiment's grid; every run appends one row to the results file.
-    Runs already recorded are skipped, so the command resumes after an interruption."""
+    """Run one experiment's grid (or a whole study with --grid); every run appends one
+    row to the results file. Runs already recorded with the current recipe are
+    skipped, so the command resumes after an interruption."""
+    if grid is not None:
+        _run_grid_file(grid, isolation=isolation, retry_failed=retry_failed, dry_run=dry_run)
+        return
+    if experiment is None or train is None or dev is None:
+        typer.echo("error: give --grid, or --experiment, --train and --dev", err=True)
+        raise typer.Exit(code=2)
     from .runner import (
         DEFAULT_DEPTHS,
         DEFAULT_KS,
@@ -93,12 +102,14 @@ def run(
             overrides=dict(parse_override(o) for o in set_),
             configs_dir=str(configs),
             threads=threads,
+            head=head,
         )
-        default_strategies = PROMPT_SHAPE_STRATEGIES if experiment == "prompt-shape" else STRATEGIES
+        default_strategies = {"prompt-shape": PROMPT_SHAPE_STRATEGIES, "mrc": ("soft",)}.get(experiment, STRATEGIES)
+        default_modes = ["single", "mrc"] if experiment == "mrc" else ["single"]
         specs = plan_runs(
             settings,
             strategies=parse_list(strategies) or list(default_strategies),
-            modes=parse_list(modes) or ["single"],
+            modes=parse_list(modes) or default_modes,
             backbones=parse_list(backbones) or [None],
             seeds=parse_ints(seeds) or [0],
             ks=parse_ks(ks) if ks else (list(DEFAULT_KS) if experiment == "fewshot" else [None]),
@@ -139,6 +150,40 @@ def run(
     typer.echo(f"results: {results}")
 
 
+def _run_grid_file(path: Path, *, isolation: str, retry_failed: bool, dry_run: bool) -> None:
+    from .grid import estimate, format_estimate, load_grid, run_study
+    from .results import latest_rows, read_results
+    from .runner import StudyError
+
+    try:
+        grid = load_grid(path)
+        specs = grid.plan(warn=lambda message: typer.echo(f"warning: {message}", err=True))
+        done = {r["key"]: r.get("recipe") for r in latest_rows(read_results(grid.results)) if r.get("status") == "ok"}
+        typer.echo(format_estimate(estimate(grid, done)))
+        if not dry_run:
+            missing = sorted({p for s in specs for p in [s.train, s.dev] + [path for _, path in s.tests] if not Path(p).is_file()})
+            if missing:
+                typer.echo(f"error: missing data (spacy project run study-data / study-data-transfer): {', '.join(missing)}", err=True)
+                raise typer.Exit(code=2)
+        if dry_run:
+            for spec in specs:
+                state = "done" if done.get(spec.key) == spec.recipe else "to run"
+                typer.echo(f"{spec.key}  [{spec.config}, {spec.max_steps} steps, recipe {spec.recipe}]  {state}")
+            return
+        summary = run_study(grid, isolation=isolation, retry_failed=retry_failed, log=typer.echo)
+    except (StudyError, ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2)
+    _print_report_summary(summary)
+
+
+def _print_report_summary(summary) -> None:
+    typer.echo(f"{summary['runs']} runs ({summary['failed']} failed, {len(summary.get('stale', []))} stale left out, "
+               f"{len(summary.get('not_converged', []))} not converged) -> {summary['report']}")
+    for c in summary["conclusions"]:
+        typer.echo(f"  ({c['number']}) {c['claim']}: {c['verdict']}")
+
+
 @study_app.command("split")
 def split(
     in_path: Path = typer.Argument(..., help="A .spacy DocBin."),
@@ -173,17 +218,21 @@ def report(
     results: Path = typer.Argument(..., help="Results table written by 'study run' (.jsonl)."),
     out_dir: Path = typer.Argument(..., help="Folder for report.md, the PNG plots, results.csv and summary.json."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Tables only."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="The grid file the results come from: rows whose recipe differs from the one it plans now are left out as stale (without it: from the newest run of the same kind)."),
 ) -> None:
-    """Render the study report: strategy, few-shot, transfer and prompt-shape tables and plots, and the four conclusions checked."""
+    """Render the study report: strategy, few-shot, transfer, MRC and prompt-shape tables and plots, convergence, and the four questions answered from intervals."""
     from .report import render_report
 
     if not results.is_file():
         typer.echo(f"error: {results} does not exist", err=True)
         raise typer.Exit(code=2)
-    summary = render_report(results, out_dir, plots=not no_plots)
-    typer.echo(f"{summary['runs']} runs ({summary['failed']} failed) -> {summary['report']}")
-    for c in summary["conclusions"]:
-        typer.echo(f"  ({c['number']}) {c['claim']}: {c['verdict']}")
+    current = None
+    if grid is not None:
+        from .grid import load_grid
+
+        current = {spec.key: spec.recipe for spec in load_grid(grid).plan()}
+    summary = render_report(results, out_dir, plots=not no_plots, current_recipes=current)
+    _print_report_summary(summary)
 
 
 study_app.command("report")(report)

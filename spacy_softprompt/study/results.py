@@ -57,6 +57,8 @@ BASE_COLUMNS = (
     "peak_gpu_mb",
     "config",
     "config_sha256",
+    "recipe",
+    "seconds_per_step",
     "reused_from",
     "signature",
     "finished_at",
@@ -123,11 +125,6 @@ def latest_rows(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
         if previous is None or row.get("status") == "ok" or previous.get("status") != "ok":
             chosen[key] = row
     return list(chosen.values())
-
-
-def done_keys(rows: Iterable[Dict[str, Any]], *, include_failed: bool = True) -> set:
-    """Keys already in the table (only successful ones with ``include_failed=False``)."""
-    return {r["key"] for r in rows if "key" in r and (include_failed or r.get("status") == "ok")}
 
 
 def csv_columns(rows: List[Dict[str, Any]]) -> List[str]:

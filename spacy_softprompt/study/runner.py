@@ -1,18 +1,22 @@
 """Run grids for the study: plan, train, evaluate, record; resumable.
 
 ``plan_runs`` expands (modes x strategies x backbones x seeds x k x prompt
-length x depth) into :class:`RunSpec` objects; the config of a run is
-``<configs>/<strategy>_<device>.cfg`` in single-pass mode and
+length x depth) into :class:`RunSpec` objects; the config of a run is the one
+the product trains: ``<configs>/tok_<strategy>_<device>.cfg`` in single-pass
+mode (``token_ner`` concept head + relations; ``head="ner"``:
+``<strategy>_<device>.cfg``, the span-based ``ner`` head) and
 ``<configs>/mrc_<strategy>_<device>.cfg`` in MRC mode (MRC mode has no
 fine-tuning config: its no-prompt baseline is the single-pass ``finetune`` run,
-which the plan uses instead). ``run_grid`` executes the plan:
+which the plan uses instead). Every run carries a recipe fingerprint
+(:mod:`.recipe`). ``run_grid`` executes the plan:
 
-* a run whose ``key`` is already in the results file is skipped (failed runs
-  too, unless ``retry_failed``);
-* a run whose ``signature`` (everything but the experiment's name) matches a
-  successful row of another experiment is not trained again: that row is copied
-  under the new experiment with ``reused_from`` set (e.g. the few-shot ``k=all``
-  point is the strategy comparison's run);
+* a run whose ``key`` is already in the results file with the same ``recipe``
+  is skipped (failed runs too, unless ``retry_failed``); one whose recorded
+  recipe differs is trained again, and its new row supersedes the old one;
+* a run whose ``signature`` (everything but the experiment's name) and recipe
+  match a successful row of another experiment is not trained again: that row
+  is copied under the new experiment with ``reused_from`` set (e.g. the
+  few-shot ``k=all`` point is the strategy comparison's run);
 * otherwise the run trains in a fresh Python process
   (``python -m spacy_softprompt.study.worker``; ``isolation="inline"`` runs it in
   this process): few-shot subset written (nested per seed, :mod:`.data`),
@@ -24,12 +28,15 @@ which the plan uses instead). ``run_grid`` executes the plan:
   memory (the worker's ``ru_maxrss``, and torch's CUDA peak on GPU) and wall
   time measured; the trained pipelines are deleted afterwards unless
   ``keep_models`` (the resolved ``config.cfg`` and ``meta.json`` stay in the run
-  folder, with ``train.log``);
+  folder, with ``train.log`` and the dev-score curve ``curve.json``,
+  :mod:`.curve`; the row gets ``dev_curve``, ``convergence`` and
+  ``seconds_per_step``);
 * every run appends one JSON line -- ``status`` ``ok`` or ``failed`` with
   ``error_type`` and ``error`` -- and the CSV copy is rewritten. A failing run
   never stops the grid.
 
-Overrides a run gets (recorded in its row): ``system.seed``; with ``max_steps``:
+Overrides a run gets (recorded in its row): ``system.seed``; with ``max_steps``
+(the grid's, or its strategy's entry in ``recipes``):
 ``training.max_steps``, the schedule's ``total_steps`` and a warmup of at most
 10% of the steps, and ``training.eval_frequency = max_steps`` (unless given),
 i.e. dev is scored after the first step and at the end; ``corpora.dev.limit``
@@ -53,7 +60,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from . import EXPERIMENTS, MODES, STRATEGIES
+from . import EXPERIMENTS, HEADS, MODES, STRATEGIES
+from .curve import convergence
+from .recipe import recipe_fingerprint
 from .results import (
     EVAL_EXTRA_KEYS,
     SCORE_KEYS,
@@ -130,11 +139,16 @@ def parse_override(value: str) -> Tuple[str, Any]:
     return key, parsed
 
 
-def config_name(mode: str, strategy: str, device: str) -> str:
-    """``<strategy>_<device>.cfg`` (single) or ``mrc_<strategy>_<device>.cfg`` (mrc)."""
+def config_name(mode: str, strategy: str, device: str, head: str = "token_ner") -> str:
+    """Single pass: ``tok_<strategy>_<device>.cfg`` (``token_ner`` head, the default)
+    or ``<strategy>_<device>.cfg`` (``ner`` head); MRC: ``mrc_<strategy>_<device>.cfg``."""
     if mode not in MODES:
         raise StudyError(f"mode must be one of {MODES}, got {mode!r}")
-    return f"{strategy}_{device}.cfg" if mode == "single" else f"mrc_{strategy}_{device}.cfg"
+    if head not in HEADS:
+        raise StudyError(f"head must be one of {HEADS}, got {head!r}")
+    if mode == "mrc":
+        return f"mrc_{strategy}_{device}.cfg"
+    return f"tok_{strategy}_{device}.cfg" if head == "token_ner" else f"{strategy}_{device}.cfg"
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -181,6 +195,17 @@ class StudySettings:
     configs_dir: str = "configs"
     threads: int = 0
     eval_batch_size: int = 8
+    head: str = "token_ner"
+    # per-strategy training budget: strategy (or "mrc:<strategy>") -> {"max_steps": int | None,
+    # "eval_frequency": int | None}; None = the config's own value; missing = max_steps / eval_frequency
+    recipes: Dict[str, Dict[str, Optional[int]]] = field(default_factory=dict)
+
+    def budget(self, mode: str, strategy: str) -> Tuple[Optional[int], Optional[int]]:
+        """(max_steps, eval_frequency) of a strategy's runs; None = the config's."""
+        entry = self.recipes.get(f"{mode}:{strategy}", self.recipes.get(strategy))
+        if entry is None:
+            return self.max_steps, self.eval_frequency
+        return entry.get("max_steps", self.max_steps), entry.get("eval_frequency", self.eval_frequency)
 
     def __post_init__(self):
         if self.experiment not in EXPERIMENTS:
@@ -202,6 +227,12 @@ class StudySettings:
             raise StudyError("the transfer experiment needs at least one --test NAME=PATH (the target source)")
         if self.max_steps is not None and self.max_steps < 1:
             raise StudyError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.head not in HEADS:
+            raise StudyError(f"head must be one of {HEADS}, got {self.head!r}")
+        for name, entry in self.recipes.items():
+            unknown = set(entry) - {"max_steps", "eval_frequency"}
+            if name.split(":")[-1] not in STRATEGIES or unknown:
+                raise StudyError(f"recipes: bad entry {name!r}: {entry!r}")
 
 
 # ------------------------------------------------------------------ runs
@@ -226,6 +257,7 @@ class RunSpec:
     hard_prompt: bool
     config: str
     config_sha256: str
+    recipe: str
     overrides: Dict[str, Any]
     train: str
     train_name: str
@@ -283,6 +315,7 @@ class RunSpec:
             "primary_eval": self.primary_eval,
             "config": self.config,
             "config_sha256": self.config_sha256,
+            "recipe": self.recipe,
             "overrides": dict(self.overrides),
             "max_steps": self.max_steps,
             "note": self.note,
@@ -305,11 +338,11 @@ class _ConfigCache:
 def _resolve_config(settings: StudySettings, mode: str, strategy: str) -> Tuple[str, Path, Optional[str]]:
     """(mode actually used, config path, note)."""
     configs = Path(settings.configs_dir)
-    path = configs / config_name(mode, strategy, settings.device)
+    path = configs / config_name(mode, strategy, settings.device, settings.head)
     if path.is_file():
         return mode, path, None
     if mode == "mrc" and strategy == "finetune":
-        single = configs / config_name("single", strategy, settings.device)
+        single = configs / config_name("single", strategy, settings.device, settings.head)
         if single.is_file():
             return "single", single, "MRC mode has no fine-tuning config; the single-pass finetune baseline is used"
     raise StudyError(f"no config for mode={mode}, strategy={strategy}, device={settings.device}: {path} does not exist")
@@ -322,11 +355,13 @@ def build_overrides(
     seed: int,
     prompt_length: Optional[int],
     prompt_depth: Optional[str],
+    budget: Tuple[Optional[int], Optional[int]] = (None, None),
 ) -> Tuple[Dict[str, Any], List[str]]:
     """The run's config overrides (without paths.train/dev/backbone) and the user
-    override keys this config does not have (ignored for it)."""
+    override keys this config does not have (ignored for it). ``budget``:
+    (max_steps, eval_frequency), None = the config's."""
     out: Dict[str, Any] = {"system.seed": seed}
-    steps = settings.max_steps
+    steps, eval_frequency = budget
     if steps is not None:
         out["training.max_steps"] = steps
         if "training.optimizer.learn_rate.total_steps" in flat:
@@ -334,7 +369,7 @@ def build_overrides(
         warmup = flat.get("training.optimizer.learn_rate.warmup_steps")
         if isinstance(warmup, int):
             out["training.optimizer.learn_rate.warmup_steps"] = min(warmup, max(1, steps // 10))
-    frequency = settings.eval_frequency or steps
+    frequency = eval_frequency or steps
     if frequency is not None:
         out["training.eval_frequency"] = int(frequency)
     if settings.dev_limit and "corpora.dev.limit" in flat:
@@ -390,6 +425,12 @@ def effective_values(flat: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[st
     }
 
 
+def _resolved_steps(flat: Dict[str, Any], overrides: Dict[str, Any]) -> Optional[int]:
+    """training.max_steps of the run (override, else the config's)."""
+    value = overrides.get("training.max_steps", flat.get("training.max_steps"))
+    return int(value) if isinstance(value, int) else None
+
+
 def _signature(data: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf8")).hexdigest()
 
@@ -435,7 +476,12 @@ def plan_runs(
                         for k in ks or (None,):
                             for seed in seeds:
                                 overrides, missing = build_overrides(
-                                    flat, settings, seed=int(seed), prompt_length=length, prompt_depth=depth
+                                    flat,
+                                    settings,
+                                    seed=int(seed),
+                                    prompt_length=length,
+                                    prompt_depth=depth,
+                                    budget=settings.budget(used_mode, strategy),
                                 )
                                 for key in missing:
                                     missing_overrides[key] = missing_overrides.get(key, 0) + 1
@@ -463,6 +509,7 @@ def _make_spec(
     note: Optional[str],
 ) -> RunSpec:
     effective = effective_values(flat, overrides)
+    # identity: what is compared (the recipe -- how it is trained -- is fingerprinted apart)
     signature_data = {
         "mode": mode,
         "strategy": strategy,
@@ -470,8 +517,11 @@ def _make_spec(
         "backbone": backbone,
         "seed": seed,
         "k": k,
+        "prompt_length": effective["prompt_length"],
+        "prompt_depth": effective["prompt_depth"],
+        "hard_prompt": settings.hard_prompt if effective["hard_prompt"] else None,
         "config": config_path.name,
-        "overrides": overrides,
+        "extra": {key: overrides[key] for key in sorted(settings.overrides) if key in overrides},
         "train": settings.train,
         "dev": settings.dev,
         "tests": settings.tests,
@@ -501,6 +551,7 @@ def _make_spec(
         hard_prompt=effective["hard_prompt"],
         config=str(config_path),
         config_sha256=_sha256(config_path),
+        recipe=recipe_fingerprint(config_path, overrides),
         overrides=overrides,
         train=settings.train,
         train_name=settings.train_name,
@@ -510,7 +561,7 @@ def _make_spec(
         eval_limit=settings.eval_limit,
         eval_dev=settings.eval_dev,
         eval_batch_size=settings.eval_batch_size,
-        max_steps=settings.max_steps,
+        max_steps=_resolved_steps(flat, overrides),
         threads=settings.threads,
         note=note,
     )
@@ -598,6 +649,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, work_dir: Path) -> Dict[st
     from spacy.training.loop import train as train_nlp
 
     from ..evaluation import evaluate_pipeline, load_gold_docs
+    from .curve import read_curve, record_curve
     from .params import count_parameters
 
     out: Dict[str, Any] = {}
@@ -609,8 +661,16 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, work_dir: Path) -> Dict[st
     start = time.perf_counter()
     config = util.load_config(spec.config, overrides=overrides, interpolate=False)
     nlp = init_nlp(config, use_gpu=spec.gpu_id)
+    curve_path = run_dir / "curve.json"
+    curve_path.unlink(missing_ok=True)
+    record_curve(nlp, curve_path)
+    loop_start = time.perf_counter()
     train_nlp(nlp, run_dir, use_gpu=spec.gpu_id, stdout=sys.stdout, stderr=sys.stderr)
     out["train_seconds"] = round(time.perf_counter() - start, 2)
+    out["dev_curve"] = read_curve(curve_path)
+    last_step = max((int(p["step"]) for p in out["dev_curve"]), default=0)
+    if last_step > 0:  # the loop's time per step, dev evaluations included
+        out["seconds_per_step"] = round((time.perf_counter() - loop_start) / last_step, 3)
     del nlp
     model_dir = run_dir / "model-best"
     if not (model_dir / "meta.json").is_file():
@@ -712,9 +772,13 @@ def make_row(spec: RunSpec, result: Dict[str, Any], wall_seconds: float) -> Dict
         "peak_gpu_mb",
         "peak_scope",
         "model",
+        "dev_curve",
+        "seconds_per_step",
     ):
         if key in result:
             row[key] = result[key]
+    if "dev_curve" in row:
+        row["convergence"] = convergence(row["dev_curve"])
     row.setdefault("peak_scope", "run")
     if row.get("trainable_params") is not None and row.get("total_params"):
         row["trainable_share"] = round(row["trainable_params"] / row["total_params"], 6)
@@ -737,12 +801,13 @@ class GridSummary:
     reused: int = 0
     ran: int = 0
     failed: int = 0
+    stale: int = 0
     rows: List[Dict[str, Any]] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
-            f"{self.planned} runs planned: {self.ran} ran ({self.failed} failed), "
-            f"{self.reused} reused from other experiments, {self.skipped} already in the results"
+            f"{self.planned} runs planned: {self.ran} ran ({self.failed} failed; {self.stale} of them again because "
+            f"their recipe changed), {self.reused} reused from other experiments, {self.skipped} already in the results"
         )
 
 
@@ -765,16 +830,28 @@ def run_grid(
     specs = list(specs)
     summary = GridSummary(planned=len(specs))
     for number, spec in enumerate(specs, 1):
-        rows = latest_rows(read_results(results_path))  # re-read: another runner may share the file
-        by_key = {r["key"]: r for r in rows}
-        previous = by_key.get(spec.key)
-        if previous is not None and (previous.get("status") == "ok" or not retry_failed):
+        all_rows = read_results(results_path)  # re-read: another runner may share the file
+        rows = latest_rows(all_rows)
+        # this run's own history: rows of its key with the current recipe, else any row of its key
+        current = latest_rows(r for r in all_rows if r.get("key") == spec.key and r.get("recipe") == spec.recipe)
+        previous = next(iter(current), None)
+        if previous is None and any(r.get("key") == spec.key for r in all_rows):
+            summary.stale += 1
+            log(f"[{number}/{len(specs)}] recipe changed since {spec.key} ran (now {spec.recipe}): run again")
+        elif previous is not None and (previous.get("status") == "ok" or not retry_failed):
             summary.skipped += 1
             log(f"[{number}/{len(specs)}] skip {spec.key} (already {previous.get('status')})")
             continue
         donor = None
         if reuse:
-            donor = next((r for r in rows if r.get("signature") == spec.signature and r.get("status") == "ok"), None)
+            donor = next(
+                (
+                    r
+                    for r in rows
+                    if r.get("signature") == spec.signature and r.get("recipe") == spec.recipe and r.get("status") == "ok"
+                ),
+                None,
+            )
         if donor is not None:
             row = dict(donor)
             row.update(key=spec.key, run_id=spec.run_id, experiment=spec.experiment, reused_from=donor["key"], finished_at=_now())

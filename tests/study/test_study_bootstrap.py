@@ -2,7 +2,10 @@
 import pytest
 
 import synthetic
-from spacy_softprompt.study.report import pct, make_stat, render_report, seed_note, strategy_bootstrap
+from spacy_softprompt.study.labels import pct, seed_note
+from spacy_softprompt.study.report import render_report
+from spacy_softprompt.study.stats import make_stat
+from spacy_softprompt.study.tables import strategy_bootstrap
 
 DOCS = 8
 

@@ -7,16 +7,12 @@ import warnings
 import pytest
 
 import synthetic
-from spacy_softprompt.study.report import (
-    HELD,
-    NO_DATA,
-    NOT_HELD,
-    check_conclusions,
-    make_stat,
-    pct,
-    render_report,
-    strategy_table,
-)
+from spacy_softprompt.study.conclusions import check_conclusions
+from spacy_softprompt.study.intervals import HELD, INCONCLUSIVE, NO_DATA, NOT_HELD
+from spacy_softprompt.study.labels import pct
+from spacy_softprompt.study.report import render_report
+from spacy_softprompt.study.stats import make_stat
+from spacy_softprompt.study.tables import strategy_table
 from spacy_softprompt.study.results import latest_rows, read_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -90,45 +86,68 @@ def test_conclusions_hold_on_paper_like_numbers(rendered):
     assert [c["verdict"] for c in summary["conclusions"]] == [HELD] * 4
     text = (out / "report.md").read_text(encoding="utf8")
     assert text.count(": held.**") == 4
+    assert "| 3 | Frozen models learn better from few examples | **held** | yes: frozen LLMs showed better few-shot" in text
+    # every comparison carries its interval: soft - hard on the small backbone is 4 points, documents agreeing
+    soft_hard = next(c for c in summary["conclusions"][0]["comparisons"] if "small" in c["label"] and c["label"].endswith("soft − hard"))
+    assert soft_hard["observed"] == pytest.approx(0.04, abs=0.006) and 0 < soft_hard["low"] < soft_hard["high"]
+    assert soft_hard["seeds"] == [2, 2] or soft_hard["seeds"] == (2, 2)
 
 
 def _reversed_rows():
-    """Numbers against every claim."""
+    """Numbers against every claim, one kind of "not held" each: opposite intervals,
+    and equal within a point (large backbone, question 2)."""
     rows = []
     base = {
-        "small": {"finetune": 0.70, "hard": 0.60, "soft": 0.65, "soft-frozen": 0.60},  # soft < finetune
-        "large": {"finetune": 0.70, "hard": 0.70, "soft": 0.80, "soft-frozen": 0.60},  # gap grows with size
+        "small": {"finetune": 0.70, "hard": 0.60, "soft": 0.65, "soft-frozen": 0.70},  # soft < finetune; frozen ahead
+        "large": {"finetune": 0.70, "hard": 0.70, "soft": 0.80, "soft-frozen": 0.80},  # frozen equal
     }
     for backbone, scores in base.items():
         for strategy, value in scores.items():
             for seed in (0, 1):
-                rows.append(synthetic.row("strategies", strategy, seed, value, value, backbone=backbone))
+                rows.append(synthetic.row("strategies", strategy, seed, value, value, backbone=backbone, docs=synthetic.DOCS))
     for strategy, values in {"soft": {5: 0.3, 10: 0.4}, "soft-frozen": {5: 0.2, 10: 0.3}}.items():
         for k, value in values.items():
-            rows.append(synthetic.row("fewshot", strategy, 0, value, value, k=k))
+            rows.append(synthetic.row("fewshot", strategy, 0, value, value, k=k, docs=synthetic.DOCS))
     for strategy, (inside, cross) in {"soft": (0.8, 0.7), "soft-frozen": (0.8, 0.5)}.items():
         ev = {"drugbank": {"ents_strict_f": inside, "rels_strict_f": inside}, "medline": {"ents_strict_f": cross, "rels_strict_f": cross}}
-        rows.append(synthetic.row("transfer", strategy, 0, inside, inside, train="drugbank", test="drugbank", evaluations=ev))
+        rows.append(
+            synthetic.row("transfer", strategy, 0, inside, inside, train="drugbank", test="drugbank", evaluations=ev, docs=synthetic.DOCS)
+        )
     return rows
 
 
 def test_conclusions_do_not_hold_on_contrary_numbers():
     verdicts = check_conclusions(_reversed_rows())
     assert [c.verdict for c in verdicts] == [NOT_HELD] * 4
-    assert any("soft 65.0 vs hard 60.0, finetune 70.0 -> no" in e for e in verdicts[0].evidence)
-    assert any("gap +5.0" in e and "gap +20.0" in e for e in verdicts[1].evidence)
+    by_label = {c["label"].split(": ")[-1] + " " + c["label"].split(" · ")[1]: c for c in verdicts[1].comparisons}
+    assert by_label["soft − soft-frozen small"]["high"] < 0  # frozen ahead: the opposite
+    equal = by_label["soft − soft-frozen large"]
+    assert equal["observed"] == 0 and -0.01 <= equal["low"] <= equal["high"] <= 0.01 and equal["verdict"] == NOT_HELD
+    drop = verdicts[3].comparisons[0]
+    assert "drop(soft) − drop(soft-frozen)" in drop["label"] and drop["observed"] == pytest.approx(-0.2, abs=0.006)
+
+
+def test_conclusions_are_inconclusive_when_documents_or_seeds_disagree():
+    rows = []
+    for seed, (soft, hard) in enumerate(((0.70, 0.60), (0.55, 0.65))):  # seeds disagree on the sign
+        rows.append(synthetic.row("strategies", "soft", seed, soft, soft, docs=synthetic.DOCS))
+        rows.append(synthetic.row("strategies", "hard", seed, hard, hard, docs=synthetic.DOCS))
+    (comparison,) = check_conclusions(rows)[0].comparisons
+    assert comparison["verdict"] == INCONCLUSIVE and comparison["seed_noise"] > abs(comparison["seed_gap"])
+    # no per-document counts: no interval, inconclusive
+    plain = [synthetic.row("strategies", s, 0, v, v) for s, v in (("soft", 0.7), ("hard", 0.5))]
+    verdict = check_conclusions(plain)[0]
+    assert verdict.verdict == INCONCLUSIVE and "no interval (no per-document counts)" in verdict.evidence[0]
 
 
 def test_conclusions_without_the_runs_they_need():
-    rows = [synthetic.row("strategies", "soft", s, 0.5, 0.5) for s in (0, 1)]
-    rows.append(synthetic.row("strategies", "hard", 0, 0.4, 0.4))
+    rows = [synthetic.row("strategies", "soft", s, 0.5, 0.5, docs=synthetic.DOCS) for s in (0, 1)]
+    rows.append(synthetic.row("strategies", "hard", 0, 0.4, 0.4, docs=synthetic.DOCS))
     verdicts = check_conclusions(rows)
     assert [c.verdict for c in verdicts] == [HELD, NO_DATA, NO_DATA, NO_DATA]
-    # one backbone only: no size trend to check
-    rows.append(synthetic.row("strategies", "soft-frozen", 0, 0.3, 0.3))
-    assert check_conclusions(rows)[1].verdict == NO_DATA
+    assert verdicts[2].evidence == ["needs few-shot runs of soft-frozen and an unfrozen strategy at the same small k"]
     # failed runs never count
-    failed = [synthetic.row("strategies", "finetune", 0, 0.9, 0.9, status="failed")]
+    failed = [synthetic.row("strategies", "finetune", 0, 0.9, 0.9, status="failed", docs=synthetic.DOCS)]
     assert check_conclusions(rows + failed)[0].verdict == HELD
 
 
@@ -136,9 +155,13 @@ def test_transfer_uses_dev_as_in_domain_when_no_source_test():
     rows = []
     for strategy, (inside, cross) in {"soft": (0.8, 0.4), "soft-frozen": (0.7, 0.6)}.items():
         ev = {"drugbank-dev": {"ents_strict_f": inside}, "medline": {"ents_strict_f": cross}}
-        rows.append(synthetic.row("transfer", strategy, 0, cross, None, train="drugbank", test="medline", evaluations=ev))
-    verdict = check_conclusions(rows)[2]
-    assert verdict.verdict == HELD and "drop soft +40.0, soft-frozen +10.0" in verdict.evidence[0]
+        rows.append(
+            synthetic.row("transfer", strategy, 0, cross, None, train="drugbank", test="medline", evaluations=ev, docs=synthetic.DOCS)
+        )
+    verdict = check_conclusions(rows)[3]
+    (comparison,) = verdict.comparisons
+    assert verdict.verdict == HELD and "drugbank → medline" in comparison["label"]
+    assert comparison["observed"] == pytest.approx(0.30, abs=0.006)  # drops 40 vs 10 points, entities only
 
 
 def test_stats_and_formatting():
@@ -169,8 +192,25 @@ def test_report_command(tmp_path):
     results = synthetic.write([synthetic.row("strategies", "soft", 0, 0.5, 0.4)], tmp_path / "r.jsonl")
     result = CliRunner().invoke(study_app, ["report", str(results), str(tmp_path / "out"), "--no-plots"])
     assert result.exit_code == 0, result.output
-    assert "(1) Unfrozen soft prompts beat hard prompts and fine-tuning: not enough data" in result.output
+    assert "(1) Soft prompts beat hard prompts and fine-tuning when the backbone is trained: not enough data" in result.output
     text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
     assert "No successful `fewshot` runs." in text and not list((tmp_path / "out").glob("*.png"))
     missing = CliRunner().invoke(study_app, ["report", str(tmp_path / "nope.jsonl"), str(tmp_path / "out")])
     assert missing.exit_code == 2
+
+
+def test_runs_that_did_not_converge_are_flagged(tmp_path):
+    still_rising = {"converged": False, "best_step": 600, "late_gain": 0.02, "last_step": 600}
+    flat = {"converged": True, "best_step": 400, "late_gain": 0.0, "last_step": 600}
+    rows = [
+        synthetic.row("strategies", "soft", 0, 0.6, 0.5, convergence=flat),
+        synthetic.row("strategies", "soft-frozen", 0, 0.4, 0.2, convergence=still_rising),
+        synthetic.row("fewshot", "soft-frozen", 0, 0.3, 0.1, k=10, convergence=still_rising),
+        synthetic.row("fewshot", "soft", 0, 0.3, 0.1, k=10, convergence=flat),
+    ]
+    summary = render_report(synthetic.write(rows, tmp_path / "r.jsonl"), tmp_path / "out", plots=False)
+    assert sorted(summary["not_converged"]) == sorted(r["key"] for r in rows if r["convergence"] is still_rising)
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+    assert "| soft-frozen † | 1 |" in text and "| soft | 1 |" in text
+    assert "| single · small · maccrobat → maccrobat-test | soft-frozen | 30.0 † |" in text
+    assert "2 of 4 trained runs converged" in text and "| +2.0 | no |" in text

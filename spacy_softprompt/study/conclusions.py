@@ -1,0 +1,211 @@
+"""The study's four questions answered from intervals, next to the source study's claims.
+
+Each question is a set of comparisons "A - B > 0" of the study's score (mean of
+entity and relation strict F1) between strategies run on the same documents.
+A comparison gets a paired bootstrap interval over documents
+(:mod:`.intervals`, seeds pooled) and the seed spread, and a verdict from
+:func:`~.intervals.judge` (held / not held / inconclusive); a question's verdict
+combines its comparisons (:func:`~.intervals.combine`). Runs recorded without
+per-document counts give no interval: their comparison is inconclusive.
+
+1. Soft prompts beat hard prompts and fine-tuning when the backbone is trained:
+   soft - hard and soft - finetune (``strategies``).
+2. Frozen small models lag behind unfrozen ones: soft - soft-frozen
+   (``strategies``; one backbone size here, so the size trend itself is not tested).
+3. Frozen models learn better from few examples: soft-frozen - each unfrozen
+   strategy at the small k (k <= 10, else the smallest k run; ``fewshot``).
+4. Frozen models transfer better to another source: drop(unfrozen) -
+   drop(frozen), drop = in-domain score - cross-source score (``transfer``).
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .intervals import INCONCLUSIVE, NO_DATA, combine, drop_difference, judge, score_difference, seed_spread
+from .labels import context_label, short_backbone
+from .results import latest_rows
+from .stats import context_of, group, k_value, ok_rows, per_doc_of, run_score, strategy_sort
+from .tables import cross_names, in_domain_name
+
+SMALL_K = 10  # few-shot "small k": every k <= 10 (else the smallest k run)
+UNFROZEN = ("finetune", "hard", "soft")
+
+QUESTIONS = {
+    1: "Soft prompts beat hard prompts and fine-tuning when the backbone is trained",
+    2: "Frozen small models lag behind unfrozen ones",
+    3: "Frozen models learn better from few examples",
+    4: "Frozen models transfer better to another source",
+}
+SOURCE_CLAIMS = {
+    1: "yes: with unfrozen LLMs, soft prompting beat hard prompting and traditional fine-tuning",
+    2: "yes: frozen LLMs need billions of parameters to be competitive with unfrozen ones",
+    3: "yes: frozen LLMs showed better few-shot learning",
+    4: "yes: frozen LLMs transferred better across institutions",
+}
+SOURCE = "Peng et al. 2023, J Biomed Inform 153:104630"
+
+
+@dataclass
+class Comparison:
+    """One "A - B > 0" comparison: the interval (points), the seed figures, the verdict."""
+
+    label: str
+    verdict: str
+    observed: Optional[float] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    seed_gap: Optional[float] = None
+    seed_noise: Optional[float] = None
+    n_docs: Optional[int] = None
+    seeds: Tuple[int, int] = (0, 0)
+    note: Optional[str] = None
+
+    def text(self) -> str:
+        seeds = f"seeds {self.seeds[0]}/{self.seeds[1]}"
+        if self.seed_gap is not None:
+            seeds += f", seed means {100 * self.seed_gap:+.1f}" + (f" ± {100 * self.seed_noise:.1f}" if self.seed_noise is not None else "")
+        if self.low is None:
+            return f"{self.label}: no interval ({self.note}); {seeds} -> {self.verdict}"
+        return (
+            f"{self.label}: {100 * self.observed:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}] points "
+            f"over {self.n_docs} documents; {seeds} -> {self.verdict}"
+        )
+
+
+@dataclass
+class Conclusion:
+    number: int
+    claim: str
+    verdict: str
+    evidence: List[str] = field(default_factory=list)
+    source_claim: str = ""
+    comparisons: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def _conclusion(number: int, comparisons: List[Comparison], missing: str) -> Conclusion:
+    evidence = [c.text() for c in comparisons] or [missing]
+    return Conclusion(
+        number,
+        QUESTIONS[number],
+        combine([c.verdict for c in comparisons]),
+        evidence,
+        SOURCE_CLAIMS[number],
+        [dict(c.__dict__) for c in comparisons],
+    )
+
+
+def compare_runs(label: str, a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]]) -> Comparison:
+    """Score(A) - score(B) of two groups of runs (seeds) on their primary evaluation set."""
+    gap, noise = seed_spread([run_score(r) or 0.0 for r in a], [run_score(r) or 0.0 for r in b])
+    docs_a, docs_b = [per_doc_of(r) for r in a], [per_doc_of(r) for r in b]
+    base = Comparison(label, INCONCLUSIVE, seed_gap=gap, seed_noise=noise, seeds=(len(a), len(b)))
+    if any(d is None for d in docs_a + docs_b):
+        base.note = "no per-document counts"
+        return base
+    try:
+        result = score_difference(docs_a, docs_b)
+    except ValueError as error:
+        base.note = str(error)[:120]
+        return base
+    base.observed, base.low, base.high, base.n_docs = result.observed, result.low, result.high, result.n_docs
+    base.verdict = judge(result.low, result.high, seed_gap=gap, seed_noise=noise)
+    return base
+
+
+def _by_strategy(rows: List[Dict[str, Any]], experiment: str) -> Dict[Tuple, Dict[str, List[Dict[str, Any]]]]:
+    out: Dict[Tuple, Dict[str, List[Dict[str, Any]]]] = {}
+    for (ctx, strategy), members in group(ok_rows(rows, experiment), lambda r: (context_of(r), str(r.get("strategy")))).items():
+        out.setdefault(ctx, {})[strategy] = members
+    return out
+
+
+def soft_beats_hard_and_finetune(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    for ctx, by in sorted(_by_strategy(rows, "strategies").items()):
+        if "soft" not in by:
+            continue
+        for other in ("hard", "finetune"):
+            if other in by:
+                comparisons.append(compare_runs(f"{context_label(ctx)}: soft − {other}", by["soft"], by[other]))
+    return _conclusion(1, comparisons, "needs strategies runs of soft and of hard or finetune on the same data")
+
+
+def frozen_small_models_lag(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    for ctx, by in sorted(_by_strategy(rows, "strategies").items()):
+        if "soft" in by and "soft-frozen" in by:
+            comparisons.append(compare_runs(f"{context_label(ctx)}: soft − soft-frozen", by["soft"], by["soft-frozen"]))
+    return _conclusion(2, comparisons, "needs strategies runs of soft and soft-frozen on the same data")
+
+
+def frozen_learn_better_few_shot(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    cells = group(ok_rows(rows, "fewshot"), lambda r: (context_of(r), k_value(r.get("k")), str(r.get("strategy"))))
+    for ctx in sorted({key[0] for key in cells}):
+        ks = sorted({key[1] for key in cells if key[0] == ctx and key[1] is not None})
+        for k in [k for k in ks if k <= SMALL_K] or ks[:1]:
+            if (ctx, k, "soft-frozen") not in cells:
+                continue
+            for other in UNFROZEN:
+                if (ctx, k, other) in cells:
+                    label = f"{context_label(ctx)}, k={k}: soft-frozen − {other}"
+                    comparisons.append(compare_runs(label, cells[(ctx, k, "soft-frozen")], cells[(ctx, k, other)]))
+    return _conclusion(3, comparisons, "needs few-shot runs of soft-frozen and an unfrozen strategy at the same small k")
+
+
+def compare_drops(label: str, a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]], target: str) -> Comparison:
+    """drop(A) - drop(B) on one cross-source target (each run's in-domain set vs ``target``)."""
+
+    def drop(row):
+        inside = in_domain_name(row)
+        values = [run_score(row, inside), run_score(row, target)] if inside else [None]
+        return None if None in values else values[0] - values[1]
+
+    drops_a, drops_b = [drop(r) for r in a], [drop(r) for r in b]
+    base = Comparison(label, INCONCLUSIVE, seeds=(len(a), len(b)))
+    if None in drops_a + drops_b:
+        base.note = "a run without an in-domain or cross-source score"
+        return base
+    base.seed_gap, base.seed_noise = seed_spread(drops_a, drops_b)
+    docs = [(per_doc_of(r, in_domain_name(r)), per_doc_of(r, target)) for r in list(a) + list(b)]
+    if any(d is None for pair in docs for d in pair):
+        base.note = "no per-document counts"
+        return base
+    a_docs, b_docs = docs[: len(a)], docs[len(a):]
+    try:
+        result = drop_difference([d[0] for d in a_docs], [d[1] for d in a_docs], [d[0] for d in b_docs], [d[1] for d in b_docs])
+    except ValueError as error:
+        base.note = str(error)[:120]
+        return base
+    base.observed, base.low, base.high, base.n_docs = result.observed, result.low, result.high, result.n_docs
+    base.verdict = judge(result.low, result.high, seed_gap=base.seed_gap, seed_noise=base.seed_noise)
+    return base
+
+
+def frozen_transfer_better(rows: List[Dict[str, Any]]) -> Conclusion:
+    comparisons = []
+    groups = group(
+        ok_rows(rows, "transfer"), lambda r: (str(r.get("mode")), str(r.get("backbone")), str(r.get("train_corpus")), str(r.get("strategy")))
+    )
+    for mode, backbone, source in sorted({key[:3] for key in groups}):
+        frozen = groups.get((mode, backbone, source, "soft-frozen"))
+        if not frozen:
+            continue
+        targets = sorted({t for r in frozen for t in cross_names(r)})
+        for other in sorted({key[3] for key in groups if key[:3] == (mode, backbone, source)} & set(UNFROZEN), key=strategy_sort):
+            for target in targets:
+                label = f"{mode} · {short_backbone(backbone)} · {source} → {target}: drop({other}) − drop(soft-frozen)"
+                comparisons.append(compare_drops(label, groups[(mode, backbone, source, other)], frozen, target))
+    return _conclusion(4, comparisons, "needs transfer runs of soft-frozen and an unfrozen strategy scored in-domain and on another source")
+
+
+def check_conclusions(rows: List[Dict[str, Any]]) -> List[Conclusion]:
+    rows = latest_rows(rows)
+    return [
+        soft_beats_hard_and_finetune(rows),
+        frozen_small_models_lag(rows),
+        frozen_learn_better_few_shot(rows),
+        frozen_transfer_better(rows),
+    ]
+
+
+__all__ = ["Comparison", "Conclusion", "NO_DATA", "QUESTIONS", "SOURCE", "SOURCE_CLAIMS", "check_conclusions", "compare_runs"]

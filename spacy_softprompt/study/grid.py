@@ -1,0 +1,200 @@
+"""A whole study in one file: ``python -m spacy_softprompt study run --grid GRID.yml``.
+
+The grid file (YAML) names the results file, the report folder, the shared
+settings, the datasets and the experiments; :func:`run_study` plans every
+experiment, runs them in order (each resumable: finished runs with the current
+recipe are skipped, identical runs are reused across experiments) and writes
+the report, in which only rows with the recipe the plan computes now are used.
+:func:`estimate` says what the remaining runs cost, from measured seconds per
+step (``seconds_per_step`` of the file). Paths in the file are relative to the
+working directory (the project root).
+
+Recipe budgets (``recipes``): per strategy (or ``mrc:<strategy>``) ``max_steps``
+and ``eval_frequency`` as a number, ``config`` (the config file's own value) or
+``project`` (``vars.max_steps`` / ``vars.eval_frequency`` of ``project.yml``,
+the main job's budget), so the study follows the product's recipe when it moves.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from .runner import (
+    DEFAULT_DEPTHS,
+    DEFAULT_PROMPT_LENGTHS,
+    RunSpec,
+    StudyError,
+    StudySettings,
+    parse_ints,
+    parse_ks,
+    parse_list,
+    plan_runs,
+    run_grid,
+)
+
+PathLike = Union[str, Path]
+BUDGET_KEYS = ("max_steps", "eval_frequency")
+SETTING_KEYS = ("device", "gpu_id", "head", "dev_limit", "eval_limit", "eval_dev", "configs_dir", "threads", "overrides")
+DEFAULT_OVERHEAD_S = 60.0  # per run: start, initialisation, final evaluation
+
+
+@dataclass
+class Grid:
+    path: Path
+    results: Path
+    report: Path
+    work_dir: Path
+    experiments: List[Tuple[StudySettings, Dict[str, Any]]]  # (settings, plan_runs keyword arguments)
+    seconds_per_step: Dict[str, float] = field(default_factory=dict)
+    step_factors: Dict[str, float] = field(default_factory=dict)  # training file -> cost of its steps vs the reference
+    overheads: Dict[str, float] = field(default_factory=dict)  # training file -> seconds per run beside the steps
+    overhead_s: float = DEFAULT_OVERHEAD_S
+    timeout: Optional[float] = None
+
+    def plan(self, warn: Callable[[str], None] = lambda m: None) -> List[RunSpec]:
+        specs: List[RunSpec] = []
+        for settings, kwargs in self.experiments:
+            specs += plan_runs(settings, warn=warn, **kwargs)
+        return specs
+
+
+def _budget_value(value: Any, name: str, project_vars: Dict[str, Any]) -> Optional[int]:
+    if value == "config" or value is None:
+        return None
+    if value == "project":
+        if name not in project_vars:
+            raise StudyError(f"project.yml has no vars.{name}")
+        return int(project_vars[name])
+    return int(value)
+
+
+def read_recipes(raw: Dict[str, Any], project_vars: Dict[str, Any]) -> Tuple[Dict[str, Optional[int]], Dict[str, Dict[str, Optional[int]]]]:
+    """(default budget, per-strategy budgets) of a grid's ``recipes`` block."""
+    default = {k: _budget_value((raw.get("default") or {}).get(k, "config"), k, project_vars) for k in BUDGET_KEYS}
+    per_strategy = {
+        name: {k: _budget_value(entry.get(k, "config"), k, project_vars) for k in BUDGET_KEYS}
+        for name, entry in raw.items()
+        if name != "default"
+    }
+    return default, per_strategy
+
+
+def load_grid(path: PathLike, project: PathLike = "project.yml") -> Grid:
+    import srsly
+
+    path = Path(path)
+    raw = srsly.read_yaml(path)
+    project_vars = srsly.read_yaml(project).get("vars", {}) if Path(project).is_file() else {}
+    default, per_strategy = read_recipes(raw.get("recipes") or {}, project_vars)
+    shared = {k: raw[k] for k in SETTING_KEYS if k in raw}
+    datasets = raw.get("data") or {}
+    experiments = []
+    for entry in raw.get("experiments") or []:
+        entry = dict(entry)
+        data = datasets.get(entry.pop("data", None))
+        if data is None:
+            raise StudyError(f"{path}: every experiment names one of the datasets {sorted(datasets)}")
+        experiment = entry.pop("experiment")
+        settings = StudySettings(
+            experiment=experiment,
+            train=data["train"],
+            dev=data["dev"],
+            tests=[(str(n), str(p)) for n, p in (data.get("tests") or {}).items()],
+            train_name=data.get("name"),
+            schema=data.get("schema"),
+            hard_prompt=data.get("hard_prompt"),
+            max_steps=default["max_steps"],
+            eval_frequency=default["eval_frequency"],
+            recipes=per_strategy,
+            **shared,
+        )
+        kwargs: Dict[str, Any] = {
+            "strategies": parse_list(entry.pop("strategies")),
+            "modes": parse_list(entry.pop("modes", "single")),
+            "backbones": parse_list(raw.get("backbones")) or [None],
+            "seeds": parse_ints(entry.pop("seeds", [0])),
+            "ks": parse_ks(entry.pop("ks", ["all"])),
+        }
+        if experiment == "prompt-shape":
+            kwargs["prompt_lengths"] = parse_ints(entry.pop("prompt_lengths", list(DEFAULT_PROMPT_LENGTHS)))
+            kwargs["depths"] = parse_list(entry.pop("depths", list(DEFAULT_DEPTHS)))
+        if entry:
+            raise StudyError(f"{path}: unknown keys in experiment {experiment!r}: {sorted(entry)}")
+        experiments.append((settings, kwargs))
+    return Grid(
+        path=path,
+        results=Path(raw.get("results", path.parent / "results.jsonl")),
+        report=Path(raw.get("report", path.parent)),
+        work_dir=Path(raw.get("work_dir", "training/study")),
+        experiments=experiments,
+        seconds_per_step={str(k): float(v) for k, v in (raw.get("seconds_per_step") or {}).items()},
+        step_factors={str(d["train"]): float(d.get("step_factor", 1.0)) for d in datasets.values()},
+        overheads={str(d["train"]): float(d["overhead_s"]) for d in datasets.values() if "overhead_s" in d},
+        overhead_s=float(raw.get("overhead_s", DEFAULT_OVERHEAD_S)),
+        timeout=float(raw["timeout"]) if raw.get("timeout") else None,
+    )
+
+
+def step_kind(spec: RunSpec, known: Dict[str, float]) -> str:
+    """The ``seconds_per_step`` key of a run: ``<mode>-frozen`` (backbone frozen),
+    ``<mode>-hard`` (hard prompt; ``<mode>`` when the table has no such entry) or ``<mode>``."""
+    if spec.frozen:
+        return f"{spec.mode}-frozen"
+    if spec.hard_prompt and f"{spec.mode}-hard" in known:
+        return f"{spec.mode}-hard"
+    return spec.mode
+
+
+def estimate(grid: Grid, done: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Training runs (identical runs of several experiments counted once), steps and
+    hours per experiment; ``done``: key -> recipe of finished runs (not counted)."""
+    done = done or {}
+    trained: set = set()
+    per_experiment: Dict[str, Dict[str, float]] = {}
+    for spec in grid.plan():
+        entry = per_experiment.setdefault(spec.experiment, {"runs": 0, "trained": 0, "steps": 0, "hours": 0.0})
+        entry["runs"] += 1
+        identity = (spec.signature, spec.recipe)
+        if identity in trained or done.get(spec.key) == spec.recipe:
+            continue
+        trained.add(identity)
+        kind = step_kind(spec, grid.seconds_per_step)
+        if kind not in grid.seconds_per_step:
+            raise StudyError(f"{grid.path}: seconds_per_step has no entry {kind!r}")
+        steps = spec.max_steps or 0
+        entry["trained"] += 1
+        entry["steps"] += steps
+        factor = grid.step_factors.get(spec.train, 1.0)
+        overhead = grid.overheads.get(spec.train, grid.overhead_s)
+        entry["hours"] += (steps * grid.seconds_per_step[kind] * factor + overhead) / 3600
+    total = {k: sum(e[k] for e in per_experiment.values()) for k in ("runs", "trained", "steps", "hours")}
+    return {"experiments": per_experiment, "total": total}
+
+
+def format_estimate(result: Dict[str, Any]) -> str:
+    lines = [f"{'experiment':<14} {'runs':>5} {'trained':>8} {'steps':>8} {'hours':>6}"]
+    for name, e in list(result["experiments"].items()) + [("total", result["total"])]:
+        lines.append(f"{name:<14} {e['runs']:>5} {e['trained']:>8} {e['steps']:>8} {e['hours']:>6.2f}")
+    return "\n".join(lines)
+
+
+def run_study(
+    grid: Grid,
+    *,
+    isolation: str = "subprocess",
+    retry_failed: bool = False,
+    plots: bool = True,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Run every experiment of the grid (resumable), then write the report; returns the report summary."""
+    from .report import render_report
+
+    current: Dict[str, str] = {}
+    for settings, kwargs in grid.experiments:
+        specs = plan_runs(settings, warn=lambda m: log(f"warning: {m}"), **kwargs)
+        current.update({spec.key: spec.recipe for spec in specs})
+        log(f"== {settings.experiment}: {len(specs)} runs")
+        summary = run_grid(
+            specs, grid.results, grid.work_dir, isolation=isolation, retry_failed=retry_failed, timeout=grid.timeout, log=log
+        )
+        log(str(summary))
+    return render_report(grid.results, grid.report, plots=plots, current_recipes=current)

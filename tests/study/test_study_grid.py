@@ -1,0 +1,106 @@
+"""The study as one grid file: the committed CPU grid trains what the product ships
+and fits its budget; a 2-run miniature (tiny random backbone, toy corpus) goes the
+whole way -- run, results, dev curves, report, answers -- resumes, and leaves a
+stale recipe out of the report."""
+import json
+from pathlib import Path
+
+import pytest
+import srsly
+
+from spacy_softprompt.study.grid import estimate, load_grid, run_study
+from spacy_softprompt.study.intervals import HELD, INCONCLUSIVE, NOT_HELD
+from spacy_softprompt.study.report import render_report
+from spacy_softprompt.study.results import read_results
+
+REPO = Path(__file__).resolve().parents[2]
+BUDGET_HOURS = 8.0
+
+
+def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch):
+    from spacy.util import load_config
+
+    monkeypatch.chdir(REPO)
+    grid = load_grid("docs/study_cpu/grid.yml")
+    specs = grid.plan()
+    project = srsly.read_yaml("project.yml")["vars"]
+    frozen = load_config("configs/tok_soft-frozen_cpu.cfg")["training"]
+    for spec in specs:
+        name = Path(spec.config).name
+        assert name.startswith("tok_" if spec.mode == "single" else "mrc_"), name
+        own = load_config(spec.config)["training"]
+        budget = (frozen["max_steps"], frozen["eval_frequency"]) if spec.strategy == "soft-frozen" else (project["max_steps"], project["eval_frequency"])
+        resolved = (spec.max_steps, spec.overrides.get("training.eval_frequency", own["eval_frequency"]))
+        assert resolved == budget, (spec.key, resolved, budget)
+    by_experiment = {}
+    for spec in specs:
+        by_experiment.setdefault(spec.experiment, []).append(spec)
+    assert {(s.strategy, s.k) for s in by_experiment["fewshot"]} == {
+        (s, k) for s in ("soft", "soft-frozen") for k in (10, 40, None)
+    }
+    assert {s.seed for s in by_experiment["fewshot"] if s.k == 10} == {0, 1, 2}  # the few-shot verdict's k
+    assert {s.seed for s in by_experiment["transfer"]} >= {0, 1}
+    assert [(s.mode, s.strategy) for s in by_experiment["mrc"]] == [("single", "soft"), ("mrc", "soft")]
+    # the few-shot k=all points and the MRC experiment's single-pass run are strategies runs (trained once)
+    trained = {(s.signature, s.recipe) for s in by_experiment["strategies"]}
+    assert all((s.signature, s.recipe) in trained for s in by_experiment["fewshot"] if s.k is None)
+    assert (by_experiment["mrc"][0].signature, by_experiment["mrc"][0].recipe) in trained
+    cost = estimate(grid)
+    assert cost["total"]["trained"] == len({(s.signature, s.recipe) for s in specs})
+    assert cost["total"]["hours"] <= BUDGET_HOURS, (
+        f"the CPU grid needs {cost['total']['hours']:.1f} h > {BUDGET_HOURS} h: trim seeds or experiments in docs/study_cpu/grid.yml"
+    )
+
+
+def _mini_grid(tmp_path: Path, corpus: Path, backbone: Path, max_steps: int) -> Path:
+    grid = {
+        "results": str(tmp_path / "results.jsonl"),
+        "report": str(tmp_path / "report"),
+        "work_dir": str(tmp_path / "work"),
+        "backbones": [str(backbone)],
+        # windows that fit the tiny encoder (128 positions)
+        "overrides": {"components.transformer.model.get_spans.window": 24, "components.transformer.model.get_spans.stride": 16},
+        "recipes": {"default": {"max_steps": max_steps, "eval_frequency": 2}},
+        "seconds_per_step": {"single": 1.0, "single-frozen": 0.5},
+        "data": {"toy": {"name": "toy", "train": str(corpus), "dev": str(corpus), "tests": {"toy-test": str(corpus)}}},
+        "experiments": [{"experiment": "strategies", "data": "toy", "strategies": ["soft", "soft-frozen"], "seeds": [0]}],
+    }
+    path = tmp_path / f"grid-{max_steps}.yml"
+    srsly.write_yaml(path, grid)
+    return path
+
+
+@pytest.mark.slow
+def test_miniature_grid_from_runs_to_answers(toy_corpus, tiny_megatron, tmp_path):
+    grid = load_grid(_mini_grid(tmp_path, toy_corpus, tiny_megatron, max_steps=4))
+    summary = run_study(grid, isolation="inline", plots=False, log=lambda m: None)
+    rows = read_results(grid.results)
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r.get("error") for r in rows]
+    for row in rows:
+        assert [p["step"] for p in row["dev_curve"]] == [0, 2, 4]
+        assert row["convergence"]["last_step"] == 4 and row["convergence"]["converged"] in (True, False)
+        assert row["seconds_per_step"] > 0 and len(row["recipe"]) == 16 and row["max_steps"] == 4
+    assert rows[0]["recipe"] != rows[1]["recipe"]  # frozen or not is part of the recipe
+    # the report answers question 2 (soft vs soft-frozen) from a paired interval over the 3 toy documents
+    question = summary["conclusions"][1]
+    (comparison,) = question["comparisons"]
+    assert comparison["label"].endswith("soft − soft-frozen") and comparison["n_docs"] == 3
+    assert comparison["low"] <= comparison["observed"] <= comparison["high"]
+    assert question["verdict"] in (HELD, NOT_HELD, INCONCLUSIVE)
+    text = (grid.report / "report.md").read_text(encoding="utf8")
+    assert "| 2 | Frozen small models lag behind unfrozen ones |" in text and "## Convergence" in text
+    assert summary["stale"] == []
+
+    # resumable: nothing left to train
+    again = run_study(grid, isolation="inline", plots=False, log=lambda m: None)
+    assert len(read_results(grid.results)) == 2 and again["runs"] == 2
+    # a new budget is a new recipe: the old rows are stale, left out of the report, and planned again
+    longer = load_grid(_mini_grid(tmp_path, toy_corpus, tiny_megatron, max_steps=6))
+    current = {spec.key: spec.recipe for spec in longer.plan()}
+    assert set(current) == {r["key"] for r in rows}  # same runs, new recipe
+    stale = render_report(longer.results, tmp_path / "stale-report", plots=False, current_recipes=current)
+    assert sorted(stale["stale"]) == sorted(r["key"] for r in rows) and stale["runs"] == 0
+    assert "## Stale runs (left out)" in (tmp_path / "stale-report" / "report.md").read_text(encoding="utf8")
+    done = {r["key"]: r["recipe"] for r in rows}
+    assert estimate(longer, done)["total"]["trained"] == 2 and estimate(grid, done)["total"]["trained"] == 0
+    assert json.loads((grid.report / "summary.json").read_text())["conclusions"][1]["number"] == 2
