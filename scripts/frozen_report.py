@@ -1,7 +1,8 @@
 """The frozen-backbone table from scripts/frozen_table.sh's metrics files.
 
-usage: python scripts/frozen_report.py metrics/frozen [--systems "soft-frozen soft-lora ..."]
+usage: python scripts/frozen_report.py benchmarks/results/frozen [--systems "soft-frozen soft-lora ..."]
        [--reference soft-frozen] [--output docs/frozen_table.md]
+       python scripts/frozen_report.py --run-info MODEL_DIR [--wall-s S]   (prints a run's parameters as JSON)
 
 Per system (``<system>-seed<S>.json`` files, evaluate's or a baseline's metrics with
 per-document counts): seeds, trainable share of the parameters, entity / relation
@@ -49,16 +50,14 @@ def pipeline_parameters(model_dir: Path) -> Dict[str, int]:
     return {"trainable": trainable, "total": total}
 
 
-def _parameters(folder: Path, system: str, seed_file: Path) -> Optional[Dict[str, int]]:
-    seed = seed_file.stem.rsplit("-seed", 1)[1]
-    if system.startswith("peft-"):
-        report = folder.parent.parent / "training" / "frozen" / f"{system}-seed{seed}.json"
-        if report.is_file():
-            params = json.loads(report.read_text())["parameters"]
-            return {"trainable": params["trainable"], "total": params["total"]}
+def _parameters(seed_file: Path) -> Optional[Dict[str, int]]:
+    """Trainable / total parameters from the run's ``<stem>.run.json`` (written by
+    ``--run-info`` for our pipelines, the baseline's own report for the PEFT peers)."""
+    info = seed_file.with_name(seed_file.stem + ".run.json")
+    if not info.is_file():
         return None
-    model = folder.parent.parent / "training" / "frozen" / f"{system}-seed{seed}" / "model-best"
-    return pipeline_parameters(model) if model.is_dir() else None
+    params = json.loads(info.read_text())["parameters"]
+    return {"trainable": int(params["trainable"]), "total": int(params["total"])}
 
 
 def _pct(summary: Dict[str, Any]) -> str:
@@ -77,12 +76,12 @@ def _interval(entry: Dict[str, Any]) -> str:
 
 def build(folder: Path, systems: List[str], reference: str) -> Dict[str, Any]:
     files = {s: sorted(folder.glob(f"{s}-seed*.json")) for s in systems}
-    files = {s: [f for f in fs if not f.name.endswith(".partial")] for s, fs in files.items()}
+    files = {s: [f for f in fs if not f.name.endswith(".run.json")] for s, fs in files.items()}
     rows = []
     for system in systems:
         if not files[system]:
             continue
-        params = _parameters(folder, system, files[system][0])
+        params = _parameters(files[system][0])
         other = files.get(reference) or files[system]
         result = compare_files(files[system], other, names=(system, reference))
         rows.append({
@@ -123,11 +122,18 @@ def markdown(table: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folder", type=Path, nargs="?")
+    parser.add_argument("--run-info", type=Path, help="print a trained pipeline's parameter counts as JSON and exit")
+    parser.add_argument("--wall-s", type=float, default=None, help="with --run-info: the run's wall seconds")
     parser.add_argument("--systems", nargs="+", default=list(DESCRIPTIONS))
     parser.add_argument("--reference", default="soft-frozen")
     parser.add_argument("--output", type=Path, default=Path("docs/frozen_table.md"))
     args = parser.parse_args(argv)
+    if args.run_info is not None:
+        print(json.dumps({"model": str(args.run_info), "parameters": pipeline_parameters(args.run_info), "wall_s": args.wall_s}))
+        return 0
+    if args.folder is None:
+        parser.error("give the metrics folder (or --run-info MODEL_DIR)")
     systems = [s for item in args.systems for s in item.split()]
     table = build(args.folder, systems, args.reference)
     text = markdown(table)

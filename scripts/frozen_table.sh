@@ -8,24 +8,27 @@
 # stopped (a killed run restarts from its beginning). Runs one after the other, at the priority the
 # caller gives (e.g. `nice -n 19`).
 # usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix peft-lora soft"] scripts/frozen_table.sh
-# outputs: training/frozen/<system>-seed<S>/, metrics/frozen/<system>-seed<S>.json
+# outputs: trained pipelines in training/frozen/<system>-seed<S>/ (not kept); per run, in
+# benchmarks/results/frozen/: <system>-seed<S>.json (dev metrics with per-document counts) and
+# <system>-seed<S>.run.json (trainable / total parameters, wall seconds; PEFT: the baseline's report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
 DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
 SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix peft-lora soft}
-mkdir -p metrics/frozen training/frozen
+RESULTS=${RESULTS:-benchmarks/results/frozen}
+mkdir -p "$RESULTS" training/frozen
 
 run_one() {  # run_one SYSTEM SEED
-  local system=$1 seed=$2 out="metrics/frozen/$1-seed$2.json"
+  local system=$1 seed=$2 out="$RESULTS/$1-seed$2.json"
   if [ -f "$out" ]; then echo "== $system seed $seed: done ($out)"; return; fi
   echo "== $system seed $seed: start $(date -u +%H:%M:%S)"
   local start=$SECONDS
   case $system in
     peft-*)
       $PYTHON benchmarks/baseline_peft.py --method "${system#peft-}" --seed "$seed" --train "$TRAIN" --dev "$DEV" \
-        --output "training/frozen/$system-seed$seed.json" --metrics-output "$out.partial"
+        --output "$RESULTS/$system-seed$seed.run.json" --metrics-output "$out.partial"
       ;;
     *)
       local steps=()
@@ -34,6 +37,8 @@ run_one() {  # run_one SYSTEM SEED
       $PYTHON -m spacy_softprompt train "configs/tok_${system}_cpu.cfg" --output "training/frozen/$system-seed$seed" \
         --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" "${steps[@]}"
       $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"
+      $PYTHON scripts/frozen_report.py --run-info "training/frozen/$system-seed$seed/model-best" \
+        --wall-s $((SECONDS - start)) > "$RESULTS/$system-seed$seed.run.json"
       ;;
   esac
   mv "$out.partial" "$out"
@@ -46,4 +51,4 @@ for seed in ${SEEDS:-0 1 2}; do
   done
 done
 
-$PYTHON scripts/frozen_report.py metrics/frozen --systems $SYSTEMS
+$PYTHON scripts/frozen_report.py "$RESULTS" --systems $SYSTEMS

@@ -30,15 +30,13 @@ def _metrics(tp_per_doc, n_docs=20, gold=10, relations=True):
 
 def test_table_gives_mean_sd_and_interval_against_the_reference(tmp_path):
     report = _load_script()
-    folder = tmp_path / "metrics" / "frozen"
+    folder = tmp_path / "frozen"
     folder.mkdir(parents=True)
     for seed, tp in enumerate([5, 6, 7]):
         (folder / f"soft-frozen-seed{seed}.json").write_text(json.dumps(_metrics(tp)))
     for seed, tp in enumerate([8, 8]):
         (folder / f"peft-prefix-seed{seed}.json").write_text(json.dumps(_metrics(tp, relations=False)))
-    (tmp_path / "training" / "frozen").mkdir(parents=True)
-    (tmp_path / "training" / "frozen" / "peft-prefix-seed0.json").write_text(
-        json.dumps({"parameters": {"trainable": 25, "total": 1000}}))
+    (folder / "peft-prefix-seed0.run.json").write_text(json.dumps({"parameters": {"trainable": 25, "total": 1000}}))
     table = report.build(folder, ["soft-frozen", "peft-prefix", "soft-lora"], "soft-frozen")
     rows = {r["system"]: r for r in table["rows"]}
     assert set(rows) == {"soft-frozen", "peft-prefix"}  # a system without files is left out
@@ -53,3 +51,23 @@ def test_table_gives_mean_sd_and_interval_against_the_reference(tmp_path):
     text = report.markdown(table)
     assert "| peft-prefix | 2 | 2.50% | 80.0 ± 0.0 | – | +20.0 [+20.0, +20.0] | – |" in text
     assert "| soft-frozen | 3 | – | 60.0 ± 10.0 | 60.0 ± 10.0 | – | – |" in text
+
+
+def test_run_info_counts_the_trainable_part_of_a_saved_frozen_pipeline(tiny_megatron, tmp_path):
+    import spacy
+
+    import spacy_softprompt.architectures  # noqa: F401
+
+    report = _load_script()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {
+        "@architectures": "spacy_softprompt.SoftPromptTransformerModel.v1", "name": str(tiny_megatron),
+        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 24, "stride": 16},
+        "prompt_length": 2, "prompt_depth": "deep", "freeze_backbone": True, "init_seed": 0}})
+    nlp.initialize()
+    nlp.to_disk(tmp_path / "model")
+    encoder = nlp.get_pipe("transformer").model.encoder
+    backbone = sum(p.numel() for p in encoder.backbone.parameters())
+    counts = report.pipeline_parameters(tmp_path / "model")
+    # 2 prompt vectors x (key, value) x 2 layers x 32 hidden
+    assert counts == {"trainable": 2 * 2 * 2 * 32, "total": backbone + 2 * 2 * 2 * 32}
