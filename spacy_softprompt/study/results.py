@@ -125,11 +125,6 @@ def latest_rows(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return list(chosen.values())
 
 
-def done_keys(rows: Iterable[Dict[str, Any]], *, include_failed: bool = True) -> set:
-    """Keys already in the table (only successful ones with ``include_failed=False``)."""
-    return {r["key"] for r in rows if "key" in r and (include_failed or r.get("status") == "ok")}
-
-
 def csv_columns(rows: List[Dict[str, Any]]) -> List[str]:
     eval_names = sorted({name for row in rows for name in (row.get("evaluations") or {})})
     columns = list(BASE_COLUMNS) + list(SCORE_KEYS) + list(EVAL_EXTRA_KEYS)

@@ -97,7 +97,7 @@ def test_short_inputs_in_one_batch(nlp):
 
 def test_relations_on_given_entities_point_into_the_text(nlp):
     docs = _docs_with_entities(nlp)
-    n_candidates = sum(len(nlp.get_pipe("relation_extractor").candidates(d, list(d.spans["entities"]))) for d in docs)
+    n_candidates = sum(len(nlp.get_pipe("relation_extractor").candidates(list(d.spans["entities"]))) for d in docs)
     assert n_candidates > 0
     output = nlp.get_pipe("relation_extractor").model.get_ref("output_layer")
     bias = output.get_param("b").copy()
