@@ -1,5 +1,6 @@
 """project.yml: the main job's defaults and every mode/strategy/device it names resolve to a config;
 docs/project.md holds the section `spacy project document` writes for it."""
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ WEASEL_SERIES = "0.4."  # the weasel of the pinned spaCy 3.7.5, which wrote docs
 
 
 @pytest.mark.skipif(
-    not __import__("importlib.metadata").metadata.version("weasel").startswith(WEASEL_SERIES),
+    not version("weasel").startswith(WEASEL_SERIES),
     reason=f"docs/project.md is written by weasel {WEASEL_SERIES}x (spaCy 3.7); another version words it differently",
 )
 def test_project_section_of_the_docs_is_what_spacy_project_document_writes():
