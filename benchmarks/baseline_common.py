@@ -62,11 +62,6 @@ def sum_scores(counts: Sequence[Any]) -> Dict[str, Any]:
     return total.scores()
 
 
-def score_entities(gold_docs: Sequence[Any], predicted: Iterable[Iterable[Entity]]) -> Dict[str, Any]:
-    """The package's n2c2 scores of predicted ``(start, end, label)`` lists against gold docs."""
-    return sum_scores(count_entities(gold_docs, predicted))
-
-
 # ------------------------------------------------------------------ metrics file for `compare`
 #: the per-document counts a baseline writes (it predicts no relations)
 ENTITY_COUNT_KEYS = ("ents_strict", "ents_lenient")

@@ -80,7 +80,7 @@ def worker_length(spec):
     given = nlp.get_pipe("transformer")(given)
     rel = nlp.get_pipe("relation_extractor")
     t = time.perf_counter()
-    pairs = rel.candidates(given, list(given.spans["entities"]))
+    pairs = rel.candidates(list(given.spans["entities"]))
     candidates_s = time.perf_counter() - t
     t = time.perf_counter()
     rel(given)

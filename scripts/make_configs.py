@@ -22,7 +22,7 @@ STRATEGIES = {
     # DEVICES; frozen ones have their own RECIPES below): heads 1e-3, prompts 1e-2, all three with the
     # same warmup and linear decay to the last step
     # (constant head/prompt rates left the heads moving at full speed while the backbone's rate
-    # reached 0: relation F1 varied ~8 points between seeds, ~1 with the decay; README "The main job").
+    # reached 0: relation F1 varied ~8 points between seeds, ~1 with the decay; CHANGELOG.md, 2026-11-30).
     "finetune": dict(prompt_length=0, prompt_depth="input", hard_prompt=None, freeze=False),
     "hard": dict(prompt_length=0, prompt_depth="input", hard_prompt=HARD_PROMPT, freeze=False),
     "soft": dict(prompt_length=20, prompt_depth="deep", hard_prompt=None, freeze=False),
@@ -53,8 +53,8 @@ DEVICES = {
         stride=112,
         max_steps=1600,
         eval_frequency=100,
-        # A 22M encoder tolerates (and on 2 cores needs) a large rate: 2e-4 (README, "The
-        # main job"); warmup = 10% of the main job's 600 steps.
+        # A 22M encoder tolerates (and on 2 cores needs) a large rate: 2e-4 (docs/main-job.md, "The
+        # recipe"); warmup = 10% of the main job's 600 steps.
         learn_rate="0.0002",
         head_rate="0.001",
         prompt_rate="0.01",

@@ -68,7 +68,7 @@ SHARED = {
     # gold start/end positions and gold pairs weigh 5x: ~1 context word in 100
     # starts an entity of a given type and most candidate pairs are not
     # entities; at CPU budgets (100-300 steps) unweighted heads stay below the
-    # 0.5 thresholds (measured: README, MRC mode)
+    # 0.5 thresholds (docs/mrc.md, class balance)
     "loss_weights": {"start": 1.0, "end": 1.0, "match": 1.0, "positive": 5.0},
     "max_query_pieces": 64,
     "max_match_candidates": 20000,

@@ -25,6 +25,7 @@ from spacy.util import filter_spans
 
 ENTITY_SPANS_KEY = "entities"
 
+#: an entity as ``(start, end, label)``: characters for gold keys, tokens elsewhere
 EntityKey = Tuple[int, int, str]
 Relation = Dict[str, Any]
 
@@ -38,11 +39,6 @@ def register_extensions() -> None:
 
 
 register_extensions()
-
-
-def entity_key(span: Span) -> EntityKey:
-    """The (start_char, end_char, label) triple that identifies an entity."""
-    return (span.start_char, span.end_char, span.label_)
 
 
 def make_relation(

@@ -13,8 +13,12 @@ and counted as the lenient mode says (see :mod:`spacy_softprompt.scoring`):
 ``"n2c2"`` counts every line, ``"any"`` once.
 
 With a schema, gold items outside it are not scored (counted in
-``gold_outside_schema``); predicted ``T``/``R`` lines outside it are scored as
-false positives under the label ``"<type> (outside schema)"``.
+``gold_outside_schema``); predicted lines outside it are false positives: a
+``T`` line of a type the schema does not map under the label ``"<type>
+(outside schema)"``, an ``R`` line whose argument types are not an allowed
+pair of its relation type (say a ``Frequency-Drug`` whose first argument was
+predicted as ``Duration``) in the row of its own relation type, as the official
+n2c2 script counts it.
 """
 from collections import Counter
 from dataclasses import dataclass, field
@@ -89,8 +93,9 @@ class ScoringPolicy:
             else "gold documents without a prediction .ann: miss (all their gold items count as missed)"
         )
         schema = (
-            f"schema: {self.schema}: gold items outside it are not scored; predicted T/R lines outside it are "
-            "false positives (rows '... (outside schema)')"
+            f"schema: {self.schema}: gold items outside it are not scored; predicted lines outside it are "
+            "false positives: a T line of a type it does not map in a row '<type> (outside schema)', an R line "
+            "whose argument types it does not allow in its relation type's row (as the official script)"
             if self.schema
             else "schema: none, every T and R line is scored"
         )
@@ -114,8 +119,9 @@ def brat_items(doc: BratDocument, schema: Optional[Schema], *, predictions: bool
 
     Gold (``predictions=False``): what the schema maps, the rest is dropped.
     Predictions: what the schema maps, else entities and ``R`` lines already in
-    the schema's target labels (a pipeline's output), else the line itself under
-    ``"<type> (outside schema)"``, a false positive.
+    the schema's target labels (a pipeline's output), else the line itself as a
+    false positive: an entity under ``"<type> (outside schema)"``, a relation
+    under its own type (its arguments cannot match a gold relation's).
     """
     out = BratItems()
     mapped = apply_schema(doc, schema)
@@ -160,10 +166,9 @@ def brat_items(doc: BratDocument, schema: Optional[Schema], *, predictions: bool
                 continue  # an argument names a missing id: reported by the parser
             if schema is None or (predictions and (a1[2], a2[2]) in schema.pairs.get(rel.type, [])):
                 item = (rel.type, a1, a2)  # already in the schema's labels
-            elif predictions:
-                label = rel.type + OUTSIDE
-                out.outside["rels"][label] += 1
-                item = (label, a1, a2)
+            elif predictions:  # in its type's row, as the official script counts it
+                out.outside["rels"][rel.type] += 1
+                item = (rel.type, a1, a2)
             else:
                 out.dropped["rels"] += 1
                 continue
@@ -255,8 +260,8 @@ def score_brat_dirs(
     dict of :func:`~spacy_softprompt.scoring.score_documents` plus ``policy``,
     ``n_docs`` (gold documents), ``n_scored``, ``missing_predictions``,
     ``unmatched_predictions`` (prediction files without gold, not scored),
-    ``outside_schema`` (predicted lines outside the schema, by label, also in
-    the per-type rows), ``gold_outside_schema``, ``repeated`` (repeated lines
+    ``outside_schema`` (predicted lines outside the schema, by label, also
+    counted in the per-type rows), ``gold_outside_schema``, ``repeated`` (repeated lines
     per side), ``notes`` (repeats, readings that differ from the official
     script, prediction texts that differ from gold) and ``issues`` (problems
     found while reading).

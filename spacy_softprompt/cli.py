@@ -173,7 +173,7 @@ def annotate(
     output_format: str = typer.Option("brat", "--format", "-f", help="brat or jsonl; with --engine ray also parquet (brat = JSONL shards + brat files)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     n_process: int = typer.Option(
-        1, "--n-process", "-n", help="CPU worker processes (local engine), each with cores/N torch threads (README: when it helps)."
+        1, "--n-process", "-n", help="CPU worker processes (local engine), each with cores/N torch threads (docs/scale-out.md: when it helps)."
     ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

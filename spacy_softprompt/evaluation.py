@@ -13,7 +13,7 @@ from spacy.util import minibatch
 
 from .annotations import ENTITY_SPANS_KEY, get_entities, get_relations
 from .per_doc import PER_DOC_KEY, doc_ids, per_doc_record
-from .scoring import count_examples, score_examples
+from .scoring import N2C2Counts, count_examples
 
 
 def load_gold_docs(path: Path, nlp: Language) -> List[Doc]:
@@ -40,8 +40,11 @@ def evaluate_pipeline(
     start = time.perf_counter()
     predicted, timing = _timed_pipe(nlp, [doc.text for doc in gold_docs], batch_size)
     seconds = time.perf_counter() - start
-    examples = [Example(pred, gold) for pred, gold in zip(predicted, gold_docs)]
-    scores = score_examples(examples, spans_key=spans_key, lenient_matching=lenient_matching)
+    per_doc = [
+        count_examples([Example(pred, gold)], spans_key, lenient_matching=lenient_matching)
+        for pred, gold in zip(predicted, gold_docs)
+    ]
+    scores = sum(per_doc, N2C2Counts()).scores()
     n_words = sum(len(doc) for doc in gold_docs)
     scores.update(
         n_docs=len(gold_docs),
@@ -58,7 +61,6 @@ def evaluate_pipeline(
             scores[f"n_candidates_{name}"] = sum(
                 len(proc.candidate_index(get_entities(doc, proc.cfg["spans_key"]))[1]) for doc in predicted
             )
-    per_doc = [count_examples([eg], spans_key, lenient_matching=lenient_matching) for eg in examples]
     scores[PER_DOC_KEY] = per_doc_record(doc_ids(gold_docs), per_doc)
     return scores
 
@@ -121,7 +123,3 @@ def evaluate_model(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(scores, indent=2, sort_keys=True), encoding="utf8")
     return scores
-
-
-# brat folder against brat folder: the `score` command (moved; importable from here as before)
-from .brat_scoring import score_brat_dirs  # noqa: E402,F401

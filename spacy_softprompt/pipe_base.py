@@ -7,13 +7,15 @@
 labels, and the bookkeeping of ``update`` (examples listed and checked, the
 loss added under the pipe's name, the optimizer step); a subclass says how one
 batch is learnt (:meth:`HeadPipe.learn`).  :func:`gold_entities_on` puts the
-gold entities of a reference Doc on the predicted tokens, for training.
+gold entities of a reference Doc on the predicted tokens, for training;
+:func:`gold_relations` lists the gold relations (with their arguments as
+spans) that the relation pipes' ``initialize`` learns from.
 
 Imports nothing of the package but :mod:`.annotations`; :mod:`.heads` and
 :mod:`.mrc` both build on this module and never on each other.
 """
 from dataclasses import asdict
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
@@ -21,10 +23,7 @@ from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Model, Optimizer
 
-from .annotations import get_entities
-
-#: an entity as ``(start, end, label)``: characters for gold keys, tokens elsewhere
-EntityKey = Tuple[int, int, str]
+from .annotations import EntityKey, get_entities, get_relations  # EntityKey: re-exported for heads/ and mrc/
 
 
 def pipe_settings(arguments: Dict[str, Any]) -> Dict[str, Any]:
@@ -50,6 +49,33 @@ def gold_entities_on(doc: Doc, source: Doc, spans_key: str) -> Dict[EntityKey, S
         if span is not None and len(span) > 0:
             spans[(ent.start_char, ent.end_char, ent.label_)] = span
     return spans
+
+
+class GoldRelation(NamedTuple):
+    """A gold relation of a training example, as ``initialize`` reads it."""
+
+    example: int  #: position of the example in the stream
+    label: str
+    arg1: EntityKey  #: ``(start_char, end_char, label)``
+    arg2: EntityKey
+    span1: Optional[Span]  #: ``arg1`` on the reference's tokens (widened); None when it covers none
+    span2: Optional[Span]
+
+
+def gold_relations(examples: Iterable[Example]) -> Iterator[GoldRelation]:
+    """Every relation of the examples' reference docs, with its arguments as spans."""
+    for n, eg in enumerate(examples):
+        ref = eg.reference
+        for rel in get_relations(ref):
+            arg1, arg2 = tuple(rel["arg1"]), tuple(rel["arg2"])
+            yield GoldRelation(
+                n,
+                rel["label"],
+                arg1,
+                arg2,
+                ref.char_span(arg1[0], arg1[1], alignment_mode="expand"),
+                ref.char_span(arg2[0], arg2[1], alignment_mode="expand"),
+            )
 
 
 class HeadPipe(TrainablePipe):

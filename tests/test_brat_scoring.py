@@ -128,7 +128,8 @@ def test_predictions_outside_the_schema_are_false_positives(tmp_path):
     # pred: the same three lines + T3 "rash" Sign_symptom + R2 Strength-Drug(T1, T2) (arguments swapped:
     #   the pair (Drug, Strength) is not in the schema)
     # entities: pred 3 (Drug, Strength, Sign_symptom outside), tp 2 -> P = 2/3, R = 2/2, F = 0.8
-    # relations: pred 2 (R1, R2 outside), tp 1 -> P = 1/2 = 0.50, R = 1/1, F = 2/3
+    # relations: pred 2 (R1, R2 outside), tp 1 -> P = 1/2 = 0.50, R = 1/1, F = 2/3; both in the
+    #   Strength-Drug row (the official script's per-type counting)
     #   (before: R2 and T3 were removed from the predictions -> P = 1.00 for both)
     lines = [t("T1", "Drug", 0, 7, RX), t("T2", "Strength", 8, 13, RX), "R1\tStrength-Drug Arg1:T2 Arg2:T1"]
     write(tmp_path / "gold", "a", lines + [t("T3", "Sign_symptom", 14, 18, RX)], text=RX)
@@ -138,12 +139,46 @@ def test_predictions_outside_the_schema_are_false_positives(tmp_path):
         assert prf(scores, "ents_strict") == approx3(2 / 3, 1.0, 0.8)
         assert prf(scores, "rels_strict") == approx3(0.5, 1.0, 2 / 3)
         assert scores["outside_schema"] == {
-            "ents": {"Sign_symptom (outside schema)": 1}, "rels": {"Strength-Drug (outside schema)": 1}
+            "ents": {"Sign_symptom (outside schema)": 1}, "rels": {"Strength-Drug": 1}
         }
-        assert scores["rels_per_type"]["Strength-Drug (outside schema)"]["pred"] == 1
-        assert scores["rels_per_type"]["Strength-Drug"]["pred"] == 1  # R1 counted once, not per mapping path
+        assert list(scores["rels_per_type"]) == ["Strength-Drug"]
+        assert scores["rels_per_type"]["Strength-Drug"]["pred"] == 2  # R1 once (not per mapping path) + R2
         assert scores["gold_outside_schema"] == {"ents": 1, "rels": 0}
         assert scores["repeated"] == {"gold": 0, "pred": 0}
+
+
+FREQ = "aspirin daily for 3 days"  # aspirin [0,7), daily [8,13), for 3 days [14,24)
+
+
+def test_relation_with_arguments_outside_the_schema_is_a_false_positive_in_its_type_row(tmp_path):
+    # schema n2c2_2018. gold: Drug T1, Frequency T2, R1 Frequency-Drug(T2, T1)
+    # pred: the same + Duration T3 + R2 Frequency-Drug(T3, T1): its first argument is a Duration, and
+    #   (Duration, Drug) is not an allowed pair of Frequency-Drug
+    # official track2-evaluate (and now us): the Frequency-Drug row has pred 2 (R1, R2), gold 1, tp 1
+    #   -> P = 1/2 = 0.5, R = 1/1, F = 2/3 (a separate "(outside schema)" row gave 1.0 / 1.0 / 1.0)
+    # entities: Duration T3 is in the schema: an ordinary false positive in the Duration row (P 0/1)
+    gold = [t("T1", "Drug", 0, 7, FREQ), t("T2", "Frequency", 8, 13, FREQ), "R1\tFrequency-Drug Arg1:T2 Arg2:T1"]
+    pred = gold + [t("T3", "Duration", 14, 24, FREQ), "R2\tFrequency-Drug Arg1:T3 Arg2:T1"]
+    write(tmp_path / "gold", "a", gold, text=FREQ)
+    write(tmp_path / "pred", "a", pred, text=FREQ)
+    for mode in ("any", "n2c2"):
+        scores = score_brat_dirs(tmp_path / "gold", tmp_path / "pred", schema="n2c2_2018", lenient_matching=mode)
+        row = scores["rels_per_type"]["Frequency-Drug"]
+        assert (row["pred"], row["gold"]) == (2, 1)
+        assert (row["strict_p"], row["strict_r"], row["strict_f"]) == approx3(0.5, 1.0, 2 / 3)
+        assert (row["lenient_p"], row["lenient_r"]) == (pytest.approx(0.5), pytest.approx(1.0))
+        assert list(scores["rels_per_type"]) == ["Frequency-Drug"]
+        assert prf(scores, "rels_strict") == approx3(0.5, 1.0, 2 / 3)  # overall = the one row
+        assert scores["ents_per_type"]["Duration"]["strict_p"] == 0.0
+        assert scores["outside_schema"] == {"ents": {}, "rels": {"Frequency-Drug": 1}}
+
+
+def test_score_prints_where_outside_schema_predictions_are_counted(tmp_path):
+    write(tmp_path / "gold", "a", [t("T1", "Drug", 0, 7, FREQ)], text=FREQ)
+    write(tmp_path / "pred", "a", [t("T1", "Drug", 0, 7, FREQ)], text=FREQ)
+    result = runner.invoke(app, ["score", str(tmp_path / "gold"), str(tmp_path / "pred"), "--schema", "n2c2_2018"])
+    assert result.exit_code == 0, result.output
+    assert "an R line whose argument types it does not allow in its relation type's row" in result.output
 
 
 # --- visiting order, nothing to score, discontinuous entities ---------------------------------------

@@ -77,3 +77,26 @@ def test_per_doc_ids_fall_back_to_the_index():
     docs[1]._.brat = {"doc_id": "a"}
     docs[2]._.brat = {"doc_id": "c"}
     assert doc_ids(docs) == ["#0", "#1", "#2"]  # duplicates: ids not trusted
+
+
+def test_evaluate_counts_each_document_once_and_reports_the_summed_scores(tmp_path, monkeypatch):
+    from spacy.training import Example
+
+    from spacy_softprompt import scoring
+    from spacy_softprompt.evaluation import evaluate_pipeline
+
+    _ruler_pipeline(
+        tmp_path / "model",
+        [{"label": "Drug", "pattern": w} for w in ("aspirin", "heparin")]
+        + [{"label": "Strength", "pattern": [{"LOWER": "10"}, {"LOWER": "mg"}]}],
+    )
+    nlp = spacy.load(tmp_path / "model")
+    gold = toy_docs()
+    expected = scoring.score_examples([Example(nlp(doc.text), doc) for doc in gold])
+    calls = []
+    count_document = scoring.count_document
+    monkeypatch.setattr(scoring, "count_document", lambda *a, **k: calls.append(1) or count_document(*a, **k))
+    scores = evaluate_pipeline(nlp, gold)
+    assert len(calls) == len(gold)  # one count per document: the totals are the per-document rows summed
+    assert {key: scores[key] for key in expected} == expected
+    assert scores["ents_strict_p"] == 1.0 and scores["ents_strict_r"] == 3 / 9

@@ -18,8 +18,9 @@ from spacy_softprompt.testing import toy_docs
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 WORDS = "patient was given mg of aspirin daily for pain and fever the dose twice oral heparin warfarin rash".split()
 #: fp16/bf16 autocast vs fp32 on this sample: entity spans (Jaccard over
-#: (doc, start, end, label)) and the transformer output (max |diff| / max |fp32|)
-SPAN_AGREEMENT = 0.95
+#: (doc, start, end, label)) and the transformer output (max |diff| / max |fp32|);
+#: 0.99 is the agreement docs/gpu.md promises and benchmarks/gpu_bench.py targets
+SPAN_AGREEMENT = 0.99
 HIDDEN_TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2}
 
 

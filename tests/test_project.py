@@ -1,4 +1,6 @@
-"""project.yml: the main job's defaults and every mode/strategy/device it names resolve to a config."""
+"""project.yml: the main job's defaults and every mode/strategy/device it names resolve to a config;
+docs/project.md holds the section `spacy project document` writes for it."""
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,19 @@ def test_span_ner_head_is_one_variable_away():
 def test_every_documented_combination_has_a_config(mode, strategy, device):
     path = _train_config(mode=mode, strategy=strategy, device=device)
     assert path.exists(), f"project.yml names {path.relative_to(ROOT)}, which scripts/make_configs*.py did not write"
+
+
+WEASEL_SERIES = "0.4."  # the weasel of the pinned spaCy 3.7.5, which wrote docs/project.md
+
+
+@pytest.mark.skipif(
+    not version("weasel").startswith(WEASEL_SERIES),
+    reason=f"docs/project.md is written by weasel {WEASEL_SERIES}x (spaCy 3.7); another version words it differently",
+)
+def test_project_section_of_the_docs_is_what_spacy_project_document_writes():
+    from config_generator import load_generator
+
+    documenter = load_generator("document_project")
+    assert documenter.current() == documenter.render(), (
+        "docs/project.md is stale: run python scripts/document_project.py"
+    )

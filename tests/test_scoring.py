@@ -618,9 +618,14 @@ def test_properties(pairs, mode):
         if mode == "any":
             assert lenient.gold_tp >= strict.gold_tp
             assert lenient.pred_tp >= strict.pred_tp
-        for key in (f"{kind}_{m}_{x}" for m in ("strict", "lenient") for x in "prf"):
-            value = scores[key]
-            assert value is None if strict.gold == strict.pred == 0 else 0.0 <= value <= 1.0
+        for match, total in (("strict", strict), ("lenient", lenient)):
+            if strict.gold == strict.pred == 0:
+                assert [scores[f"{kind}_{match}_{x}"] for x in "prf"] == [None] * 3
+                continue
+            p = total.pred_tp / total.pred if total.pred else 0.0
+            r = total.gold_tp / total.gold if total.gold else 0.0
+            assert scores[f"{kind}_{match}_p"] == p and scores[f"{kind}_{match}_r"] == r
+            assert scores[f"{kind}_{match}_f"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
     # document order does not change anything
     assert score_documents(pairs[::-1], lenient_matching=mode) == scores
     # "any" reads sets: item order and repeated predictions do not change anything either

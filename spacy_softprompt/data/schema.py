@@ -191,10 +191,6 @@ class Schema:
             "questions": self.questions,
         }
 
-    def apply(self, doc: BratDocument) -> MappedDocument:
-        """Map a brat document: kept entities (with target labels) and relations."""
-        return apply_schema(doc, self)
-
 
 # --- loading and validation ------------------------------------------------------------------
 

@@ -122,12 +122,6 @@ def enable_layer_checkpointing(backbone: nn.Module) -> None:
             layer.forward = functools.partial(_checkpointed_forward, layer)
 
 
-def disable_layer_checkpointing(backbone: nn.Module) -> None:
-    for layer in encoder_layers(backbone):
-        if isinstance(layer.__dict__.get("forward"), functools.partial):
-            del layer.forward
-
-
 class PromptedEncoder(nn.Module):
     """A backbone (``transformers.PreTrainedModel``) plus named prompts.
 
@@ -347,10 +341,6 @@ class PromptedEncoder(nn.Module):
         enable_layer_checkpointing(self.backbone)
         self._gradient_checkpointing = True
 
-    def disable_gradient_checkpointing(self) -> None:
-        disable_layer_checkpointing(self.backbone)
-        self._gradient_checkpointing = False
-
     # ------------------------------------------------------------ adapters
     def base_backbone_state(self) -> Dict[str, torch.Tensor]:
         """The pretrained backbone's state under its plain names (no adapters)."""
@@ -507,7 +497,7 @@ class PromptedEncoder(nn.Module):
             return (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + self._padding_idx
         return torch.arange(length, device=ids.device).unsqueeze(0).expand(batch, length)
 
-    def _insert_hard_prompt(self, ids, mask, types):
+    def _insert_hard_prompt(self, ids, mask):
         batch = ids.shape[0]
         K = len(self.hard_prompt_ids)
         block = torch.tensor(self.hard_prompt_ids, dtype=ids.dtype, device=ids.device).unsqueeze(0).expand(batch, K)
@@ -597,7 +587,7 @@ class PromptedEncoder(nn.Module):
             prompt_ids = self._check_prompt_ids(prompt_ids, batch, input_ids.device)
             ids, mask, types = input_ids, attention_mask, token_type_ids
             if K:
-                ids, mask, types = self._insert_hard_prompt(ids, mask, types)
+                ids, mask, types = self._insert_hard_prompt(ids, mask)
             if types is None:
                 types = torch.zeros_like(ids)
             positions = self._position_ids(ids)

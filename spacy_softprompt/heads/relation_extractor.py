@@ -16,11 +16,11 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model
+from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
 from ..annotations import ENTITY_SPANS_KEY, get_entities, get_relations, make_relation
-from ..pipe_base import HeadPipe, gold_entities_on, pipe_settings
+from ..pipe_base import HeadPipe, gold_entities_on, gold_relations, pipe_settings
 from ..scoring import RELATION_SCORE_WEIGHTS
 from .listener import LISTENER_TOK2VEC
 
@@ -99,11 +99,7 @@ class RelationExtractor(HeadPipe):
         super().__init__(vocab, model, name, cfg, scorer=scorer)
 
     # ---- candidates ---------------------------------------------------------------
-    @property
-    def _allowed_type_pairs(self) -> set:
-        return {tuple(pair) for pairs in self.cfg["allowed_pairs"].values() for pair in pairs}
-
-    def candidates(self, doc: Doc, entities: Sequence[Span]) -> List[Tuple[Span, Span]]:
+    def candidates(self, entities: Sequence[Span]) -> List[Tuple[Span, Span]]:
         """Ordered entity pairs allowed by type and distance (see :meth:`candidate_index`)."""
         ents, index = self.candidate_index(entities)
         return [(ents[a], ents[b]) for a, b in index.tolist()]
@@ -222,7 +218,7 @@ class RelationExtractor(HeadPipe):
     def _gold_pairs(self, example: Example) -> Tuple[List[Tuple[Span, Span]], numpy.ndarray]:
         doc = example.predicted
         gold_keys = {span: key for key, span in gold_entities_on(doc, example.reference, self.cfg["spans_key"]).items()}
-        pairs = self.candidates(doc, list(gold_keys))
+        pairs = self.candidates(list(gold_keys))
         gold = {}
         for rel in get_relations(example.reference):
             gold[(tuple(rel["arg1"]), tuple(rel["arg2"]))] = rel["label"]
@@ -233,7 +229,9 @@ class RelationExtractor(HeadPipe):
         return pairs, truth
 
     def learn(self, examples: List[Example], drop: float) -> Optional[float]:
-        """The candidate pairs of the gold entities, one classifier call (``drop`` is not used)."""
+        """The candidate pairs of the gold entities, one classifier call with
+        dropout ``drop`` (spaCy's ``[training] dropout``)."""
+        set_dropout_rate(self.model, drop)
         docs, pair_arrays, truths = [], [], []
         for eg in examples:
             pairs, truth = self._gold_pairs(eg)
@@ -270,7 +268,7 @@ class RelationExtractor(HeadPipe):
         """Learn labels, allowed argument type pairs and the distance limit from data
         (unless given), then initialise the model on a sample."""
         validate_get_examples(get_examples, "RelationExtractor.initialize")
-        observed = _observe_relations(get_examples(), self.cfg["spans_key"])
+        observed = _observe_relations(get_examples())
         for label in labels or self.cfg["labels"] or sorted(observed["pairs"]):
             self.add_label(label)
         pairs = allowed_pairs or self.cfg["allowed_pairs"] or observed["pairs"]
@@ -286,19 +284,15 @@ class RelationExtractor(HeadPipe):
         self.model.initialize(X=(sample_docs, sample_pairs))
 
 
-def _observe_relations(examples: Iterable[Example], spans_key: str, quantile: float = 0.99) -> dict:
+def _observe_relations(examples: Iterable[Example], quantile: float = 0.99) -> dict:
     """Relation labels with their argument type pairs and a token-distance limit
     covering ``quantile`` of the gold relations (plus a margin)."""
     pairs: Dict[str, set] = {}
     distances = []
-    for eg in examples:
-        ref = eg.reference
-        for rel in get_relations(ref):
-            (s1, e1, l1), (s2, e2, l2) = rel["arg1"], rel["arg2"]
-            pairs.setdefault(rel["label"], set()).add((l1, l2))
-            a = ref.char_span(s1, e1, alignment_mode="expand")
-            b = ref.char_span(s2, e2, alignment_mode="expand")
-            if a is not None and b is not None:
-                distances.append(max(0, b.start - a.end, a.start - b.end))
+    for rel in gold_relations(examples):
+        pairs.setdefault(rel.label, set()).add((rel.arg1[2], rel.arg2[2]))
+        a, b = rel.span1, rel.span2
+        if a is not None and b is not None:
+            distances.append(max(0, b.start - a.end, a.start - b.end))
     max_distance = int(numpy.quantile(distances, quantile)) + 5 if distances else 50
     return {"pairs": pairs, "max_distance": max_distance}

@@ -201,7 +201,3 @@ def spans_to_tokens(pairs: torch.Tensor, word_index: torch.Tensor) -> torch.Tens
         return pairs.new_zeros((0, 3))
     rows, i, j = pairs[:, 0], pairs[:, 1], pairs[:, 2]
     return torch.stack([rows, word_index[rows, i], word_index[rows, j] + 1], dim=1)
-
-
-def empty_spans(device: Optional[torch.device] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    return torch.zeros((0, 3), dtype=torch.long, device=device), torch.zeros((0,), device=device)

@@ -201,17 +201,19 @@ class MRCPipe(HeadPipe):
         if not len(rows):
             return None
         rows.options = self._options()
-        return train_on_rows(self.model, rows, self.cfg.get("max_train_rows"))["loss"]
+        return self.get_loss(examples, train_on_rows(self.model, rows, self.cfg.get("max_train_rows")))[0]
 
-    def get_loss(self, examples: Iterable[Example], scores) -> Tuple[float, Any]:
-        """The loss of a batch (computed by the model; no gradient returned)."""
-        examples = list(examples)
-        rows = self._make_rows([eg.predicted for eg in examples], examples)
-        if not len(rows):
-            return 0.0, None
-        rows.options = self._options()
-        out, _ = self.model.begin_update(rows)
-        return out["loss"], None
+    def get_loss(self, examples: Iterable[Example], scores: Dict[str, float]) -> Tuple[float, None]:
+        """The loss held in ``scores``, the model's training output (``begin_update``
+        or :func:`~.model.train_on_rows` on rows with gold): the MRC model computes
+        its losses inside its forward, so nothing is run again here and no
+        gradient is returned (``begin_update``'s backprop takes the loss's)."""
+        if not isinstance(scores, dict) or "loss" not in scores:
+            raise ValueError(
+                f"'{self.name}'.get_loss takes the model's training output (a dict with 'loss'), "
+                f"not {type(scores).__name__}: predictions carry no loss"
+            )
+        return float(scores["loss"]), None
 
     def _initialize_model(self, labels: Sequence[str], prompt_texts: Dict[str, str]) -> None:
         self.check_labels_found()

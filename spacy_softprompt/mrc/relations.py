@@ -40,7 +40,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
 from ..annotations import get_entities, get_relations, make_relation
-from ..pipe_base import EntityKey, gold_entities_on, pipe_settings
+from ..pipe_base import EntityKey, gold_entities_on, gold_relations, pipe_settings
 from ..scoring import RELATION_SCORE_WEIGHTS
 from ..settings import field_defaults, takes_settings
 from .pipe import DEFAULT_MRC_MODEL, MRCPipe, MRCSettings, gold_array
@@ -173,7 +173,7 @@ class MRCRelationExtractor(MRCPipe):
         w = self.cfg["context_window"]
         return max(head.start - w, 0), min(head.end + w, len(doc))
 
-    def _heads(self, docs: Sequence[Doc], entities: Sequence[Sequence[Span]]) -> List[Tuple[int, int, Span]]:
+    def _heads(self, entities: Sequence[Sequence[Span]]) -> List[Tuple[int, int, Span]]:
         """(doc index, label index, head entity) for every query."""
         heads = []
         head_types = [self.head_types(label) for label in self.labels]
@@ -207,7 +207,7 @@ class MRCRelationExtractor(MRCPipe):
                     gold_rel.append(self._gold_answers(eg, on))
             else:
                 entities = [get_entities(doc, self.cfg["spans_key"]) for doc in docs]
-        heads = self._heads(docs, entities)
+        heads = self._heads(entities)
         pieces = tokenize_docs(self.tokenizer, docs)
         layout = self.layout
         max_q = self.cfg["max_query_pieces"]
@@ -321,7 +321,7 @@ class MRCRelationExtractor(MRCPipe):
 
         validate_get_examples(get_examples, "MRCRelationExtractor.initialize")
         schema_obj = load_schema(task_schema) if task_schema else None
-        observed = _observe(get_examples(), self.cfg["spans_key"])
+        observed = _observe(get_examples())
         chosen = list(labels or self.cfg["labels"] or (schema_obj.relation_labels if schema_obj else []) or sorted(observed["pairs"]))
         self.cfg["labels"] = list(dict.fromkeys(chosen))
         for label in self.labels:
@@ -363,25 +363,21 @@ def _side_in_template(template: str) -> Optional[str]:
     return None
 
 
-def _observe(examples: Iterable[Example], spans_key: str) -> Dict[str, Any]:
+def _observe(examples: Iterable[Example]) -> Dict[str, Any]:
     """Relation labels with argument type pairs, the head side per label (the side
     with fewer distinct entities), and answer widths per (label, head side)."""
     pairs: Dict[str, Set[Tuple[str, str]]] = {}
     distinct: Dict[str, List[Set]] = {}
     widths: Dict[Tuple[str, str], List[int]] = {}
-    for n, eg in enumerate(examples):
-        ref = eg.reference
-        for rel in get_relations(ref):
-            (s1, e1, l1), (s2, e2, l2) = rel["arg1"], rel["arg2"]
-            label = rel["label"]
-            pairs.setdefault(label, set()).add((l1, l2))
-            sets = distinct.setdefault(label, [set(), set()])
-            sets[0].add((n, s1, e1, l1))
-            sets[1].add((n, s2, e2, l2))
-            for side, (s, e) in (("arg2", (s1, e1)), ("arg1", (s2, e2))):  # answer = the other side
-                span = ref.char_span(s, e, alignment_mode="expand")
-                if span is not None:
-                    widths.setdefault((label, side), []).append(len(span))
+    for rel in gold_relations(examples):
+        label = rel.label
+        pairs.setdefault(label, set()).add((rel.arg1[2], rel.arg2[2]))
+        sets = distinct.setdefault(label, [set(), set()])
+        sets[0].add((rel.example, *rel.arg1))
+        sets[1].add((rel.example, *rel.arg2))
+        for side, span in (("arg2", rel.span1), ("arg1", rel.span2)):  # answer = the other side
+            if span is not None:
+                widths.setdefault((label, side), []).append(len(span))
     # the head is the side whose entity type takes part in more relation labels
     # (n2c2: Drug is in all of them), then the side with fewer distinct entities
     labels_of_type: Dict[str, Set[str]] = {}

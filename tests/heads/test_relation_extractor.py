@@ -58,6 +58,26 @@ def trained(tiny_bert):
     return nlp, examples, losses
 
 
+def test_training_dropout_changes_the_training_forward_and_not_inference(tiny_bert):
+    nlp = _nlp(tiny_bert)
+    examples = [Example(nlp.make_doc(t), _gold_doc(nlp, t, e)) for t, e in TEXTS]
+    nlp.initialize(lambda: examples)
+    transformer, rel = nlp.get_pipe("transformer"), nlp.get_pipe("relation_extractor")
+    output = rel.model.get_ref("output_layer")  # thinc starts it at zero: every input would score 1/3
+    output.set_param("W", numpy.random.RandomState(0).normal(size=output.get_param("W").shape).astype("f"))
+    for eg in examples:  # fixed transformer output: the listener reads doc._.trf_data
+        transformer(eg.predicted)
+    docs = [eg.predicted for eg in examples]
+    pairs = [rel._pair_array(rel._gold_pairs(eg)[0]) for eg in examples]
+    before = rel.model.predict((docs, pairs))
+    # no optimizer step: the weights stay, only the forward's dropout differs
+    without = [rel.learn(examples, drop=0.0) for _ in range(2)]
+    assert without[0] == without[1]  # drop 0: deterministic, whatever the model's own setting
+    with_dropout = [rel.learn(examples, drop=0.5) for _ in range(3)]
+    assert all(loss != without[0] for loss in with_dropout) and len(set(with_dropout)) > 1
+    numpy.testing.assert_array_equal(rel.model.predict((docs, pairs)), before)  # inference: no dropout
+
+
 def test_initialize_learns_labels_and_type_pairs(trained):
     nlp, _, _ = trained
     rel = nlp.get_pipe("relation_extractor")
@@ -83,7 +103,7 @@ def test_candidates_respect_types_and_direction(trained):
     nlp, examples, _ = trained
     rel = nlp.get_pipe("relation_extractor")
     ref = examples[0].reference
-    pairs = rel.candidates(ref, list(ref.ents))
+    pairs = rel.candidates(list(ref.ents))
     labels = {(a.label_, b.label_) for a, b in pairs}
     assert labels == {("Strength", "Drug"), ("Frequency", "Drug")}
 
@@ -165,7 +185,7 @@ def test_candidate_scan_equals_brute_force(trained):
         and (a.label_, b.label_) in allowed
         and max(0, b.start - a.end, a.start - b.end) <= max_dist
     }
-    got = [(a.start, a.end, a.label_, b.start, b.end, b.label_) for a, b in rel.candidates(doc, spans)]
+    got = [(a.start, a.end, a.label_, b.start, b.end, b.label_) for a, b in rel.candidates(spans)]
     assert set(got) == brute and len(brute) > 20
 
 
@@ -198,7 +218,7 @@ def test_candidate_order_and_annotations_follow_the_per_pair_rule(trained):
                                    label=rng.choice(["Drug", "Strength", "Frequency", "Unseen"]), alignment_mode="expand"))
     spans += spans[:3]  # duplicates never pair with themselves
     key = lambda pairs: [(a.start, a.end, a.label_, b.start, b.end, b.label_) for a, b in pairs]  # noqa: E731
-    pairs = rel.candidates(doc, spans)
+    pairs = rel.candidates(spans)
     assert key(pairs) == key(_loop_candidates(rel, spans)) and len(pairs) > 20
     # set_annotations: best label if it beats "no relation", reaches the threshold
     # and allows the pair's types

@@ -343,3 +343,21 @@ def test_boundary_heads_start_at_the_prior_and_loss_weights_are_checked(tiny_meg
         make_nlp(tiny_megatron, ner={"query_mode": "soft", "loss_weights": {"postive": 2.0}})
     with pytest.raises(ValueError, match="must not be negative"):
         make_nlp(tiny_megatron, ner={"query_mode": "soft", "loss_weights": {"positive": -1.0}})
+
+
+def test_get_loss_reads_the_training_output_without_a_second_forward(tiny_megatron):
+    nlp = make_nlp(tiny_megatron, ner={"query_mode": "soft"}, model={"dropout": 0.0})
+    egs = examples(nlp, with_relations=False)
+    nlp.initialize(lambda: egs)
+    pipe = nlp.get_pipe("mrc_ner")
+    rows = pipe._make_rows([eg.predicted for eg in egs], egs)
+    rows.options = pipe._options()
+    out, _ = pipe.model.begin_update(rows)
+    counter = ForwardCounter(module_of(nlp, "mrc_ner").encoder)
+    try:
+        loss, gradient = pipe.get_loss(egs, out)
+    finally:
+        counter.close()
+    assert (loss, gradient) == (out["loss"], None) and counter.calls == []
+    with pytest.raises(ValueError, match="training output"):
+        pipe.get_loss(egs, pipe.predict([eg.predicted for eg in egs]))

@@ -1,5 +1,5 @@
-"""Helpers for the reliability suite: the shipped single-pass pipeline on a tiny
-random encoder, and checks that a processed Doc still points into its input.
+"""Helpers for the reliability suite: the shipped single-pass pipeline (the default
+concept head, ``token_ner``) on a tiny random encoder, and checks that a processed Doc still points into its input.
 
 (Imported by name: tests folders are not packages here.)
 """
@@ -15,6 +15,8 @@ from spacy_softprompt.testing import toy_docs
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
+#: the default concept head (token_ner) with a frozen P=20 deep prompt
+DEFAULT_CONFIG = "tok_soft-frozen_cpu.cfg"
 
 #: windows that fit the tiny encoder's 128 positions next to a P=20 prompt
 TINY_WINDOW = {
@@ -23,7 +25,7 @@ TINY_WINDOW = {
 }
 
 
-def pipeline_config(backbone, config: str = "soft-frozen_cpu.cfg", **overrides: Any):
+def pipeline_config(backbone, config: str = DEFAULT_CONFIG, **overrides: Any):
     """A shipped config (``configs/<config>``) pointed at ``backbone``; ``overrides``
     use spaCy's dotted names (``components.transformer.model.prompt_depth``)."""
     values: Dict[str, Any] = {"paths.backbone": str(backbone), **TINY_WINDOW}
@@ -31,8 +33,8 @@ def pipeline_config(backbone, config: str = "soft-frozen_cpu.cfg", **overrides: 
     return load_config(CONFIGS / config, overrides=values, interpolate=True)
 
 
-def build_pipeline(backbone, config: str = "soft-frozen_cpu.cfg", seed: int = 0, **overrides: Any):
-    """transformer + ner + relation_extractor from a shipped config, initialised
+def build_pipeline(backbone, config: str = DEFAULT_CONFIG, seed: int = 0, **overrides: Any):
+    """transformer + token_ner + relation_extractor from a shipped config, initialised
     on the toy docs (untrained: the heads predict arbitrary spans, which is what
     the offset checks want)."""
     fix_random_seed(seed)

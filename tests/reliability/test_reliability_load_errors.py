@@ -44,7 +44,7 @@ def _fresh_load(path, **kwargs):
 def test_prompt_only_pipeline_loads_with_its_backbone(prompt_only):
     pipeline, _ = prompt_only
     nlp = _fresh_load(pipeline)
-    assert nlp.pipe_names == ["transformer", "ner", "relation_extractor"]
+    assert nlp.pipe_names == ["transformer", "token_ner", "relation_extractor"]
     nlp("aspirin 10 mg daily")
 
 
@@ -99,7 +99,7 @@ def test_unknown_strategy_value_is_a_clear_error(tiny_megatron, key, value, expe
 
 
 def test_prompt_only_save_of_an_unfrozen_backbone_is_refused(tiny_megatron):
-    cfg = pipeline_config(tiny_megatron, "soft_cpu.cfg", **{f"{MODEL}.save_backbone": False})
+    cfg = pipeline_config(tiny_megatron, "tok_soft_cpu.cfg", **{f"{MODEL}.save_backbone": False})
     with pytest.raises(ValueError, match="save_backbone = false .* needs freeze_backbone = true"):
         load_model_from_config(cfg, auto_fill=True, validate=True)
 

@@ -32,10 +32,10 @@ def saved(tiny_megatron, tmp_path_factory):
     root = tmp_path_factory.mktemp("saved")
     paths = {}
     for kind, overrides in {
-        "full_unfrozen": ("soft_cpu.cfg", {}),
-        "full_frozen": ("soft-frozen_cpu.cfg", {}),
-        "prompt_only": ("soft-frozen_cpu.cfg", {f"{MODEL}.save_backbone": False}),
-        "finetune": ("finetune_cpu.cfg", {}),
+        "full_unfrozen": ("tok_soft_cpu.cfg", {}),
+        "full_frozen": ("tok_soft-frozen_cpu.cfg", {}),
+        "prompt_only": ("tok_soft-frozen_cpu.cfg", {f"{MODEL}.save_backbone": False}),
+        "finetune": ("tok_finetune_cpu.cfg", {}),
     }.items():
         config, values = overrides
         nlp = build_pipeline(tiny_megatron, config, **values)

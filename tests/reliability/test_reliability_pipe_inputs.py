@@ -1,5 +1,5 @@
 """nlp.pipe over hostile inputs: the shipped single-pass pipeline (transformer with a
-P=20 deep prompt + ner + relation_extractor, from configs/soft-frozen_cpu.cfg) on a
+P=20 deep prompt + token_ner + relation_extractor, from configs/tok_soft-frozen_cpu.cfg) on a
 tiny random MegatronBert never raises, and every offset it produces points into
 the input exactly (doc.text == input, entity text == input[start:end], relation
 arguments are entities, brat output reads back with the same text)."""
@@ -97,7 +97,7 @@ def test_short_inputs_in_one_batch(nlp):
 
 def test_relations_on_given_entities_point_into_the_text(nlp):
     docs = _docs_with_entities(nlp)
-    n_candidates = sum(len(nlp.get_pipe("relation_extractor").candidates(d, list(d.spans["entities"]))) for d in docs)
+    n_candidates = sum(len(nlp.get_pipe("relation_extractor").candidates(list(d.spans["entities"]))) for d in docs)
     assert n_candidates > 0
     output = nlp.get_pipe("relation_extractor").model.get_ref("output_layer")
     bias = output.get_param("b").copy()
@@ -105,7 +105,7 @@ def test_relations_on_given_entities_point_into_the_text(nlp):
         forced = bias.copy()
         forced[0] = -1e4
         output.set_param("b", forced)
-        out = list(nlp.pipe(docs, disable=["ner"]))
+        out = list(nlp.pipe(docs, disable=["token_ner"]))
     finally:
         output.set_param("b", bias)
     assert sum(len(doc._.relations) for doc in out) > 0
@@ -120,7 +120,7 @@ def test_empty_docs_batched_with_docs_that_have_relation_candidates(nlp, order):
     extra = [nlp.make_doc(t) for t in empties]
     docs = extra + docs if order == "empty_first" else docs + extra
     texts = [d.text for d in docs]
-    out = list(nlp.pipe(docs, batch_size=len(docs), disable=["ner"]))
+    out = list(nlp.pipe(docs, batch_size=len(docs), disable=["token_ner"]))
     for text, doc in zip(texts, out):
         check_doc_matches_text(doc, text)
 
