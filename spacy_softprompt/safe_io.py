@@ -261,6 +261,8 @@ def hashed_name(doc_id: str) -> str:
     """``<sanitised id, at most 60 characters>-<12 hex of its SHA-256>`` (``note-<hash>``
     when nothing of the id survives): always plain, unique with overwhelming odds."""
     stem = _UNSAFE_RUN.sub("_", doc_id).lstrip("._-")[:60].rstrip(".")
+    if stem.split(".")[0].lower() in _RESERVED:
+        stem = "_" + stem
     return f"{stem or 'note'}-{id_digest(doc_id)}"
 
 

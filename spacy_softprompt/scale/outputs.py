@@ -45,16 +45,32 @@ def write_records(path: Path, records: List[Dict[str, Any]], output_format: str)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         if output_format == "jsonl":
-            tmp.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf8"))
+            tmp.write_bytes(b"".join(_jsonl_line(r) for r in records))
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            columns = {name: [r[name] for r in records] for name in FIELDS}
+            columns = {name: [valid_unicode(r[name]) for r in records] for name in FIELDS}
             columns["entities"] = [json.dumps(v, ensure_ascii=False) for v in columns["entities"]]
             columns["relations"] = [json.dumps(v, ensure_ascii=False) for v in columns["relations"]]
             schema = pa.schema([(name, pa.string()) for name in FIELDS])
             pq.write_table(pa.table(columns, schema=schema), tmp)
+
+
+def _jsonl_line(record: Dict[str, Any]) -> bytes:
+    """A record as UTF-8 JSON; one holding a lone surrogate (an id that is not valid
+    Unicode) is written with ``\\u`` escapes instead of failing the shard."""
+    try:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def valid_unicode(value: Any) -> Any:
+    """Parquet strings must be valid Unicode: a lone surrogate becomes '?'."""
+    if isinstance(value, str):
+        return value.encode("utf8", "replace").decode("utf8") if not value.isascii() else value
+    return value
 
 
 def read_records(path: Path) -> Iterator[Dict[str, Any]]:

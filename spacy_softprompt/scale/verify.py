@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 from ..safe_io import OutputCorruptError, atomic_write
 from .errors import VerificationError
-from .outputs import FAILED, read_records
+from .outputs import FAILED, read_records, valid_unicode
 from .shards import ShardPlan, read_shard
 
 SUCCESS = "_SUCCESS.json"
@@ -34,6 +34,8 @@ def verify(plan: ShardPlan, output_format: str, extra: Dict[str, Any] = None) ->
             problems.append(f"{shard.name}: no output")
             continue
         expected = [r["id"] for r in read_shard(plan.input_path(shard))]
+        if output_format == "parquet":  # Parquet holds valid Unicode only (see outputs._valid_unicode)
+            expected = [valid_unicode(i) for i in expected]
         try:
             records = list(read_records(out))
         except OutputCorruptError as err:
