@@ -51,6 +51,23 @@ def failing_component(err: BaseException) -> Tuple[Optional[str], Optional[Path]
     return found[0][0], found[-1][1]
 
 
+def first_unreadable_file(folder: Path) -> Optional[Path]:
+    """For a component whose loader reads files outside ``util.from_disk`` (spaCy's
+    parser reads ``model`` itself): the first file of ``folder`` that is not valid
+    msgpack (or JSON, for ``cfg``/``*.json``), else None."""
+    import srsly
+
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            if path.name == "cfg" or path.suffix == ".json":
+                srsly.read_json(path)
+            else:
+                srsly.msgpack_loads(path.read_bytes())
+        except Exception:  # noqa: BLE001 - that is the one
+            return path
+    return None
+
+
 def check_pipeline_folder(path: Path) -> None:
     """Refuse a folder without a readable ``config.cfg`` (or with a broken ``meta.json``), naming the file."""
     import srsly
@@ -89,6 +106,8 @@ def load_pipeline(model: Union[str, Path], **kwargs: Any) -> Language:
         return spacy.load(model, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with the place
         component, file = failing_component(err)
+        if file is not None and file.is_dir():
+            file = first_unreadable_file(file) or file
         if component is None:
             if isinstance(err, OSError) or type(err).__module__.startswith("spacy_softprompt"):
                 raise
