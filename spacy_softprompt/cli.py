@@ -245,6 +245,12 @@ def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, ad
     check_source(source, extra_suffixes=(".parquet",))
     if output.exists() and not output.is_dir():
         raise CliUsageError(f"{output}: the ray engine writes a folder, and this is a file")
+    if code is not None and not code.is_file():
+        raise CliUsageError(f"--code {code}: no such file")
+    if Path(model).exists():  # workers load it; a broken folder is named here, before a cluster starts
+        from .loading import check_pipeline_folder
+
+        check_pipeline_folder(Path(model))
     result = annotate_on_ray(
         model, source, output, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, batch_size=batch_size, code=code,

@@ -121,15 +121,16 @@ def test_damaged_component_file_names_the_component_and_the_file(saved_pipeline,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("engine", ["local", "ray"])
 @pytest.mark.parametrize("name,content,expected", [
     ("config.cfg", "[nlp\nlang = \n garbage ===", "not a valid config"),
     ("meta.json", "{not json", "not valid JSON"),
 ])
-def test_garbage_config_or_meta_names_the_file(saved_pipeline, notes, tmp_path, capsys, name, content, expected):
+def test_garbage_config_or_meta_names_the_file(saved_pipeline, notes, tmp_path, capsys, name, content, expected, engine):
     broken = tmp_path / "broken"
     shutil.copytree(saved_pipeline, broken)
     (broken / name).write_text(content, encoding="utf8")
-    line = run_cli(["annotate", broken, notes, tmp_path / "out"], capsys)
+    line = run_cli(["annotate", broken, notes, tmp_path / "out", "--engine", engine], capsys)  # ray: before a cluster starts
     assert str(broken / name) in line and expected in line and "<string>" not in line
 
 
