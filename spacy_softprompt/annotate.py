@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -317,7 +317,9 @@ def annotate(
             errors.close()
 
 
-def _annotate_locked(nlp, source, sink, errors: ErrorLog, batch_size: int, n_process: int, progress: bool) -> AnnotateReport:
+def _annotate_locked(
+    nlp: Language, source: Path, sink: "Union[_JsonlSink, _BratSink]", errors: ErrorLog, batch_size: int, n_process: int, progress: bool
+) -> AnnotateReport:
     report = AnnotateReport()
     unique = UniqueIds(source)
     notes: List[Tuple[str, Optional[str], Optional[str]]] = []

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List
 
 from spacy.tokens import Doc
 
-from ..annotate import doc_to_record, safe_error, write_brat_files  # noqa: F401  (safe_error: imported from here before)
+from ..annotate import doc_to_record, write_brat_files
 from ..safe_io import OutputCorruptError, atomic_path
 
 OK, FAILED = "ok", "failed"

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from ..safe_io import LOCK_FILE, OutputLock, remove_partial_files
 from .errors import ScaleError, WorkerSetupError
-from .shards import OUTPUT_DIR, ShardPlan, pack, read_shard
+from .shards import ShardPlan, pack, read_shard
 from .verify import verify
 from .worker import ShardResult, annotate_shard, brat_names_for
 
