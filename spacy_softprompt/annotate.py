@@ -92,7 +92,7 @@ def iter_located_inputs(source: Path) -> Iterator[LocatedNote]:
             except (UnicodeDecodeError, OSError) as err:
                 yield doc_id, None, safe_error(err, None), str(path)
         return
-    with source.open(encoding="utf8", errors="replace") as f:
+    with source.open(encoding="utf-8-sig", errors="replace") as f:  # a byte-order mark is not part of line 1
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -282,6 +282,19 @@ def check_output(output: Path, output_format: str) -> Path:
     return output
 
 
+def check_apart(source: Path, output: Path, output_is_folder: bool) -> None:
+    """Refuse an output that is the input, or a folder inside an input folder
+    (the next run would read its ``.txt`` files as notes)."""
+    src, out = Path(source).resolve(), Path(output).resolve()
+    if src == out:
+        raise AnnotateError(f"{output}: this is the input itself; choose another output")
+    if Path(source).is_dir() and output_is_folder and src in out.parents:
+        raise AnnotateError(
+            f"{output}: inside the input folder {source}, whose .txt files are read as notes: "
+            "the next run would annotate the outputs; choose an output outside it"
+        )
+
+
 # ---- the loop -------------------------------------------------------------------
 def annotate(
     nlp: Language,
@@ -303,6 +316,7 @@ def annotate(
     output = check_output(output, output_format)
     source = check_source(source)
     is_file = output_format == "jsonl"
+    check_apart(source, output, output_is_folder=not is_file)
     (output.parent if is_file else output).mkdir(parents=True, exist_ok=True)
     with OutputLock(lock_path_for(output, is_file), what=str(output)):
         if is_file:

@@ -202,7 +202,7 @@ def annotate(
                          gpus_per_worker, cpus_per_worker, shard_size, code)
         return
     from .annotate import annotate as run_annotate
-    from .annotate import check_output, check_source, errors_path_for
+    from .annotate import check_apart, check_output, check_source, errors_path_for
 
     if output_format not in ("brat", "jsonl"):
         raise CliUsageError(f"--format {output_format!r}: use brat or jsonl (parquet needs --engine ray)")
@@ -210,6 +210,7 @@ def annotate(
         raise CliUsageError("--gpu-id with --n-process: worker processes run on the CPU, use one or the other")
     check_source(source)
     check_output(output, output_format)
+    check_apart(source, output, output_is_folder=output_format == "brat")
     nlp = _load_model(model, gpu_id)
     report = run_annotate(
         nlp, source, output, output_format=output_format, batch_size=batch_size, n_process=n_process, progress=not quiet
@@ -235,7 +236,7 @@ def _load_model(model: str, gpu_id: int = -1):
 
 def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
                      gpus_per_worker, cpus_per_worker, shard_size, code) -> None:
-    from .annotate import check_source
+    from .annotate import check_apart, check_source
     from .scale import annotate_on_ray
 
     if output_format not in ("brat", "jsonl", "parquet"):
@@ -243,6 +244,7 @@ def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, ad
     if workers < 1 or shard_size < 1:
         raise CliUsageError("--workers and --shard-size must be at least 1")
     check_source(source, extra_suffixes=(".parquet",))
+    check_apart(source, output, output_is_folder=True)
     if output.exists() and not output.is_dir():
         raise CliUsageError(f"{output}: the ray engine writes a folder, and this is a file")
     if code is not None and not code.is_file():

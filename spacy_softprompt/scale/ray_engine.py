@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from ..annotate import check_apart
 from ..safe_io import LOCK_FILE, OutputLock, remove_partial_files
 from .errors import ScaleError, WorkerSetupError
 from .shards import ShardPlan, pack, read_shard
@@ -104,6 +105,7 @@ def annotate_on_ray(
     if output.exists() and not output.is_dir():
         raise ScaleError(f"{output}: the ray engine writes a folder, and this is a file")
     model = str(Path(model).resolve()) if Path(model).exists() else str(model)  # a folder, or a package name
+    check_apart(Path(source), output, output_is_folder=True)
     output.mkdir(parents=True, exist_ok=True)
     with OutputLock(output / LOCK_FILE, what=str(output)):
         remove_partial_files(output)  # left by killed writers: the lock says none is running

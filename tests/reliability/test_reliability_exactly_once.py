@@ -163,3 +163,28 @@ def test_stray_partial_files_are_cleaned_on_the_next_run(tmp_path):
     annotate(make_nlp(), src, tmp_path / "out.jsonl", output_format="jsonl", progress=False)
     assert not list(out.rglob("*.partial")) and not (tmp_path / ".out.jsonl.99.1.ff.partial").exists()
     assert (tmp_path / "user.partial").exists()
+
+
+def test_an_output_inside_the_input_folder_or_the_input_itself_is_refused(tmp_path, capsys):
+    from spacy_softprompt.cli import main
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("aspirin", encoding="utf8")
+    src = write_jsonl(tmp_path / "in.jsonl", {"a": "aspirin"})
+    for source, out, fmt in ((notes, notes / "out", "brat"), (notes, notes, "brat"), (src, src, "jsonl")):
+        with pytest.raises(SystemExit) as stop:
+            main(["annotate", "/nonexistent/model", str(source), str(out), "-f", fmt])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and ("inside the input folder" in err or "the input itself" in err)
+    assert [p.name for p in notes.iterdir()] == ["a.txt"]
+    # a JSONL output inside the input folder is fine: only .txt files are read as notes
+    annotate(make_nlp(), notes, notes / "out.jsonl", output_format="jsonl", progress=False)
+    assert annotate(make_nlp(), notes, notes / "out.jsonl", output_format="jsonl", progress=False).skipped_existing == 1
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_note(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + b'{"id": "a", "text": "aspirin"}\n{"id": "b", "text": "heparin"}\n')
+    report = annotate(make_nlp(), src, tmp_path / "out.jsonl", output_format="jsonl", progress=False)
+    assert report.written == 2 and not report.failed
