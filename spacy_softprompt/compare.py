@@ -24,7 +24,10 @@ LABELS = {
 
 
 def load_metrics(path: PathLike) -> Dict[str, Any]:
-    data = json.loads(Path(path).read_text(encoding="utf8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable metrics JSON ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of metrics")
     return data

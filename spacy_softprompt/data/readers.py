@@ -191,7 +191,12 @@ def convert_brat_dir(
 def load_docbin(in_path: PathLike, nlp: Optional[Language] = None) -> List[Doc]:
     """The Docs of a ``.spacy`` file, with ``doc._.relations``/``doc._.brat`` as lists again."""
     nlp = nlp if nlp is not None else blank_clinical_nlp()
-    docs = list(DocBin().from_disk(in_path).get_docs(nlp.vocab))
+    if not Path(in_path).is_file():
+        raise BratError(f"{in_path}: no such .spacy file")
+    try:
+        docs = list(DocBin().from_disk(in_path).get_docs(nlp.vocab))
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign file: named
+        raise BratError(f"{in_path}: not a readable .spacy file ({type(err).__name__}); convert the data again") from None
     for doc in docs:
         normalize_extensions(doc)
     return docs

@@ -155,3 +155,16 @@ def test_a_locked_output_and_duplicate_ids_are_one_line(notes, tmp_path, capsys)
     dup.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', encoding="utf8")
     line = run_cli(["annotate", model, dup, tmp_path / "out2", "-q"], capsys)
     assert "'a' appears twice" in line and "line 1 and dup.jsonl line 2" in line
+
+
+def test_other_commands_name_the_file_they_cannot_read(tmp_path, capsys):
+    bad_spacy = tmp_path / "notes.spacy"
+    bad_spacy.write_text("not a DocBin", encoding="utf8")
+    line = run_cli(["export", bad_spacy, tmp_path / "brat"], capsys)
+    assert "notes.spacy" in line and "not a readable .spacy file" in line
+    bad_json = tmp_path / "m.json"
+    bad_json.write_text("{oops", encoding="utf8")
+    line = run_cli(["compare", bad_json, "--vs", bad_json], capsys)
+    assert "m.json" in line and "not a readable metrics JSON" in line
+    line = run_cli(["convert", tmp_path / "no_brat", tmp_path / "o.spacy"], capsys)
+    assert "no_brat" in line
