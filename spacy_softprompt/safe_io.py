@@ -37,7 +37,7 @@ PARTIAL_SUFFIX = ".partial"
 MAX_COMPONENT = 100
 MAX_NAME = 200
 _HASH_CHARS = 12
-_PLAIN_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_PLAIN_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.,+=@#()'-]*")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 #: names Windows reserves, with or without an extension
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -244,13 +244,14 @@ def id_digest(doc_id: str) -> str:
 
 def is_plain_name(name: str) -> bool:
     """Whether ``name`` can be used as a relative file name as it is: ``/``-separated
-    components of ASCII letters, digits, ``_ . -`` (not starting with ``.`` or ``-``,
-    not ending with ``.``), none reserved on Windows, none over
+    components of ASCII letters, digits, spaces and ``_ . , + = @ # ( ) ' -``
+    (starting with a letter, digit or ``_``; not ending with ``.`` or a space), none
+    reserved on Windows (``CON``, ``NUL.txt``, ...), none over
     :data:`MAX_COMPONENT` characters, all together at most :data:`MAX_NAME`."""
     if not name or len(name) > MAX_NAME:
         return False
     for part in name.split("/"):
-        if not _PLAIN_COMPONENT.fullmatch(part) or part.endswith(".") or len(part) > MAX_COMPONENT:
+        if not _PLAIN_COMPONENT.fullmatch(part) or part.endswith((".", " ")) or len(part) > MAX_COMPONENT:
             return False
         if part.split(".")[0].lower() in _RESERVED:
             return False
