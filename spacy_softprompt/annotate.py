@@ -1,32 +1,52 @@
 """Annotate a folder of notes (or a JSONL file) with a trained pipeline.
 
-Resumable and lossless:
+Resumable and lossless (docs/guarantees.md says exactly what holds):
+* one run per output at a time (a lock file), duplicate note ids refused before
+  anything is written;
 * a document whose output already exists is skipped, so a killed run restarts
   where it stopped; brat files are written to a temporary name and renamed, and
   a JSONL line cut off by a kill is dropped on restart, so each document ends up
   written exactly once;
-* a document that cannot be read or processed is reported (id + error type,
-  never its text) in ``annotate_errors.jsonl`` beside the output, and the others
-  go on.
+* brat files are named by :class:`~spacy_softprompt.safe_io.FileNames`: never
+  outside the output folder, whatever the note id holds; ``doc_ids.jsonl`` maps
+  each id to its file name;
+* a document that cannot be read, processed or written is reported (id + error,
+  never its text) in ``annotate_errors.jsonl`` (brat) or ``<stem>.errors.jsonl``
+  (JSONL), once per note, and the others go on.
 """
 import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from .annotations import get_entities, get_relations
 from .parallel import Result, WorkerPool, available_cores
+from .safe_io import (
+    PARTIAL_SUFFIX,
+    AnnotateError,
+    FileNames,
+    OutputCorruptError,
+    OutputLock,
+    UniqueIds,
+    append_line,
+    atomic_write,
+    lock_path_for,
+    path_inside,
+    remove_partial_files,
+)
 
 logger = logging.getLogger(__name__)
 
 ERRORS_FILE = "annotate_errors.jsonl"
+OUTPUT_FORMATS = ("brat", "jsonl")
 CONTEXT_ATTRIBUTES = ("is_negated", "is_historical", "is_hypothetical", "is_family", "is_uncertain", "section_category")
 
 
@@ -41,38 +61,75 @@ class AnnotateReport:
 
 
 # ---- inputs ---------------------------------------------------------------------
-def iter_inputs(source: Path) -> Iterator[Tuple[str, Optional[str], Optional[str]]]:
-    """Yield ``(doc_id, text, error)`` from a folder of ``.txt`` files or a ``.jsonl``
-    file of ``{"id": ..., "text": ...}`` records; unreadable items carry an error."""
+#: (doc_id, text, error, where): ``where`` names the file (and line) of the note
+LocatedNote = Tuple[str, Optional[str], Optional[str], str]
+
+
+def check_source(source: Path, extra_suffixes: Tuple[str, ...] = ()) -> Path:
+    """``source`` as a Path, or :class:`AnnotateError` naming it when it is missing
+    or neither a folder nor a ``.jsonl`` (or one of ``extra_suffixes``) file."""
     source = Path(source)
+    if not source.exists():
+        raise AnnotateError(f"{source}: no such file or folder")
+    if not source.is_dir() and source.suffix not in (".jsonl", *extra_suffixes):
+        allowed = ", ".join(("a folder of .txt files", "a .jsonl file", *(f"a {s} file" for s in extra_suffixes)))
+        raise AnnotateError(f"{source}: expected {allowed}")
+    return source
+
+
+def iter_located_inputs(source: Path) -> Iterator[LocatedNote]:
+    """Yield ``(doc_id, text, error, where)`` from a folder of ``.txt`` files or a
+    ``.jsonl`` file of ``{"id": ..., "text": ...}`` records; an unreadable item
+    carries an error (never its text) and, for a bad JSONL line, the id
+    ``<file>:<line>``."""
+    source = check_source(source)
     if source.is_dir():
         for path in sorted(source.rglob("*.txt")):
-            doc_id = str(path.relative_to(source).with_suffix(""))
+            doc_id = path.relative_to(source).with_suffix("").as_posix()
             try:
                 with path.open(encoding="utf8", newline="") as f:
-                    yield doc_id, f.read(), None
+                    yield doc_id, f.read(), None, str(path)
             except (UnicodeDecodeError, OSError) as err:
-                yield doc_id, None, f"{type(err).__name__}: {_short(err)}"
-    elif source.suffix == ".jsonl":
-        with source.open(encoding="utf8", errors="replace") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    doc_id, text = str(record["id"]), record["text"]
-                    if not isinstance(text, str):
-                        raise TypeError("'text' is not a string")
-                    yield doc_id, text, None
-                except (ValueError, KeyError, TypeError) as err:
-                    yield f"{source.name}:{line_no}", None, f"line {line_no}: {type(err).__name__}: {_short(err)}"
-    else:
-        raise ValueError(f"{source}: expected a folder of .txt files or a .jsonl file")
+                yield doc_id, None, safe_error(err, None), str(path)
+        return
+    with source.open(encoding="utf-8-sig", errors="replace") as f:  # a byte-order mark is not part of line 1
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{source.name} line {line_no}"
+            try:
+                record = json.loads(line)
+                doc_id, text = str(record["id"]), record["text"]
+                if not isinstance(text, str):
+                    raise TypeError("'text' is not a string")
+                yield doc_id, text, None, where
+            except (ValueError, KeyError, TypeError) as err:
+                yield f"{source.name}:{line_no}", None, f"line {line_no}: {safe_error(err, None)}", where
 
 
-def _short(err: Exception, limit: int = 120) -> str:
+def iter_inputs(source: Path) -> Iterator[Tuple[str, Optional[str], Optional[str]]]:
+    """``(doc_id, text, error)`` of :func:`iter_located_inputs`."""
+    for doc_id, text, error, _ in iter_located_inputs(source):
+        yield doc_id, text, error
+
+
+def safe_error(err: BaseException, text: Optional[str], limit: int = 160) -> str:
+    """``Type: message`` with every word of the message (3+ characters) that occurs
+    in the note replaced by ``[note text]``, cut to ``limit`` characters: the note
+    never leaks into an error record."""
     message = str(err)
-    return message if len(message) <= limit else message[:limit] + "..."
+    if text:
+        lowered = text.lower()
+
+        def scrub(match: "re.Match[str]") -> str:
+            word = match.group(0)
+            return "[note text]" if len(word) >= 3 and word.lower() in lowered else word
+
+        message = re.sub(r"\w+", scrub, message)
+    message = " ".join(message.split())
+    if len(message) > limit:
+        message = message[:limit] + "..."
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 # ---- outputs --------------------------------------------------------------------
@@ -88,29 +145,39 @@ def doc_to_record(doc_id: str, doc: Doc) -> Dict[str, Any]:
     return {"id": doc_id, "text": doc.text, "entities": entities, "relations": get_relations(doc)}
 
 
+def write_brat_files(folder: Path, name: str, doc_id: str, doc: Doc) -> None:
+    """``name.txt`` then ``name.ann`` under ``folder``, each atomically; the
+    ``.ann`` comes last, so its presence marks the note as done. ``name`` comes
+    from :class:`~spacy_softprompt.safe_io.FileNames` and is checked to stay inside ``folder``."""
+    from .data.brat import write_ann
+    from .data.docs import doc_to_brat
+
+    txt, ann = path_inside(folder, name, ".txt"), path_inside(folder, name, ".ann")
+    data_txt = doc.text.encode("utf8")  # an unencodable text fails here, before anything is written
+    data_ann = write_ann(doc_to_brat(doc, doc_id)).encode("utf8")
+    txt.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(txt, data_txt)
+    atomic_write(ann, data_ann)
+
+
 class _BratSink:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
+        self.names = FileNames(out_dir)
+        self._name: Dict[str, str] = {}
 
-    def done(self) -> Set[str]:
-        return {str(p.relative_to(self.out_dir).with_suffix("")) for p in self.out_dir.rglob("*.ann")}
+    def prepare(self, ids: List[str]) -> Set[str]:
+        """Give every id its file name; return the ids already written."""
+        self._name = self.names.assign(ids)
+        return {doc_id for doc_id, name in self._name.items() if (self.out_dir / (name + ".ann")).is_file()}
 
     def write(self, doc_id: str, doc: Doc) -> None:
-        from .data.brat import write_ann
-        from .data.docs import doc_to_brat
-
-        base = self.out_dir / doc_id
-        base.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(base.with_name(base.name + ".txt"), doc.text)
-        # The .ann is written last: its presence marks the document as done.
-        _atomic_write(base.with_name(base.name + ".ann"), write_ann(doc_to_brat(doc, doc_id)))
+        write_brat_files(self.out_dir, self._name[doc_id], doc_id, doc)
 
 
 class _JsonlSink:
     def __init__(self, out_file: Path):
         self.out_file = out_file
-        out_file.parent.mkdir(parents=True, exist_ok=True)
         self._drop_partial_last_line()
 
     def _drop_partial_last_line(self) -> None:
@@ -122,27 +189,110 @@ class _JsonlSink:
             with self.out_file.open("r+b") as f:
                 f.truncate(keep)
 
-    def done(self) -> Set[str]:
+    def prepare(self, ids: List[str]) -> Set[str]:
         if not self.out_file.exists():
             return set()
-        ids = set()
-        with self.out_file.open(encoding="utf8") as f:
-            for line in f:
-                ids.add(str(json.loads(line)["id"]))
-        return ids
+        done = set()
+        with self.out_file.open("rb") as f:
+            for line_no, line in enumerate(f, 1):
+                try:
+                    done.add(str(json.loads(line)["id"]))
+                except (ValueError, KeyError, TypeError) as err:
+                    raise OutputCorruptError(
+                        f"{self.out_file}:{line_no}: not an annotate record ({type(err).__name__}); "
+                        "fix or remove that line to resume"
+                    ) from None
+        return done
 
     def write(self, doc_id: str, doc: Doc) -> None:
-        with self.out_file.open("a", encoding="utf8") as f:
-            f.write(json.dumps(doc_to_record(doc_id, doc), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = (json.dumps(doc_to_record(doc_id, doc), ensure_ascii=False) + "\n").encode("utf8")
+        with self.out_file.open("ab") as f:
+            size = f.tell()
+            try:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            except BaseException:
+                f.truncate(size)  # never leave half a line behind a failed write
+                raise
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", encoding="utf8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+class ErrorLog:
+    """The failed notes of one output: ``{"id", "error"}`` lines, one per id
+    (a rerun that fails a note again adds nothing; a note that now succeeds is
+    dropped when the run ends)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: Dict[str, str] = {}
+        self._dirty = False
+        if not path.is_file():
+            return
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        if lines[-1]:  # a line cut by a kill: dropped before anything is appended
+            with path.open("r+b") as f:
+                f.truncate(len(data) - len(lines[-1]))
+        for line_no, line in enumerate(lines[:-1], 1):
+            try:
+                entry = json.loads(line)
+                doc_id, error = str(entry["id"]), str(entry["error"])
+            except (ValueError, KeyError, TypeError):
+                raise OutputCorruptError(f"{path}:{line_no}: not an error record; fix or remove that line") from None
+            self._dirty |= doc_id in self.entries
+            self.entries[doc_id] = error
+
+    def fail(self, doc_id: str, error: str) -> None:
+        if self.entries.get(doc_id) == error:
+            return
+        if doc_id in self.entries:
+            self._dirty = True
+        self.entries[doc_id] = error
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        append_line(self.path, {"id": doc_id, "error": error})
+
+    def succeeded(self, doc_id: str) -> None:
+        if self.entries.pop(doc_id, None) is not None:
+            self._dirty = True
+
+    def close(self) -> None:
+        """Rewrite the file with one line per failed note when it holds more."""
+        if not self._dirty:
+            return
+        if not self.entries:
+            self.path.unlink(missing_ok=True)
+            return
+        atomic_write(self.path, "".join(json.dumps({"id": i, "error": e}, ensure_ascii=True) + "\n" for i, e in self.entries.items()))
+
+
+def errors_path_for(output: Path, output_format: str) -> Path:
+    """``OUT/annotate_errors.jsonl`` for a brat folder, ``<stem>.errors.jsonl`` beside a JSONL file."""
+    return output / ERRORS_FILE if output_format == "brat" else output.with_name(output.stem + ".errors.jsonl")
+
+
+def check_output(output: Path, output_format: str) -> Path:
+    """``output`` as a Path, or :class:`AnnotateError` when its kind does not fit the format."""
+    if output_format not in OUTPUT_FORMATS:
+        raise AnnotateError(f"unknown output format {output_format!r}: use {' or '.join(OUTPUT_FORMATS)}")
+    output = Path(output)
+    if output_format == "brat" and output.exists() and not output.is_dir():
+        raise AnnotateError(f"{output}: --format brat writes a folder, and this is a file")
+    if output_format == "jsonl" and output.is_dir():
+        raise AnnotateError(f"{output}: --format jsonl writes a .jsonl file, and this is a folder")
+    return output
+
+
+def check_apart(source: Path, output: Path, output_is_folder: bool) -> None:
+    """Refuse an output that is the input, or a folder inside an input folder
+    (the next run would read its ``.txt`` files as notes)."""
+    src, out = Path(source).resolve(), Path(output).resolve()
+    if src == out:
+        raise AnnotateError(f"{output}: this is the input itself; choose another output")
+    if Path(source).is_dir() and output_is_folder and src in out.parents:
+        raise AnnotateError(
+            f"{output}: inside the input folder {source}, whose .txt files are read as notes: "
+            "the next run would annotate the outputs; choose an output outside it"
+        )
 
 
 # ---- the loop -------------------------------------------------------------------
@@ -158,31 +308,62 @@ def annotate(
 ) -> AnnotateReport:
     """Annotate every input not yet in ``output``; report failures, never stop on one.
 
+    Refuses duplicate note ids (naming both places) and a second run on the same
+    output (:class:`~spacy_softprompt.safe_io.OutputLock`) before writing anything.
     ``n_process > 1`` (-1: one per core) runs spawned CPU workers, each loading a copy
     of ``nlp`` with ``cores // n_process`` torch threads; outputs are the same as with one.
     """
-    if output_format not in ("brat", "jsonl"):
-        raise ValueError(f"Unknown output format '{output_format}': use 'brat' or 'jsonl'.")
-    output = Path(output)
-    sink = _BratSink(output) if output_format == "brat" else _JsonlSink(output)
-    errors_path = (output if output_format == "brat" else output.parent) / ERRORS_FILE
+    output = check_output(output, output_format)
+    source = check_source(source)
+    is_file = output_format == "jsonl"
+    check_apart(source, output, output_is_folder=not is_file)
+    (output.parent if is_file else output).mkdir(parents=True, exist_ok=True)
+    with OutputLock(lock_path_for(output, is_file), what=str(output)):
+        if is_file:
+            remove_partial_files(output.parent, f".{output.name}.*{PARTIAL_SUFFIX}")
+        else:
+            remove_partial_files(output)
+        sink = _JsonlSink(output) if is_file else _BratSink(output)
+        errors = ErrorLog(errors_path_for(output, output_format))
+        try:
+            return _annotate_locked(nlp, source, sink, errors, batch_size, n_process, progress)
+        finally:
+            errors.close()
+
+
+def _annotate_locked(
+    nlp: Language, source: Path, sink: "Union[_JsonlSink, _BratSink]", errors: ErrorLog, batch_size: int, n_process: int, progress: bool
+) -> AnnotateReport:
     report = AnnotateReport()
-    done = sink.done()
+    unique = UniqueIds(source)
+    notes: List[Tuple[str, Optional[str], Optional[str]]] = []
+    for doc_id, text, error, where in iter_located_inputs(source):
+        unique.add(doc_id, where)
+        notes.append((doc_id, text, error))
+    done = sink.prepare([doc_id for doc_id, text, _ in notes if text is not None])
     pending: List[Tuple[str, str]] = []
-    for doc_id, text, error in iter_inputs(source):
+    for doc_id, text, error in notes:
         if doc_id in done:
             report.skipped_existing += 1
+            errors.succeeded(doc_id)
         elif error is not None:
-            _fail(report, errors_path, doc_id, error)
+            _fail(report, errors, doc_id, error)
         else:
             pending.append((doc_id, text))
+    del notes
+    texts = dict(pending)
     bar = _progress(len(pending), progress)
     for results in _results(nlp, pending, batch_size, n_process):
         for doc_id, doc, error in results:
+            if error is None:
+                try:
+                    sink.write(doc_id, doc)
+                except Exception as err:  # noqa: BLE001 - this note fails, the run goes on
+                    error = f"could not write: {safe_error(err, texts.get(doc_id))}"
             if error is not None:
-                _fail(report, errors_path, doc_id, error)
+                _fail(report, errors, doc_id, error)
             else:
-                sink.write(doc_id, doc)
+                errors.succeeded(doc_id)
                 report.written += 1
             bar.update(1)
     bar.close()
@@ -206,28 +387,44 @@ def _results(nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_p
 
 
 def process_chunk(nlp: Language, chunk: List[Tuple[str, str]], batch_size: int) -> List[Result]:
-    """Process a chunk as one batch; if the batch fails, retry one by one to isolate the bad document."""
-    try:
-        docs = list(nlp.pipe((text for _, text in chunk), batch_size=batch_size))
-        return [(doc_id, doc, None) for (doc_id, _), doc in zip(chunk, docs)]
-    except Exception:  # noqa: BLE001 - isolate below
-        logger.warning("A batch of %d documents failed; retrying them one by one.", len(chunk))
-    results: List[Result] = []
-    for doc_id, text in chunk:
+    """:func:`pipe_isolating` of one chunk, as a list (what a worker process returns)."""
+    return list(pipe_isolating(nlp, chunk, batch_size))
+
+
+def pipe_isolating(nlp: Language, notes: List[Tuple[str, str]], batch_size: int) -> Iterator[Result]:
+    """``(id, doc, None)`` or ``(id, None, error)`` per note, in order: batches of
+    ``batch_size`` through ``nlp.pipe``; a batch that raises is redone note by
+    note, so only the bad note fails. A note longer than ``nlp.max_length`` fails
+    without being run. Errors are :func:`safe_error` lines (no note text)."""
+    for start in range(0, len(notes), batch_size):
+        chunk = notes[start : start + batch_size]
+        results: List[Optional[Result]] = [None] * len(chunk)
+        runnable = []
+        for i, (doc_id, text) in enumerate(chunk):
+            if len(text) > nlp.max_length:
+                results[i] = (doc_id, None, f"NoteTooLong: {len(text)} characters, over the pipeline's max_length {nlp.max_length}")
+            else:
+                runnable.append(i)
         try:
-            results.append((doc_id, nlp(text), None))
-        except Exception as err:  # noqa: BLE001 - reported, the run goes on
-            results.append((doc_id, None, f"{type(err).__name__}: {_short(err)}"))
-    return results
+            docs = list(nlp.pipe((chunk[i][1] for i in runnable), batch_size=batch_size))
+        except Exception:  # noqa: BLE001 - isolated below
+            logger.warning("A batch of %d notes failed; redoing them one by one.", len(runnable))
+            for i in runnable:
+                doc_id, text = chunk[i]
+                try:
+                    results[i] = (doc_id, nlp(text), None)
+                except Exception as err:  # noqa: BLE001 - reported, the run goes on
+                    results[i] = (doc_id, None, safe_error(err, text))
+        else:
+            for i, doc in zip(runnable, docs):
+                results[i] = (chunk[i][0], doc, None)
+        yield from results  # type: ignore[misc]
 
 
-def _fail(report: AnnotateReport, errors_path: Path, doc_id: str, error: str) -> None:
-    entry = {"id": doc_id, "error": error}
-    report.failed.append(entry)
-    logger.error("Document %s failed: %s", doc_id, error)
-    errors_path.parent.mkdir(parents=True, exist_ok=True)
-    with errors_path.open("a", encoding="utf8") as f:
-        f.write(json.dumps(entry) + "\n")
+def _fail(report: AnnotateReport, errors: ErrorLog, doc_id: str, error: str) -> None:
+    report.failed.append({"id": doc_id, "error": error})
+    logger.error("Document %r failed: %s", doc_id, error)
+    errors.fail(doc_id, error)
 
 
 def _progress(total: int, enabled: bool):

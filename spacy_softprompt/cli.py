@@ -9,7 +9,11 @@ import typer
 
 app = typer.Typer(
     name="spacy_softprompt",
-    help="Prompt-tuned clinical encoders as spaCy pipelines.",
+    help=(
+        "Prompt-tuned clinical encoders as spaCy pipelines. A failure about your input, options or "
+        "model prints one line 'error: ...' and exits with status 2; set SPACY_SOFTPROMPT_TRACEBACK=1 "
+        "to see the full traceback instead."
+    ),
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -134,6 +138,8 @@ def evaluate(
     from .scoring import format_table
 
     scores = evaluate_model(model, data_path, output, gpu_id=gpu_id, batch_size=batch_size, lenient_matching=matching)
+    for warning in scores.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(format_table(scores))
     typer.echo(f"{scores['n_docs']} docs, {scores['n_words']} words, {scores['words_per_second']} words/s")
     split = ", ".join(f"{k} {v:.2f}" for k, v in scores.get("seconds_per_component", {}).items())
@@ -185,39 +191,68 @@ def annotate(
     shard_size: int = typer.Option(1000, "--shard-size", help="ray: notes per shard."),
     code: Optional[Path] = typer.Option(None, "--code", help="ray: Python file with custom components, imported by each worker."),
 ) -> None:
-    """Annotate notes; resumable (skips documents already written), failures reported, never lost."""
+    """Annotate notes; resumable (skips documents already written), failures reported, never lost.
+    One run per output at a time; see docs/guarantees.md for what is guaranteed."""
+    if engine not in ("local", "ray"):
+        raise CliUsageError(f"--engine {engine!r}: use local or ray")
+    if batch_size < 1:
+        raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
     if engine == "ray":
         _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
                          gpus_per_worker, cpus_per_worker, shard_size, code)
         return
-    if engine != "local":
-        raise typer.BadParameter(f"unknown engine {engine!r}: use local or ray", param_hint="--engine")
-    import spacy
-
     from .annotate import annotate as run_annotate
+    from .annotate import check_apart, check_output, check_source, errors_path_for
 
+    if output_format not in ("brat", "jsonl"):
+        raise CliUsageError(f"--format {output_format!r}: use brat or jsonl (parquet needs --engine ray)")
     if gpu_id >= 0 and n_process != 1:
-        raise typer.BadParameter("worker processes run on the CPU: use --gpu-id or --n-process, not both", param_hint="--n-process")
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = spacy.load(model)
+        raise CliUsageError("--gpu-id with --n-process: worker processes run on the CPU, use one or the other")
+    check_source(source)
+    check_output(output, output_format)
+    check_apart(source, output, output_is_folder=output_format == "brat")
+    nlp = _load_model(model, gpu_id)
     report = run_annotate(
         nlp, source, output, output_format=output_format, batch_size=batch_size, n_process=n_process, progress=not quiet
     )
     typer.echo(
         f"written {report.written}, already there {report.skipped_existing}, failed {len(report.failed)}"
-        + (f" (see {ERRORS_HINT})" if report.failed else "")
+        + (f" (see {errors_path_for(Path(output), output_format)})" if report.failed else "")
     )
     if report.failed:
         raise typer.Exit(code=3)
 
 
+def _load_model(model: str, gpu_id: int = -1):
+    """The pipeline, or one error line naming the component and file that failed."""
+    import spacy
+
+    from .loading import load_pipeline
+
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    return load_pipeline(model)
+
+
 def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
                      gpus_per_worker, cpus_per_worker, shard_size, code) -> None:
+    from .annotate import check_apart, check_source
     from .scale import annotate_on_ray
 
     if output_format not in ("brat", "jsonl", "parquet"):
-        raise typer.BadParameter(f"unknown format {output_format!r}: use brat, jsonl or parquet", param_hint="--format")
+        raise CliUsageError(f"--format {output_format!r}: use brat, jsonl or parquet")
+    if workers < 1 or shard_size < 1:
+        raise CliUsageError("--workers and --shard-size must be at least 1")
+    check_source(source, extra_suffixes=(".parquet",))
+    check_apart(source, output, output_is_folder=True)
+    if output.exists() and not output.is_dir():
+        raise CliUsageError(f"{output}: the ray engine writes a folder, and this is a file")
+    if code is not None and not code.is_file():
+        raise CliUsageError(f"--code {code}: no such file")
+    if Path(model).exists():  # workers load it; a broken folder is named here, before a cluster starts
+        from .loading import check_pipeline_folder
+
+        check_pipeline_folder(Path(model))
     result = annotate_on_ray(
         model, source, output, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, batch_size=batch_size, code=code,
@@ -233,9 +268,6 @@ def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, ad
     )
     if result["failed"]:
         raise typer.Exit(code=3)
-
-
-ERRORS_HINT = "annotate_errors.jsonl beside the output"
 
 
 @app.command()
@@ -312,6 +344,10 @@ def _write_json(path: Optional[Path], data) -> None:
 TRACEBACK_ENV = "SPACY_SOFTPROMPT_TRACEBACK"
 
 
+class CliUsageError(Exception):
+    """An option or argument that cannot work, found before anything is loaded."""
+
+
 def _user_errors() -> tuple:
     """Errors about the user's input or environment: shown as one line, not a traceback."""
     from confection import ConfigValidationError
@@ -321,12 +357,15 @@ def _user_errors() -> tuple:
     from .compat import UnsupportedTransformersError
     from .data.errors import BratError
     from .encoder import BackboneChecksumError, BackboneNotFoundError, CorruptModelError
+    from .loading import PipelineLoadError
     from .parallel import WorkerError
-    from .scale.errors import ScaleError
+    from .safe_io import AnnotateError
     from .study.runner import StudyError
 
     return (
-        ScaleError,
+        CliUsageError,
+        AnnotateError,
+        PipelineLoadError,
         BratError,
         BackboneNotFound,
         BackboneNotFoundError,
@@ -342,14 +381,16 @@ def _user_errors() -> tuple:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point: known errors print ``error: <message>`` and exit with status 2."""
+    """Entry point: known errors print one line ``error: <message>`` and exit with
+    status 2 (``SPACY_SOFTPROMPT_TRACEBACK=1``: the traceback instead)."""
     import os
+
+    from .loading import one_line
 
     try:
         app(args=argv if argv is not None else sys.argv[1:], prog_name="python -m spacy_softprompt")
     except Exception as err:  # noqa: BLE001  (re-raised unless it is one of ours)
         if os.environ.get(TRACEBACK_ENV) == "1" or not isinstance(err, _user_errors()):
             raise
-        typer.echo(f"error: {err}", err=True)
-        typer.echo(f"(set {TRACEBACK_ENV}=1 for the traceback)", err=True)
+        typer.echo(f"error: {one_line(str(err), limit=1000) or type(err).__name__}", err=True)
         raise SystemExit(2) from None

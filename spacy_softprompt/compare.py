@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+import numpy as np
+
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, micro_f1, paired_bootstrap
 from .per_doc import COUNT_KEYS, PER_DOC_KEY, read_per_doc, stack
 
@@ -22,7 +24,10 @@ LABELS = {
 
 
 def load_metrics(path: PathLike) -> Dict[str, Any]:
-    data = json.loads(Path(path).read_text(encoding="utf8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable metrics JSON ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of metrics")
     return data
@@ -95,6 +100,8 @@ def compare_files(
                 arrays[key] = (stack(per_doc[0], key, ids), stack(per_doc[1], key, ids))
     except ValueError as error:
         out["bootstrap_error"] = str(error)
+    if per_doc is not None and out["bootstrap_error"] is None:
+        check_same_gold(arrays, ids, [str(p) for p in a_paths] + [str(p) for p in b_paths])
     for key in COUNT_KEYS:
         entry: Dict[str, Any] = {
             "a": summarize([f1_of(m, key) for m in a]),
@@ -111,6 +118,25 @@ def compare_files(
     if per_doc is not None and out["bootstrap_error"] is None:
         out["n_docs"] = len(per_doc[0][0].ids)
     return out
+
+
+GOLD = 2  # column of the gold count in a per-document row (pred, pred_tp, gold, gold_tp)
+
+
+def check_same_gold(arrays: Dict[str, Any], ids: Sequence[str], files: Sequence[str]) -> None:
+    """Refuse files whose per-document gold counts differ (scored against other gold,
+    another schema or another counting): naming the first document, the metric and both files."""
+    for key, (a, b) in arrays.items():
+        runs = np.concatenate([a, b])[:, :, GOLD]  # (files, documents)
+        differs = np.nonzero((runs != runs[0]).any(axis=0))[0]
+        if len(differs):
+            doc = int(differs[0])
+            other = int(np.nonzero(runs[:, doc] != runs[0, doc])[0][0])
+            raise ValueError(
+                f"{files[0]} and {files[other]} were not scored against the same gold: document {ids[doc]!r} "
+                f"has {runs[0, doc]} vs {runs[other, doc]} gold items in {key} "
+                f"({len(differs)} document(s) differ); compare only runs evaluated on the same gold data"
+            )
 
 
 def _pct(summary: Dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """Evaluate a pipeline on gold data (DocBin or brat folder) with the n2c2 scorer."""
 import json
+import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 import spacy
 from spacy.language import Language
@@ -15,13 +16,64 @@ from .annotations import ENTITY_SPANS_KEY, get_entities, get_relations
 from .per_doc import PER_DOC_KEY, doc_ids, per_doc_record
 from .scoring import N2C2Counts, count_examples
 
+logger = logging.getLogger(__name__)
+
+
+def check_gold_path(path: Path) -> Path:
+    """``path`` if it is a ``.spacy`` file, else :class:`BratError` naming it (checked before any model loads)."""
+    from .data.errors import BratError
+
+    path = Path(path)
+    if not path.exists():
+        raise BratError(f"{path}: no such gold file")
+    if path.is_dir() or path.suffix != ".spacy":
+        raise BratError(f"{path}: expected a .spacy file written by 'python -m spacy_softprompt convert'")
+    return path
+
 
 def load_gold_docs(path: Path, nlp: Language) -> List[Doc]:
     """Gold docs from a ``.spacy`` DocBin (as written by ``convert``)."""
-    path = Path(path)
-    if path.is_dir() or path.suffix != ".spacy":
-        raise ValueError(f"{path}: expected a .spacy file written by 'python -m spacy_softprompt convert'.")
-    return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    from .data.errors import BratError
+
+    path = check_gold_path(path)
+    try:
+        return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    except Exception as err:  # noqa: BLE001 - a damaged file: named
+        raise BratError(f"{path}: not a readable .spacy file ({type(err).__name__}); convert the gold again") from None
+
+
+def _labels(docs: Iterable[Doc], spans_key: str) -> Set[str]:
+    labels: Set[str] = set()
+    for doc in docs:
+        labels.update(span.label_ for span in get_entities(doc, spans_key))
+        labels.update(str(rel["label"]) for rel in get_relations(doc))
+    return labels
+
+
+def _pipeline_labels(nlp: Language) -> Set[str]:
+    labels: Set[str] = set()
+    for _, proc in nlp.pipeline:
+        try:
+            labels.update(str(label) for label in getattr(proc, "labels", ()) or ())
+        except Exception:  # noqa: BLE001 - a component without labels
+            continue
+    return labels
+
+
+def label_mismatch(nlp: Language, predicted: List[Doc], gold: List[Doc], spans_key: str = ENTITY_SPANS_KEY) -> Optional[str]:
+    """A warning when no label the pipeline predicts (or, when it predicted
+    nothing, knows) occurs among the gold labels: gold of another schema scores 0."""
+    gold_labels = _labels(gold, spans_key)
+    ours = _labels(predicted, spans_key) or _pipeline_labels(nlp)
+    if not gold_labels or not ours or ours & gold_labels:
+        return None
+
+    def show(labels: Set[str]) -> str:
+        names = sorted(labels)
+        return ", ".join(names[:6]) + (f", ... ({len(names) - 6} more)" if len(names) > 6 else "")
+
+    return (f"no label of the pipeline ({show(ours)}) occurs in the gold data ({show(gold_labels)}): "
+            "is the gold from another schema? Scores against it are meaningless")
 
 
 def evaluate_pipeline(
@@ -62,6 +114,10 @@ def evaluate_pipeline(
                 len(proc.candidate_index(get_entities(doc, proc.cfg["spans_key"]))[1]) for doc in predicted
             )
     scores[PER_DOC_KEY] = per_doc_record(doc_ids(gold_docs), per_doc)
+    warning = label_mismatch(nlp, predicted, gold_docs, spans_key)
+    if warning:
+        logger.warning("%s", warning)
+        scores["warnings"] = [warning]
     return scores
 
 
@@ -112,9 +168,12 @@ def evaluate_model(
     lenient_matching: str = "any",
 ) -> Dict[str, Any]:
     """Load a pipeline (path or installed package), evaluate it, optionally write JSON."""
+    from .loading import load_pipeline
+
+    check_gold_path(data_path)
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
-    nlp = spacy.load(model)
+    nlp = load_pipeline(model)
     scores = evaluate_pipeline(nlp, load_gold_docs(data_path, nlp), batch_size=batch_size, lenient_matching=lenient_matching)
     scores["model"] = str(model)
     scores["pipeline"] = nlp.pipe_names

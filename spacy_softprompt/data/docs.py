@@ -319,7 +319,11 @@ def _restore_order(annotations: List[Any], original_ids: List[str]) -> None:
 
 
 def docs_to_brat_dir(docs: Iterable[Doc], out_dir: Union[str, Path]) -> List[Path]:
-    """Write Docs as ``NAME.txt`` + ``NAME.ann`` (NAME from ``doc._.brat``, else ``doc00001``)."""
+    """Write Docs as ``NAME.txt`` + ``NAME.ann`` (NAME from ``doc._.brat``, else ``doc00001``;
+    an id that is not a safe relative file name gets :func:`~spacy_softprompt.safe_io.hashed_name`,
+    so nothing is written outside ``out_dir``)."""
+    from ..safe_io import hashed_name, is_plain_name
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: List[Path] = []
@@ -327,11 +331,13 @@ def docs_to_brat_dir(docs: Iterable[Doc], out_dir: Union[str, Path]) -> List[Pat
     for i, doc in enumerate(docs, start=1):
         brat_doc = doc_to_brat(doc)
         name = brat_doc.doc_id or f"doc{i:05d}"
+        if not is_plain_name(name):
+            name = hashed_name(name)
         base, n = name, 1
-        while name in taken:
+        while name.lower() in taken:
             n += 1
             name = f"{base}_{n}"
-        taken.add(name)
+        taken.add(name.lower())
         paths.append(write_brat_document(brat_doc, out_dir, name))
     return paths
 

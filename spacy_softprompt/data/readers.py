@@ -132,9 +132,27 @@ def read_brat_docs(
         for i, brat_doc in enumerate(iter_brat_dir(in_dir, recursive=recursive, collector=collector)):
             if limit > 0 and i >= limit:
                 break
-            yield brat_to_doc(nlp, brat_doc, schema, split_gold_boundaries, collector=collector, stats=stats)
+            try:
+                doc = brat_to_doc(nlp, brat_doc, schema, split_gold_boundaries, collector=collector, stats=stats)
+            except BratError:
+                raise
+            except Exception as err:  # noqa: BLE001 - one document that cannot be built costs that document
+                collector.report(_doc_file(brat_doc), 0, "", f"document skipped: {_reason(err)}", kind="skipped_document")
+                continue
+            yield doc
     finally:
         stats.add_issues(collector.issues)
+
+
+def _doc_file(brat_doc: BratDocument) -> str:
+    return brat_doc.source or brat_doc.doc_id or "?"
+
+
+def _reason(err: BaseException) -> str:
+    """The error type and the first line of its message, short (spaCy's E088 names no text)."""
+    lines = str(err).strip().splitlines()
+    message = lines[0] if lines else ""
+    return f"{type(err).__name__}: {message[:160]}" if message else type(err).__name__
 
 
 def convert_brat_dir(
@@ -160,6 +178,9 @@ def convert_brat_dir(
     for doc in read_brat_docs(in_dir, nlp, schema, strict, recursive, split_gold_boundaries, stats, limit):
         docbin.add(doc)
     if stats.documents == 0:
+        skipped = [i for i in stats.issues if i.kind == "skipped_document"]
+        if skipped:
+            raise BratError(f"no document of {in_dir} could be converted ({len(skipped)} skipped; first: {skipped[0]})")
         raise BratError(f"no brat documents (.txt files) found in {in_dir}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +191,12 @@ def convert_brat_dir(
 def load_docbin(in_path: PathLike, nlp: Optional[Language] = None) -> List[Doc]:
     """The Docs of a ``.spacy`` file, with ``doc._.relations``/``doc._.brat`` as lists again."""
     nlp = nlp if nlp is not None else blank_clinical_nlp()
-    docs = list(DocBin().from_disk(in_path).get_docs(nlp.vocab))
+    if not Path(in_path).is_file():
+        raise BratError(f"{in_path}: no such .spacy file")
+    try:
+        docs = list(DocBin().from_disk(in_path).get_docs(nlp.vocab))
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign file: named
+        raise BratError(f"{in_path}: not a readable .spacy file ({type(err).__name__}); convert the data again") from None
     for doc in docs:
         normalize_extensions(doc)
     return docs

@@ -1,12 +1,12 @@
 """Errors of the sharded annotate job; none of them carries note text."""
+from ..safe_io import AnnotateError, DuplicateNoteIdError, OutputCorruptError, OutputLockedError
+
+__all__ = ["ScaleError", "DuplicateNoteIdError", "InputChangedError", "OutputCorruptError", "OutputLockedError",
+           "VerificationError", "WorkerSetupError"]
 
 
-class ScaleError(Exception):
+class ScaleError(AnnotateError):
     """Base class: a problem with the input, the output folder or the cluster."""
-
-
-class DuplicateNoteIdError(ScaleError):
-    """Two notes of the input share an id, so "exactly once" has no meaning."""
 
 
 class InputChangedError(ScaleError):

@@ -9,17 +9,19 @@ dies is restarted and its shard redone (bounded by ``max_worker_restarts``);
 nothing is configured to drop failed blocks. Ray is imported only here, and only
 when a job runs.
 """
+import json
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from ..annotate import check_apart
+from ..safe_io import LOCK_FILE, OutputLock, remove_partial_files
 from .errors import ScaleError, WorkerSetupError
-from .outputs import remove_partial_files
-from .shards import OUTPUT_DIR, ShardPlan, pack
+from .shards import ShardPlan, pack, read_shard
 from .verify import verify
-from .worker import ShardResult, annotate_shard
+from .worker import ShardResult, annotate_shard, brat_names_for
 
 BRAT_DIR = "brat"
 _SETUP_FAILED = "worker setup failed:"
@@ -64,8 +66,9 @@ class ShardAnnotator:
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
         results = [
             annotate_shard(self.nlp, Path(shard_in), Path(shard_out), output_format=self.output_format,
-                           batch_size=self.batch_size, brat_dir=self.brat_dir).to_dict()
-            for shard_in, shard_out in zip(batch["shard_in"], batch["shard_out"])
+                           batch_size=self.batch_size, brat_dir=self.brat_dir,
+                           brat_names=json.loads(names) if self.brat_dir is not None else None).to_dict()
+            for shard_in, shard_out, names in zip(batch["shard_in"], batch["shard_out"], batch["brat_names"])
         ]
         return {key: [r[key] for r in results] for key in ShardResult.__dataclass_fields__}
 
@@ -99,26 +102,35 @@ def annotate_on_ray(
         raise ValueError("workers must be at least 1")
     start = time.perf_counter()
     output = Path(output).resolve()  # workers may run elsewhere: absolute paths only
+    if output.exists() and not output.is_dir():
+        raise ScaleError(f"{output}: the ray engine writes a folder, and this is a file")
     model = str(Path(model).resolve()) if Path(model).exists() else str(model)  # a folder, or a package name
-    plan = pack(Path(source), output, shard_size)
-    pack_s = time.perf_counter() - start
-    remove_partial_files(output / OUTPUT_DIR)
-    brat_dir = output / BRAT_DIR if brat else None
-    if brat_dir is not None and brat_dir.is_dir():
-        remove_partial_files(brat_dir)
-    pending = [s for s in plan.shards if not plan.output_path(s, output_format).is_file()]
-    run: Dict[str, Any] = {"shards_skipped": len(plan.shards) - len(pending), "shards_done": 0, "notes_done": 0,
-                           "pack_seconds": round(pack_s, 3), "cluster_start_seconds": 0.0, "annotate_seconds": 0.0}
-    if pending:
-        actor_kwargs = {
-            "model": model, "output_format": output_format, "batch_size": batch_size,
-            "brat_dir": str(brat_dir) if brat_dir else None, "use_gpu": gpus_per_worker > 0,
-            "torch_threads": max(1, int(cpus_per_worker)), "code": str(Path(code).resolve()) if code else None,
-        }
-        run.update(_run_on_ray(plan, pending, output_format, actor_kwargs, address=address, workers=workers,
-                               gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-                               runtime_env=runtime_env, max_worker_restarts=max_worker_restarts, progress=progress))
-    marker = verify(plan, output_format, extra={"engine": "ray"})
+    check_apart(Path(source), output, output_is_folder=True)
+    output.mkdir(parents=True, exist_ok=True)
+    with OutputLock(output / LOCK_FILE, what=str(output)):
+        remove_partial_files(output)  # left by killed writers: the lock says none is running
+        plan = pack(Path(source), output, shard_size)
+        pack_s = time.perf_counter() - start
+        brat_dir = output / BRAT_DIR if brat else None
+        pending = [s for s in plan.shards if not plan.output_path(s, output_format).is_file()]
+        names: Dict[str, Dict[str, str]] = {}
+        if brat_dir is not None and pending:
+            differing = brat_names_for((r["id"] for s in plan.shards for r in read_shard(plan.input_path(s))), brat_dir)
+            for shard in pending:
+                ids = [r["id"] for r in read_shard(plan.input_path(shard))]
+                names[shard.name] = {i: differing[i] for i in ids if i in differing}
+        run: Dict[str, Any] = {"shards_skipped": len(plan.shards) - len(pending), "shards_done": 0, "notes_done": 0,
+                               "pack_seconds": round(pack_s, 3), "cluster_start_seconds": 0.0, "annotate_seconds": 0.0}
+        if pending:
+            actor_kwargs = {
+                "model": model, "output_format": output_format, "batch_size": batch_size,
+                "brat_dir": str(brat_dir) if brat_dir else None, "use_gpu": gpus_per_worker > 0,
+                "torch_threads": max(1, int(cpus_per_worker)), "code": str(Path(code).resolve()) if code else None,
+            }
+            run.update(_run_on_ray(plan, pending, output_format, actor_kwargs, names, address=address, workers=workers,
+                                   gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                                   runtime_env=runtime_env, max_worker_restarts=max_worker_restarts, progress=progress))
+        marker = verify(plan, output_format, extra={"engine": "ray"})
     run["seconds"] = round(time.perf_counter() - start, 3)
     run["notes_per_second"] = round(run["notes_done"] / run["annotate_seconds"], 2) if run["annotate_seconds"] else None
     return {**marker, "run": run}
@@ -129,6 +141,7 @@ def _run_on_ray(
     pending: list,
     output_format: str,
     actor_kwargs: Dict[str, Any],
+    brat_names: Dict[str, Dict[str, str]],
     *,
     address: Optional[str],
     workers: int,
@@ -149,6 +162,8 @@ def _run_on_ray(
     t0 = time.perf_counter()
     if started_here:
         try:
+            # No dashboard. (Ray 2.x's raylet still starts its own dashboard and runtime-env
+            # agents; they are Ray's and end with the raylet: see docs/guarantees.md.)
             ray.init(address=address, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ScaleError(f"could not start or join a Ray cluster at {address or 'a new local one'}: {err}") from err
@@ -157,7 +172,8 @@ def _run_on_ray(
     saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
     ctx.enable_progress_bars = False  # ours below counts notes
     ctx.max_errored_blocks = 0  # a failed shard fails the job: never dropped
-    items = [{"shard_in": str(plan.input_path(s)), "shard_out": str(plan.output_path(s, output_format))} for s in pending]
+    items = [{"shard_in": str(plan.input_path(s)), "shard_out": str(plan.output_path(s, output_format)),
+              "brat_names": json.dumps(brat_names.get(s.name, {}))} for s in pending]
     total = sum(s.notes for s in pending)
     done: Dict[str, Any] = {"shards_done": 0, "notes_done": 0, "worker_cpu_seconds": 0.0}
     bar = tqdm(total=total, unit="note", disable=not progress, desc=f"annotate 0/{len(pending)} shards")

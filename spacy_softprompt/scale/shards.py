@@ -10,19 +10,19 @@ if it differs from the manifest. Duplicate note ids are refused.
 """
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .errors import DuplicateNoteIdError, InputChangedError, ScaleError
+from ..safe_io import UniqueIds, atomic_write
+from .errors import InputChangedError, ScaleError
 
 INPUT_DIR = "input"
 OUTPUT_DIR = "output"
 MANIFEST = "manifest.json"
 OUTPUT_FORMATS = ("jsonl", "parquet")
 
-Note = Tuple[str, Optional[str], Optional[str]]  # (id, text, error reading it)
+LocatedNote = Tuple[str, Optional[str], Optional[str], str]  # (id, text, error reading it, where)
 
 
 @dataclass(frozen=True)
@@ -55,19 +55,19 @@ class ShardPlan:
 
 
 # ---- reading the input ------------------------------------------------------------
-def iter_notes(source: Path) -> Iterator[Note]:
-    """``(id, text, error)`` for every note of ``source``, in a fixed order; an
+def iter_notes(source: Path) -> Iterator[LocatedNote]:
+    """``(id, text, error, where)`` for every note of ``source``, in a fixed order; an
     unreadable note has ``text`` None and an error without its text."""
     source = Path(source)
     if source.suffix == ".parquet":
         yield from _iter_parquet(source)
         return
-    from ..annotate import iter_inputs
+    from ..annotate import iter_located_inputs
 
-    yield from iter_inputs(source)
+    yield from iter_located_inputs(source)
 
 
-def _iter_parquet(source: Path) -> Iterator[Note]:
+def _iter_parquet(source: Path) -> Iterator[LocatedNote]:
     """A ``.parquet`` file, or a folder of them (as Spark writes ``notes.parquet/part-*``)."""
     try:
         import pyarrow.parquet as pq
@@ -81,14 +81,17 @@ def _iter_parquet(source: Path) -> Iterator[Note]:
         missing = {"id", "text"} - set(parquet.schema_arrow.names)
         if missing:
             raise ScaleError(f"{path}: Parquet input needs columns 'id' and 'text' (missing: {', '.join(sorted(missing))})")
+        row = 0
         for batch in parquet.iter_batches(columns=["id", "text"], batch_size=4096):
             for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+                row += 1
+                where = f"{path.name} row {row}"
                 if doc_id is None:
-                    raise ScaleError(f"{path}: a note has no id (null in column 'id')")
+                    raise ScaleError(f"{path}: a note has no id (null in column 'id', {where})")
                 if isinstance(text, str):
-                    yield str(doc_id), text, None
+                    yield str(doc_id), text, None, where
                 else:
-                    yield str(doc_id), None, "TypeError: 'text' is not a string"
+                    yield str(doc_id), None, "TypeError: 'text' is not a string", where
 
 
 # ---- packing ------------------------------------------------------------------------
@@ -99,11 +102,13 @@ def pack(source: Path, root: Path, shard_size: int = 1000) -> ShardPlan:
         raise ValueError("shard_size must be at least 1")
     source, root = Path(source), Path(root)
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder")
+        raise ScaleError(f"{source}: no such file or folder")
+    if not source.is_dir() and source.suffix not in (".jsonl", ".parquet"):
+        raise ScaleError(f"{source}: expected a folder of .txt or .parquet files, a .jsonl or a .parquet file")
     shard_dir = root / INPUT_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
     previous = _read_manifest(root)
-    seen: Dict[str, int] = {}
+    unique = UniqueIds(source)
     shards: List[Shard] = []
     chunk: List[bytes] = []
 
@@ -114,15 +119,9 @@ def pack(source: Path, root: Path, shard_size: int = 1000) -> ShardPlan:
         shards.append(shard)
         chunk.clear()
 
-    for position, (doc_id, text, error) in enumerate(iter_notes(source)):
-        first = seen.setdefault(doc_id, position)
-        if first != position:
-            raise DuplicateNoteIdError(
-                f"note id {doc_id!r} appears twice in {source} (notes #{first + 1} and #{position + 1}); "
-                "ids must be unique for each note to be annotated exactly once"
-            )
-        record = {"id": doc_id, "text": text, "error": error}
-        chunk.append((json.dumps(record, ensure_ascii=False) + "\n").encode("utf8"))
+    for doc_id, text, error, where in iter_notes(source):
+        unique.add(doc_id, where)
+        chunk.append(_shard_line({"id": doc_id, "text": text, "error": error}))
         if len(chunk) == shard_size:
             flush()
     if chunk:
@@ -134,7 +133,7 @@ def pack(source: Path, root: Path, shard_size: int = 1000) -> ShardPlan:
         )
     plan = ShardPlan(root=root, shards=shards, shard_size=shard_size, source=str(source.resolve()))
     if previous is None:
-        _atomic_write_bytes(root / INPUT_DIR / MANIFEST, json.dumps(_manifest(plan), indent=1).encode("utf8"))
+        atomic_write(root / INPUT_DIR / MANIFEST, json.dumps(_manifest(plan), indent=1).encode("utf8"))
     return plan
 
 
@@ -150,8 +149,11 @@ def load_plan(root: Path) -> ShardPlan:
 def read_shard(path: Path) -> Iterator[Dict[str, Any]]:
     """The ``{"id", "text", "error"}`` records of an input shard."""
     with Path(path).open(encoding="utf8") as f:
-        for line in f:
-            yield json.loads(line)
+        for line_no, line in enumerate(f, 1):
+            try:
+                yield json.loads(line)
+            except ValueError:
+                raise ScaleError(f"{path}:{line_no}: not an input shard record; use a new output folder") from None
 
 
 def _write_shard(shard_dir: Path, index: int, lines: List[bytes]) -> Shard:
@@ -160,7 +162,7 @@ def _write_shard(shard_dir: Path, index: int, lines: List[bytes]) -> Shard:
     shard = Shard(name=f"shard-{index:05d}-{digest[:12]}", notes=len(lines), sha256=digest)
     path = shard_dir / f"{shard.name}.jsonl"
     if not (path.is_file() and path.stat().st_size == len(data)):
-        _atomic_write_bytes(path, data)
+        atomic_write(path, data)
     return shard
 
 
@@ -193,16 +195,18 @@ def _read_manifest(root: Path) -> Optional[Dict[str, Any]]:
     path = root / INPUT_DIR / MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text(encoding="utf8"))
-    manifest["root"] = str(root)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf8"))
+        manifest["root"] = str(root)
+    except (ValueError, TypeError) as err:
+        raise ScaleError(f"{path}: not a shard manifest ({type(err).__name__}); use a new output folder") from None
     return manifest
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _shard_line(record: Dict[str, Any]) -> bytes:
+    """A JSONL line; a note with unencodable text (a lone surrogate) is escaped
+    instead of failing the whole input."""
+    try:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")

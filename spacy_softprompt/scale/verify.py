@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List
 
+from ..safe_io import OutputCorruptError, atomic_write
 from .errors import VerificationError
-from .outputs import FAILED, read_records
+from .outputs import FAILED, read_records, valid_unicode
 from .shards import ShardPlan, read_shard
 
 SUCCESS = "_SUCCESS.json"
@@ -33,7 +34,14 @@ def verify(plan: ShardPlan, output_format: str, extra: Dict[str, Any] = None) ->
             problems.append(f"{shard.name}: no output")
             continue
         expected = [r["id"] for r in read_shard(plan.input_path(shard))]
-        records = list(read_records(out))
+        if output_format == "parquet":  # Parquet holds valid Unicode only (see outputs._valid_unicode)
+            expected = [valid_unicode(i) for i in expected]
+        try:
+            records = list(read_records(out))
+        except OutputCorruptError as err:
+            os.replace(out, out.with_name(out.name + ".invalid"))
+            problems.append(f"{shard.name}: unreadable output ({err})")
+            continue
         got = [r["id"] for r in records]
         if sorted(got) != sorted(expected):
             os.replace(out, out.with_name(out.name + ".invalid"))
@@ -59,9 +67,7 @@ def verify(plan: ShardPlan, output_format: str, extra: Dict[str, Any] = None) ->
         "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
-    tmp = marker_path.with_name(marker_path.name + ".partial")
-    tmp.write_text(json.dumps(marker, indent=1), encoding="utf8")
-    os.replace(tmp, marker_path)
+    atomic_write(marker_path, json.dumps(marker, indent=1))
     return marker
 
 
@@ -69,8 +75,4 @@ def _write_errors(path: Path, failed: List[Dict[str, str]]) -> None:
     if not failed:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", encoding="utf8") as f:
-        for entry in failed:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(entry, ensure_ascii=True) + "\n" for entry in failed))

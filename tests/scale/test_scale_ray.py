@@ -154,3 +154,35 @@ def test_gpu_workers_are_given_a_gpu_and_call_require_gpu(tmp_path, pipeline):
     src = write_jsonl(tmp_path / "in.jsonl", synthetic_notes(5))
     with pytest.raises(ScaleError, match=r"worker setup failed: given GPU \[0\] but spacy.require_gpu failed"):
         annotate_on_ray(pipeline, src, tmp_path / "out", workers=1, gpus_per_worker=0.5, progress=False)
+
+
+def test_hostile_ids_with_brat_stay_inside_the_output_and_are_mapped(tmp_path, pipeline):
+    """Ids that are traversals, absolute paths, empty, reserved or over-long: the Ray
+    engine's brat files all land in OUT/brat under the names doc_ids.jsonl records."""
+    outside = tmp_path / "outside"
+    ids = ["../../x", "../outside/y", str(outside / "abs"), "", ".", "..", "CON", "a" * 300, "n\x00ul", "Dup", "dup", "fine"]
+    src = write_jsonl(tmp_path / "in.jsonl", {doc_id: f"Started aspirin {i} mg" for i, doc_id in enumerate(ids)})
+    before = sorted(p for p in tmp_path.rglob("*"))
+    result = annotate_on_ray(pipeline, src, tmp_path / "run" / "out", workers=1, shard_size=5, brat=True,
+                             code=COMPONENTS, progress=False)
+    assert (result["notes"], result["ok"]) == (len(ids), len(ids))
+    out = tmp_path / "run" / "out"
+    assert sorted(p for p in tmp_path.rglob("*") if out not in p.parents and p != out and p != out.parent) == before
+    brat = out / BRAT_DIR
+    names = {e["id"]: e["file"] for e in map(json.loads, (brat / "doc_ids.jsonl").read_text(encoding="utf8").splitlines())}
+    assert set(names) == set(ids) and len({n.lower() for n in names.values()}) == len(ids)
+    assert names["fine"] == "fine" and names["Dup"] == "Dup" and names["dup"] != "dup"
+    for i, doc_id in enumerate(ids):
+        assert (brat / (names[doc_id] + ".txt")).read_text(encoding="utf8") == f"Started aspirin {i} mg"
+        assert (brat / (names[doc_id] + ".ann")).is_file()
+    assert not (out / ".annotate.lock").exists()
+
+
+def test_a_held_output_is_refused_before_any_work(tmp_path, pipeline):
+    from spacy_softprompt.safe_io import LOCK_FILE, OutputLock, OutputLockedError
+
+    src = write_jsonl(tmp_path / "in.jsonl", synthetic_notes(3))
+    with OutputLock(tmp_path / "out" / LOCK_FILE):
+        with pytest.raises(OutputLockedError, match="another annotate run is writing here"):
+            annotate_on_ray(pipeline, src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "input").exists()

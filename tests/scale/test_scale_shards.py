@@ -41,7 +41,7 @@ def test_duplicate_ids_are_refused_without_note_text(tmp_path):
     with pytest.raises(DuplicateNoteIdError) as info:
         pack(src, tmp_path / "out")
     message = str(info.value)
-    assert "'n1'" in message and "#1 and #3" in message
+    assert "'n1'" in message and "in.jsonl line 1 and in.jsonl line 3" in message
     assert "aspirin" not in message
 
 

@@ -7,7 +7,7 @@ import spacy
 from spacy_softprompt.annotate import annotate
 from spacy_softprompt.data.brat import read_brat_dir
 from spacy_softprompt.scale import VerificationError, annotate_shard, pack, read_records, verify
-from spacy_softprompt.scale.outputs import safe_error
+from spacy_softprompt.annotate import safe_error
 from spacy_softprompt.scale.verify import ERRORS_FILE, SUCCESS
 
 from scale_helpers import synthetic_notes, write_jsonl
