@@ -99,8 +99,8 @@ def _truncate(path, keep=60):
 
 DAMAGE = {
     "relation_extractor_model": (lambda d: _truncate(d / "relation_extractor" / "model"), "relation_extractor", "relation_extractor/model"),
-    "ner_model": (lambda d: _truncate(d / "ner" / "model"), "ner", "ner/model"),
-    "ner_moves": (lambda d: (d / "ner" / "moves").write_bytes(b"\x93garbage"), "ner", "ner/moves"),
+    "token_ner_model": (lambda d: _truncate(d / "token_ner" / "model"), "token_ner", "token_ner/model"),
+    "token_ner_cfg": (lambda d: (d / "token_ner" / "cfg").write_text("{oops"), "token_ner", "token_ner/cfg"),
     "transformer_model": (lambda d: _truncate(d / "transformer" / "model", 500), "transformer", "transformer/model"),
     "tokenizer": (lambda d: _truncate(d / "tokenizer"), "tokenizer", "tokenizer"),
     "strings_deleted": (lambda d: (d / "vocab" / "strings.json").unlink(), "vocab", "strings.json"),
