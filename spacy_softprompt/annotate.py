@@ -155,11 +155,13 @@ def annotate(
     batch_size: int = 16,
     n_process: int = 1,
     progress: bool = True,
+    gpu_id: int = -1,
 ) -> AnnotateReport:
     """Annotate every input not yet in ``output``; report failures, never stop on one.
 
     ``n_process > 1`` (-1: one per core) runs spawned CPU workers, each loading a copy
     of ``nlp`` with ``cores // n_process`` torch threads; outputs are the same as with one.
+    ``gpu_id >= 0`` with ``n_process > 1``: the workers share that GPU (``parallel.WorkerPool``).
     """
     if output_format not in ("brat", "jsonl"):
         raise ValueError(f"Unknown output format '{output_format}': use 'brat' or 'jsonl'.")
@@ -177,7 +179,7 @@ def annotate(
         else:
             pending.append((doc_id, text))
     bar = _progress(len(pending), progress)
-    for results in _results(nlp, pending, batch_size, n_process):
+    for results in _results(nlp, pending, batch_size, n_process, gpu_id):
         for doc_id, doc, error in results:
             if error is not None:
                 _fail(report, errors_path, doc_id, error)
@@ -189,7 +191,9 @@ def annotate(
     return report
 
 
-def _results(nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_process: int) -> Iterator[List[Result]]:
+def _results(
+    nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_process: int, gpu_id: int = -1
+) -> Iterator[List[Result]]:
     """Per chunk, in input order: in this process, or in ``n_process`` spawned
     workers (each with ``cores // n_process`` torch threads; see ``parallel``)."""
     if n_process == -1:
@@ -201,7 +205,7 @@ def _results(nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_p
     # Small inputs: split so that every worker gets a share.
     size = max(1, min(batch_size, math.ceil(len(pending) / n_process)))
     chunks = (pending[start : start + size] for start in range(0, len(pending), size))
-    with WorkerPool(nlp, min(n_process, len(pending))) as pool:
+    with WorkerPool(nlp, min(n_process, len(pending)), gpu_id=gpu_id) as pool:
         yield from pool.map(partial(process_chunk, batch_size=batch_size), chunks)
 
 
