@@ -608,7 +608,15 @@ class PromptedEncoder(nn.Module):
             ),
         )
 
-    def _forward_in_row_chunks(self, input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states):
+    def _forward_in_row_chunks(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        prompt_ids: Optional[torch.Tensor] = None,
+        mask_prompt: bool = False,
+        output_hidden_states: Optional[bool] = None,
+    ) -> BaseModelOutput:
         """Without a prompt: chunks of :attr:`inference_chunk_rows` rows in order, each
         called exactly as spacy-transformers calls the backbone (bit-identical output)."""
         rows, batch = self.inference_chunk_rows, input_ids.shape[0]
