@@ -30,7 +30,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "mrc": ("mrc_bench.py", "mrc_vs_single.json", "MRC mode vs single pass throughput"),
     "baseline-hf": ("baseline_hf_tokcls.py", "baseline_hf_tokcls.json", "peer baseline: HF token classification fine-tuning, dev n2c2 F1 per epoch"),
     "baseline-cnn": ("baseline_spacy_cnn.py", "baseline_spacy_cnn.json", "peer baseline: spaCy CNN ner (spacy train), dev n2c2 F1"),
-    "gpu": ("gpu_bench.py", "gpu.json", "GPU configs: per-stage profile, pipe / transformer / bare forward, train steps, fp16/bf16 vs fp32"),
+    "gpu": ("gpu_bench.py", "gpu.json", "default pipeline on a GPU: per-stage profile, pipe and N workers vs bare forward, train steps unfrozen/frozen, fp16/bf16 vs fp32, --large"),
     "concept-head": ("concept_head_bench.py", "concept_head.json", "token_ner vs transition-based ner on the same transformer output"),
     "nproc": ("nproc_bench.py", "nproc.json", "annotate words/s with 1 vs N worker processes (and nlp.pipe n_process)"),
     "scale": ("scale_bench.py", "scale.json", "annotate notes/s: local engine vs Ray Data with 1 and 2 CPU workers; cluster start cost"),
