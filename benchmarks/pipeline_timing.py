@@ -1,6 +1,6 @@
 """Timing the default pipeline against the bare forward of its own backbone.
 
-Shared by ``speed_bench.py`` (CPU) and the GPU benchmark (``gpu_bench.py``):
+Used by ``speed_bench.py`` (``python -m spacy_softprompt bench speed``):
 
 * :func:`default_pipeline`: the pipeline the main job trains (a shipped config,
   by default ``configs/tok_soft_cpu.cfg``: deep prompts P=20, ``token_ner`` +
