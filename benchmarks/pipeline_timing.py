@@ -79,13 +79,14 @@ def calibrate_entity_rate(nlp, gold: Sequence, ner_name: str = "token_ner") -> D
         docs = list(proc.pipe(docs))
     scores = numpy.concatenate([ner.model.ops.to_numpy(s) for s in ner.model.predict(docs)])
     margin = scores[:, 1:].max(axis=1) - scores[:, 0]
+    gold_entities = sum(len(doc.ents) for doc in gold)
     gold_share = sum(len(ent) for doc in gold for ent in doc.ents) / max(1, sum(len(doc) for doc in gold))
     shift = float(numpy.quantile(margin, 1.0 - gold_share))
     output = ner.model.get_ref("output_layer")
     bias = output.get_param("b").copy()
     bias[0] += shift
     output.set_param("b", bias)
-    return {"gold_entity_token_share": gold_share, "o_bias_shift": shift}
+    return {"gold_entities": gold_entities, "gold_entity_token_share": gold_share, "o_bias_shift": shift}
 
 
 # ------------------------------------------------------------------ the bare forward
@@ -198,13 +199,77 @@ class ForwardClock:
         del self.backbone.forward  # the instance attribute set above
 
 
+#: inner steps of the transformer's host work, timed inside it (``encoder.layer`` functions)
+TRANSFORMER_PARTS = {"wordpiece_batch": "transformer: wordpieces", "alignment_via_offset_mapping": "transformer: alignment"}
+
+
+class _PartClock:
+    """CPU seconds inside some functions of ``spacy_softprompt.encoder.layer``."""
+
+    def __init__(self):
+        self.cpu_s: Dict[str, float] = {}
+        self._saved: Dict[str, Callable] = {}
+
+    def __enter__(self) -> "_PartClock":
+        from spacy_softprompt.encoder import layer
+
+        for attr, name in TRANSFORMER_PARTS.items():
+            original = getattr(layer, attr)
+            self._saved[attr] = original
+
+            def timed(*args, _original=original, _name=name, **kwargs):
+                start = time.process_time()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    self.cpu_s[_name] = self.cpu_s.get(_name, 0.0) + time.process_time() - start
+
+            setattr(layer, attr, timed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from spacy_softprompt.encoder import layer
+
+        for attr, original in self._saved.items():
+            setattr(layer, attr, original)
+
+
+class EncoderPositions:
+    """Wordpiece positions the encoder's backbone calls processed: real ones
+    (attention mask) and all of them (padding included), prompts excluded."""
+
+    def __init__(self, nlp):
+        self.encoder = nlp.get_pipe("transformer").model.encoder
+        self.real = self.processed = self.calls = 0
+
+    def __enter__(self) -> "EncoderPositions":
+        original = self.encoder._forward_rows
+
+        def counted(input_ids, attention_mask, *args, **kwargs):
+            self.calls += 1
+            self.processed += int(input_ids.numel())
+            self.real += int(attention_mask.sum()) if attention_mask is not None else int(input_ids.numel())
+            return original(input_ids, attention_mask, *args, **kwargs)
+
+        self.encoder._forward_rows = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.encoder._forward_rows
+
+    def counts(self) -> Dict[str, int]:
+        return {"backbone_calls": self.calls, "real_wordpieces": self.real, "processed_positions": self.processed}
+
+
 def stage_seconds(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -> Tuple[Dict[str, float], int]:
     """CPU seconds per stage, the stages run one after the other over all texts:
     ``tokenizer``, each component (its host work: the backbone's forward is
-    taken out of ``transformer``) and ``forward``; plus the number of words."""
+    taken out of ``transformer``), ``forward``, and two inner steps of the
+    transformer's host work (:data:`TRANSFORMER_PARTS`, included in
+    ``transformer``); plus the number of words."""
     batch_size = batch_size or nlp.batch_size
     seconds: Dict[str, float] = {}
-    with ForwardClock(backbone_of(nlp)) as clock:
+    with ForwardClock(backbone_of(nlp)) as clock, _PartClock() as parts:
         start = time.process_time()
         docs = [nlp.make_doc(text) for text in texts]
         seconds["tokenizer"] = time.process_time() - start
@@ -215,6 +280,7 @@ def stage_seconds(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -
             seconds[name] = time.process_time() - start - clock.cpu_s
             if clock.cpu_s:
                 seconds["forward"] = seconds.get("forward", 0.0) + clock.cpu_s
+    seconds.update(parts.cpu_s)
     return seconds, sum(len(doc) for doc in docs)
 
 
