@@ -573,6 +573,21 @@ class PromptedEncoder(nn.Module):
             return self._forward_in_row_chunks(
                 input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states
             )
+        return self._forward_by_length(
+            input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states
+        )
+
+    def _forward_by_length(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        token_type_ids: Optional[torch.Tensor],
+        prompt_ids: Optional[torch.Tensor],
+        mask_prompt: bool,
+        output_hidden_states: Optional[bool],
+    ) -> BaseModelOutput:
+        """Inference: rows sorted by length, in chunks cut to their longest row (:func:`length_chunks`)."""
+        batch = input_ids.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         prompt_ids = self._check_prompt_ids(prompt_ids, batch, input_ids.device, check_values=False)
