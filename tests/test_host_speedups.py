@@ -110,3 +110,23 @@ def test_heads_pool_each_document_once(trained):
         numpy.testing.assert_array_equal(a, b)
     training, _ = ner_tok2vec.begin_update(docs)  # training pools afresh (its own gradients)
     assert all(a is not b for a, b in zip(training, first))
+
+
+def test_decoding_on_the_host_gives_the_per_doc_padding_result(trained):
+    """token_ner copies the batch's scores once and decodes on the host; the result
+    equals padding each Doc's scores into the batch one by one (the old code)."""
+    from spacy_softprompt.heads.biluo_decoding import n_tags, path_spans, viterbi
+
+    nlp, texts = trained
+    ner = nlp.get_pipe("token_ner")
+    docs = list(nlp.pipe(texts, disable=["token_ner", "relation_extractor"]))
+    scores = ner.model.predict(docs)
+    assert any(s.shape[0] == 0 for s in scores) and len({s.shape[0] for s in scores}) > 3
+    lengths = numpy.asarray([s.shape[0] for s in scores], dtype="int32")
+    padded = numpy.zeros((len(scores), int(lengths.max()), n_tags(len(ner.labels))), dtype="float32")
+    for i, doc_scores in enumerate(scores):
+        if lengths[i]:
+            padded[i, : lengths[i]] = doc_scores
+    expected = path_spans(viterbi(padded, lengths), lengths)
+    numpy.testing.assert_array_equal(ner.decode(scores), expected)
+    assert len(expected) > 0
