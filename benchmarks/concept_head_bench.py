@@ -20,20 +20,15 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 HERE = Path(__file__).resolve().parent
-
-
-def _sync(gpu: bool) -> None:
-    if gpu:
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()
+sys.path.insert(0, str(HERE))
+import bench_common as bc  # noqa: E402
 
 
 def _timed(fn: Callable[[], object], gpu: bool) -> float:
-    _sync(gpu)
+    bc.synchronize("cuda" if gpu else "cpu")
     start = time.perf_counter()
     fn()
-    _sync(gpu)
+    bc.synchronize("cuda" if gpu else "cpu")
     return time.perf_counter() - start
 
 

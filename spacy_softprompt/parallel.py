@@ -11,6 +11,12 @@ kernel. Two paths are made safe:
 * :class:`WorkerPool` (used by ``annotate --n-process N``): workers are
   *spawned* (fresh interpreters, nothing inherited), each sets torch to
   ``cores // N`` threads and loads the pipeline from a copy saved once.
+
+One GPU, many CPU workers: with ``gpu_id >= 0`` every spawned worker selects
+that GPU (``spacy.require_gpu``) before loading its copy, so N processes share
+one device: each does its tokenisation, wordpieces, alignment and decoding on
+its own CPU core while the GPU runs the forwards of all of them (docs/speed.md).
+CUDA cannot be used in a forked child, which is why the workers are spawned.
 """
 import importlib
 import multiprocessing
@@ -87,8 +93,11 @@ _worker_nlp: Optional[Language] = None
 _worker_error: Optional[str] = None
 
 
-def _init_worker(model_dir: str, threads: int, modules: List[str]) -> None:
-    global _worker_nlp, _worker_error
+_worker_device: str = "cpu"
+
+
+def _init_worker(model_dir: str, threads: int, modules: List[str], gpu_id: int = -1) -> None:
+    global _worker_nlp, _worker_error, _worker_device
     try:
         import torch
 
@@ -100,6 +109,9 @@ def _init_worker(model_dir: str, threads: int, modules: List[str]) -> None:
                 pass
         import spacy
 
+        if gpu_id >= 0:
+            spacy.require_gpu(gpu_id)
+            _worker_device = f"cuda:{gpu_id}"
         _worker_nlp = spacy.load(model_dir)
     except Exception as err:  # noqa: BLE001 - reported with the first chunk
         _worker_error = f"{type(err).__name__}: {str(err)[:300]}"
@@ -111,10 +123,10 @@ def _run_chunk(fn: ChunkFn, chunk: List[Tuple[str, str]]) -> List[Tuple[str, Opt
     return [(doc_id, None if doc is None else doc.to_bytes(), error) for doc_id, doc, error in fn(_worker_nlp, chunk)]
 
 
-def _worker_info() -> Tuple[int, int]:
+def _worker_info() -> Tuple[int, int, str, Optional[str]]:
     import torch
 
-    return os.getpid(), torch.get_num_threads()
+    return os.getpid(), torch.get_num_threads(), _worker_device, _worker_error
 
 
 # ---- parent side ----------------------------------------------------------------
@@ -128,13 +140,15 @@ class WorkerPool:
     Use as a context manager; :meth:`map` runs a module-level function
     ``fn(nlp, chunk) -> [(doc_id, Doc | None, error | None)]`` on each chunk of
     ``(doc_id, text)`` pairs in the workers and yields the results in order.
+    ``gpu_id >= 0``: every worker runs its pipeline on that GPU (shared).
     """
 
-    def __init__(self, nlp: Language, n_process: int, threads: Optional[int] = None):
+    def __init__(self, nlp: Language, n_process: int, threads: Optional[int] = None, gpu_id: int = -1):
         if n_process < 2:
             raise ValueError("WorkerPool needs n_process >= 2")
         self.nlp = nlp
         self.n_process = n_process
+        self.gpu_id = int(gpu_id)
         self.threads = threads or worker_threads(n_process)
         self._tmp = tempfile.TemporaryDirectory(prefix="spacy_softprompt_workers_")
         model_dir = Path(self._tmp.name) / "pipeline"
@@ -143,7 +157,7 @@ class WorkerPool:
             max_workers=n_process,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(str(model_dir), self.threads, factory_modules(nlp)),
+            initargs=(str(model_dir), self.threads, factory_modules(nlp), self.gpu_id),
         )
 
     def __enter__(self) -> "WorkerPool":
@@ -156,8 +170,9 @@ class WorkerPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._tmp.cleanup()
 
-    def worker_info(self) -> List[Tuple[int, int]]:
-        """(pid, torch threads) as seen by the workers that answered (for tests and logs)."""
+    def worker_info(self) -> List[Tuple[int, int, str, Optional[str]]]:
+        """(pid, torch threads, device, load error or None) as seen by the workers
+        that answered (for tests and logs)."""
         futures = [self._executor.submit(_worker_info) for _ in range(self.n_process * 2)]
         return sorted({f.result() for f in futures})
 

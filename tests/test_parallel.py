@@ -97,7 +97,7 @@ def test_annotate_two_processes_after_the_pool_started(trained, tmp_path):
             report = annotate(nlp, sys.argv[2], f"{sys.argv[3]}/api{n}.jsonl", output_format="jsonl", batch_size=2, n_process=n, progress=False)
             assert report.written == 6 and not report.failed, report.to_dict()
         with WorkerPool(nlp, 2) as pool:
-            print(json.dumps({"threads": [t for _, t in pool.worker_info()]}))
+            print(json.dumps({"threads": [info[1] for info in pool.worker_info()]}))
         """
     )
     out = _run(["-c", script, str(model), str(notes), str(tmp_path)])

@@ -25,9 +25,9 @@ import srsly
 import torch
 from spacy.tokens import Doc
 from spacy_transformers.align import get_alignment
-from spacy_transformers.data_classes import FullTransformerBatch, HFObjects, WordpieceBatch
+from spacy_transformers.data_classes import FullTransformerBatch, HFObjects
 from spacy_transformers.layers.hf_shim import HFShim
-from spacy_transformers.layers.transformer_model import TransformerModel, huggingface_tokenize
+from spacy_transformers.layers.transformer_model import TransformerModel
 from spacy_transformers.truncate import truncate_oversize_splits
 from thinc.api import Model, get_torch_default_device, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
@@ -41,6 +41,7 @@ from .adapters import DEFAULT_ADAPTER_TARGETS
 from .model import AUTOCAST_DTYPES, PROMPT_DEPTHS, PromptedEncoder
 from .prompts import PROMPT_INITS, texts_per_prompt
 from .storage import encoder_from_msg, encoder_to_msg, read_guarded
+from .wordpieces import wordpiece_batch
 
 #: ``doc._.prompt``: the name (or index) of the prompt a Doc is encoded with;
 #: ``None`` selects the first of ``prompt_names``.
@@ -507,9 +508,9 @@ def forward(model: SoftPromptTransformerModel, docs: List[Doc], is_train: bool) 
     nested_spans = model.attrs["get_spans"](docs)
     flat_spans = [span for doc_spans in nested_spans for span in doc_spans]
     names = encoder.prompt_names
-    prompt_ids = numpy.asarray([doc_prompt_index(span.doc, names) for span in flat_spans], dtype="int64")
-    batch_encoding = huggingface_tokenize(tokenizer, [span.text for span in flat_spans])
-    wordpieces = WordpieceBatch.from_batch_encoding(batch_encoding)
+    doc_prompts = [doc_prompt_index(doc, names) for doc in docs]  # per doc, not per window
+    prompt_ids = numpy.repeat(numpy.asarray(doc_prompts, dtype="int64"), [len(s) for s in nested_spans])
+    batch_encoding, wordpieces = wordpiece_batch(tokenizer, [span.text for span in flat_spans])
     if "offset_mapping" in batch_encoding:
         align = alignment_via_offset_mapping(flat_spans, batch_encoding["offset_mapping"])
     else:

@@ -31,6 +31,7 @@ import functools
 import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -56,6 +57,8 @@ from .prompts import (
 PROMPT_DEPTHS = ("input", "deep")
 #: default :attr:`PromptedEncoder.inference_chunk_rows`
 INFERENCE_CHUNK_ROWS = 64
+#: default :attr:`PromptedEncoder.inference_padding_tolerance`
+INFERENCE_PADDING_TOLERANCE = 0.1
 #: Name of the prompt sub-module; every prompt parameter's name contains this
 #: segment (``prompt_encoder.table`` ...).  The PromptAdam optimizer keys on it.
 PROMPT_MODULE_NAME = "prompt_encoder"
@@ -120,6 +123,45 @@ def enable_layer_checkpointing(backbone: nn.Module) -> None:
     for layer in encoder_layers(backbone):
         if not isinstance(layer.__dict__.get("forward"), functools.partial):
             layer.forward = functools.partial(_checkpointed_forward, layer)
+
+
+def length_chunks(extents: numpy.ndarray, max_rows: int = 0, tolerance: float = INFERENCE_PADDING_TOLERANCE) -> List[numpy.ndarray]:
+    """Row indices grouped for inference: rows sorted by ``extents`` (real
+    wordpieces, padding excluded), a chunk grows while it holds at most
+    ``max_rows`` rows (0: no limit) and cutting it to its longest row pads it by
+    at most ``tolerance`` times its real wordpieces."""
+    extents = numpy.asarray(extents, dtype="int64").reshape(-1)
+    order = numpy.argsort(extents, kind="stable")
+    chunks: List[numpy.ndarray] = []
+    start, real = 0, 0
+    for position, row in enumerate(order):
+        length = int(extents[row])
+        rows = position - start + 1
+        if rows > 1 and (
+            (max_rows and rows > max_rows) or length * rows > (1.0 + tolerance) * (real + length)
+        ):
+            chunks.append(order[start:position])
+            start, real = position, 0
+        real += length
+    if start < len(order):
+        chunks.append(order[start:])
+    return chunks
+
+
+def _take_rows(tensor: Optional[torch.Tensor], index: torch.Tensor, width: int) -> Optional[torch.Tensor]:
+    if tensor is None:
+        return None
+    rows = tensor.index_select(0, index)
+    return rows[:, :width] if rows.dim() > 1 else rows
+
+
+def _scatter_rows(parts, shape) -> torch.Tensor:
+    """``[B, L, H]`` from chunks ``(row index, width, [n, width, H])``; padding columns are 0."""
+    first = parts[0][2]
+    out = first.new_zeros((shape[0], shape[1], first.shape[-1]))
+    for index, width, hidden in parts:
+        out[index, :width] = hidden
+    return out
 
 
 class PromptedEncoder(nn.Module):
@@ -235,6 +277,10 @@ class PromptedEncoder(nn.Module):
         #: note's windows go through in chunks, so activation memory stays bounded
         #: by the chunk, not the note; 0 = all rows at once.  Not saved.
         self.inference_chunk_rows = INFERENCE_CHUNK_ROWS
+        #: without gradients, rows are sorted by length and grouped so that a
+        #: chunk's padding stays under this share of its real wordpieces
+        #: (each chunk is cut to its longest row).  Not saved.
+        self.inference_padding_tolerance = INFERENCE_PADDING_TOLERANCE
         if freeze_backbone:
             self.freeze_backbone()
         if gradient_checkpointing:
@@ -480,15 +526,23 @@ class PromptedEncoder(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[self.autocast_dtype])
 
-    def _check_prompt_ids(self, prompt_ids: Optional[torch.Tensor], batch: int, device) -> torch.Tensor:
+    def _check_prompt_ids(
+        self, prompt_ids: Optional[torch.Tensor], batch: int, device, check_values: bool = True
+    ) -> torch.Tensor:
+        """``prompt_ids`` as a long tensor on ``device`` (zeros when ``None``);
+        ``check_values``: refuse ids outside :attr:`prompt_names` (one host sync)."""
         if prompt_ids is None:
             return torch.zeros((batch,), dtype=torch.long, device=device)
         prompt_ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).reshape(-1)
         if prompt_ids.shape[0] != batch:
             raise ValueError(f"prompt_ids has {prompt_ids.shape[0]} entries for {batch} rows")
-        if batch and (int(prompt_ids.min()) < 0 or int(prompt_ids.max()) >= len(self._prompt_names)):
+        if check_values and batch and bool(self._bad_prompt_ids(prompt_ids)):
             raise ValueError(f"prompt_ids must index prompt_names {self._prompt_names}")
         return prompt_ids
+
+    def _bad_prompt_ids(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """0-d bool tensor (on the ids' device, no sync): some id is outside :attr:`prompt_names`."""
+        return ((prompt_ids < 0) | (prompt_ids >= len(self._prompt_names))).any()
 
     def _position_ids(self, ids: torch.Tensor) -> torch.Tensor:
         batch, length = ids.shape
@@ -540,20 +594,90 @@ class PromptedEncoder(nn.Module):
         ``prompt_ids[b]`` indexes :attr:`prompt_names` (default: all 0), so a
         batch may mix prompts in one forward.  ``mask_prompt=True`` zeroes the
         attention to soft prompt rows (a diagnostic: the output then equals
-        the backbone's without prompt).  Without gradients, batches of more
-        than :attr:`inference_chunk_rows` rows run in chunks of that many.
+        the backbone's without prompt).  Without gradients, rows run sorted
+        by length in chunks of at most :attr:`inference_chunk_rows` rows, each
+        cut to its longest row (:func:`length_chunks`); padding positions of
+        the output are then 0.  Without any prompt (P = 0, no hard prompt) rows
+        keep their order and padding (chunks of :attr:`inference_chunk_rows`).
         """
-        rows = self.inference_chunk_rows
         batch = input_ids.shape[0]
-        if torch.is_grad_enabled() or not rows or batch <= rows:
+        if torch.is_grad_enabled() or batch == 0:
             return self._forward_rows(
                 input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states
             )
+        if self.prompt_length == 0 and not self.hard_prompt_ids:
+            return self._forward_in_row_chunks(
+                input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states
+            )
+        return self._forward_by_length(
+            input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states
+        )
+
+    def _forward_by_length(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        token_type_ids: Optional[torch.Tensor],
+        prompt_ids: Optional[torch.Tensor],
+        mask_prompt: bool,
+        output_hidden_states: Optional[bool],
+    ) -> BaseModelOutput:
+        """Inference: rows sorted by length, in chunks cut to their longest row (:func:`length_chunks`)."""
+        batch = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        prompt_ids = self._check_prompt_ids(prompt_ids, batch, input_ids.device, check_values=False)
+        # one host copy per batch: each row's extent (last real column + 1) and the prompt id check
+        columns = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+        extents = (attention_mask.ne(0) * columns).amax(dim=1)
+        on_host = torch.cat([extents, self._bad_prompt_ids(prompt_ids).long().view(1)]).cpu().numpy()
+        if on_host[-1]:
+            raise ValueError(f"prompt_ids must index prompt_names {self._prompt_names}")
+        extents = on_host[:-1]
+        chunks = length_chunks(extents, self.inference_chunk_rows, self.inference_padding_tolerance)
+        if len(chunks) == 1 and int(extents.max(initial=0)) == input_ids.shape[1] and chunks[0].size == batch:
+            if bool((chunks[0] == numpy.arange(batch)).all()):
+                return self._forward_rows(
+                    input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states,
+                    prompt_ids_checked=True,
+                )
         parts = []
-        for start in range(0, batch, rows):
+        for rows in chunks:
+            width = max(int(extents[rows].max()), 1)
+            index = torch.as_tensor(rows, device=input_ids.device)
             tensors = (input_ids, attention_mask, token_type_ids, prompt_ids)
-            chunk = [t[start : start + rows] if t is not None else None for t in tensors]
-            parts.append(self._forward_rows(*chunk, mask_prompt, output_hidden_states))
+            chunk = [_take_rows(t, index, width) for t in tensors]
+            part = self._forward_rows(*chunk, mask_prompt, output_hidden_states, prompt_ids_checked=True)
+            parts.append((index, width, part))
+        return BaseModelOutput(
+            last_hidden_state=_scatter_rows([(i, w, p.last_hidden_state) for i, w, p in parts], input_ids.shape),
+            hidden_states=None
+            if parts[0][2].hidden_states is None
+            else tuple(
+                _scatter_rows([(i, w, p.hidden_states[layer]) for i, w, p in parts], input_ids.shape)
+                for layer in range(len(parts[0][2].hidden_states))
+            ),
+        )
+
+    def _forward_in_row_chunks(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        prompt_ids: Optional[torch.Tensor] = None,
+        mask_prompt: bool = False,
+        output_hidden_states: Optional[bool] = None,
+    ) -> BaseModelOutput:
+        """Without a prompt: chunks of :attr:`inference_chunk_rows` rows in order, each
+        called exactly as spacy-transformers calls the backbone (bit-identical output)."""
+        rows, batch = self.inference_chunk_rows, input_ids.shape[0]
+        tensors = (input_ids, attention_mask, token_type_ids, prompt_ids)
+        if not rows or batch <= rows:
+            return self._forward_rows(*tensors, mask_prompt, output_hidden_states)
+        parts = [
+            self._forward_rows(*[t[start : start + rows] if t is not None else None for t in tensors], mask_prompt, output_hidden_states)
+            for start in range(0, batch, rows)
+        ]
         hidden_states = None
         if parts[0].hidden_states is not None:
             hidden_states = tuple(torch.cat(layer, dim=0) for layer in zip(*(p.hidden_states for p in parts)))
@@ -569,6 +693,7 @@ class PromptedEncoder(nn.Module):
         prompt_ids: Optional[torch.Tensor],
         mask_prompt: bool,
         output_hidden_states: Optional[bool],
+        prompt_ids_checked: bool = False,
     ) -> BaseModelOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -579,12 +704,12 @@ class PromptedEncoder(nn.Module):
             extra["output_hidden_states"] = output_hidden_states
         with self._autocast(input_ids.device):
             if P == 0 and K == 0:
-                self._check_prompt_ids(prompt_ids, batch, input_ids.device)
+                self._check_prompt_ids(prompt_ids, batch, input_ids.device, not prompt_ids_checked)
                 out = self.backbone(
                     input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **extra
                 )
                 return self._output(out, 0, 0)
-            prompt_ids = self._check_prompt_ids(prompt_ids, batch, input_ids.device)
+            prompt_ids = self._check_prompt_ids(prompt_ids, batch, input_ids.device, not prompt_ids_checked)
             ids, mask, types = input_ids, attention_mask, token_type_ids
             if K:
                 ids, mask, types = self._insert_hard_prompt(ids, mask)

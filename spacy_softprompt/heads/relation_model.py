@@ -18,6 +18,8 @@ from spacy.util import registry
 from thinc.api import Model, chain, Maxout, Softmax, Dropout
 from thinc.types import Floats2d, Ints2d
 
+from .listener import share_pooled_outputs
+
 PairInput = Tuple[List[Doc], List[Ints2d]]
 
 # Token-distance buckets: 0,1,2,3,4,5-7,8-15,16-31,32-63,64+ (x2 for direction).
@@ -33,8 +35,9 @@ def create_relation_model_v1(
     dropout: float = 0.1,
     nO: Optional[int] = None,
 ) -> Model[PairInput, Floats2d]:
-    """Pair classifier fed by a tok2vec (e.g. a ``TransformerListener``)."""
-    pair_repr = pair_representation(tok2vec, distance_width)
+    """Pair classifier fed by a tok2vec (e.g. a ``TransformerListener``); at inference
+    the pooled token vectors are shared with the other heads (:func:`.listener.share_pooled_outputs`)."""
+    pair_repr = pair_representation(share_pooled_outputs(tok2vec), distance_width)
     model = chain(
         pair_repr,
         Maxout(nO=hidden_width, nP=2, dropout=dropout, normalize=True),

@@ -4,9 +4,9 @@ A drop-in alternative to spaCy's transition-based ``ner`` in the single-pass
 pipeline (``transformer -> token_ner -> relation_extractor``), made for the
 GPU: the network is one linear layer (optionally a hidden layer first) over
 the listener's token vectors, and decoding is a constrained Viterbi over the
-whole batch with array operations on the scores' device (see
-:mod:`.biluo_decoding`); the transition-based parser instead makes one device
-round trip per token step.
+whole batch with array operations (see :mod:`.biluo_decoding`), run on the
+host after one device-to-host copy of the batch's scores; the
+transition-based parser instead makes one device round trip per token step.
 
 Gold tags come from the reference's non-overlapping view (``doc.ents``),
 aligned to the predicted tokens exactly as ``ner`` does
@@ -110,16 +110,21 @@ class TokenEntityRecognizer(HeadPipe):
         return self.decode(scores)
 
     def decode(self, scores: List[Floats2d]) -> numpy.ndarray:
-        """Constrained Viterbi over a batch of per-Doc tag scores (on their device)."""
-        xp = self.model.ops.xp
-        lengths = numpy.asarray([s.shape[0] for s in scores], dtype="int32")
+        """Constrained Viterbi over a batch of per-Doc tag scores, on the host: the
+        scores come over in one copy (one device sync per batch, not one per Doc);
+        a loop over token positions on a GPU would launch kernels at every position."""
+        ops = self.model.ops
+        lengths = numpy.asarray([s.shape[0] for s in scores], dtype="int64")
         K = n_tags(len(self.labels))
-        padded = xp.zeros((len(scores), int(lengths.max(initial=0)), K), dtype="float32")
-        for i, doc_scores in enumerate(scores):
-            if lengths[i]:
-                padded[i, : lengths[i]] = doc_scores
-        paths = viterbi(padded, xp.asarray(lengths), xp=xp)
-        return path_spans(paths, xp.asarray(lengths), xp=xp)
+        total = int(lengths.sum())
+        padded = numpy.zeros((len(scores), int(lengths.max(initial=0)), K), dtype="float32")
+        if total:
+            flat = ops.to_numpy(ops.xp.concatenate([s.reshape(-1, K) for s in scores if s.shape[0]]))
+            rows = numpy.repeat(numpy.arange(len(scores)), lengths)
+            columns = numpy.arange(total) - numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)
+            padded[rows, columns] = flat
+        paths = viterbi(padded, lengths)
+        return path_spans(paths, lengths)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: numpy.ndarray) -> None:
         docs = list(docs)

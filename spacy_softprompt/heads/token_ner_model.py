@@ -13,6 +13,8 @@ from spacy.util import registry
 from thinc.api import Dropout, Linear, Model, Relu, chain, with_array
 from thinc.types import Floats2d
 
+from .listener import share_pooled_outputs
+
 
 @registry.architectures("spacy_softprompt.TokenNERModel.v1")
 def create_token_ner_model_v1(
@@ -22,7 +24,9 @@ def create_token_ner_model_v1(
     nO: Optional[int] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Per-token tag scores over ``tok2vec``; ``hidden_width = 0``: no hidden layer.
-    ``nO`` (the number of tags) is set by the pipe's ``initialize``."""
+    ``nO`` (the number of tags) is set by the pipe's ``initialize``.  At inference the
+    pooled token vectors are shared with the other heads (:func:`.listener.share_pooled_outputs`)."""
+    share_pooled_outputs(tok2vec)
     layers: List[Model] = []
     if hidden_width:
         layers.append(Relu(nO=hidden_width, dropout=dropout, normalize=True))

@@ -1,9 +1,11 @@
 """Torch-level correctness of PromptedEncoder (tiny random MegatronBert and BERT)."""
+import numpy
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
 from spacy_softprompt.encoder import PromptedEncoder, hard_prompt_block
+from spacy_softprompt.encoder.model import length_chunks
 from spacy_softprompt.encoder.prompts import PromptTable, sample_vocab_ids
 
 TEXTS = ["patient was given aspirin daily for pain and fever", "rash", "heparin was stopped"]
@@ -349,29 +351,57 @@ def test_bad_prompt_ids_are_refused(tiny_bert):
 
 @pytest.mark.parametrize("depth,hard", [("input", False), ("deep", False), ("deep", True)])
 def test_inference_chunks_give_the_unchunked_output(tiny_model, depth, hard):
-    """Long notes: without gradients, rows go through in chunks; same numbers, fewer rows per call."""
+    """Without gradients, rows go through sorted by length, in chunks cut to their
+    longest row: the real positions get the numbers of one padded call, padding gets 0."""
     backbone, tokenizer = load(tiny_model)
     hard_ids = hard_prompt_block(tokenizer, "find the drugs")[0] if hard else None
     encoder = prompted(backbone, tokenizer, prompt_depth=depth, prompt_names=["a", "b"], hard_prompt_ids=hard_ids)
     texts = TEXTS * 3 + ["warfarin"]
     enc = batch(tokenizer, texts)
     ids = torch.tensor([i % 2 for i in range(len(texts))])
-    encoder.inference_chunk_rows = 0
-    with torch.no_grad():
-        whole = encoder(**enc, prompt_ids=ids, output_hidden_states=True)
+    real = enc["attention_mask"].bool()
+    encoder.eval()
+    with torch.no_grad():  # the unchunked path: one backbone call over the padded batch
+        whole = encoder._forward_rows(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), ids, False, True)
     calls = []
-    hook = encoder.backbone.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    hook = encoder.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs.get("input_ids", kwargs.get("inputs_embeds")).shape), with_kwargs=True
+    )
     try:
         encoder.inference_chunk_rows = 4
+        encoder.inference_padding_tolerance = float("inf")
         with torch.no_grad():
-            chunked = encoder(**enc, prompt_ids=ids, output_hidden_states=True)
-        assert len(calls) == 3  # 10 rows in chunks of 4
+            by_rows = encoder(**enc, prompt_ids=ids, output_hidden_states=True)
+        assert [shape[0] for shape in calls] == [4, 4, 2]  # 10 rows in chunks of 4
+        calls.clear()
+        encoder.inference_chunk_rows = 0
+        encoder.inference_padding_tolerance = 0.0
+        with torch.no_grad():
+            by_length = encoder(**enc, prompt_ids=ids, output_hidden_states=True)
+        lengths = sorted(set(enc["attention_mask"].sum(1).tolist()))
+        assert len(calls) == len(lengths)  # no padding allowed: one chunk per distinct length
+        assert sorted(shape[1] - encoder.prompt_length * (depth == "input") for shape in calls) == [
+            n + len(hard_ids or []) for n in lengths
+        ]
         calls.clear()
         encoder(**enc, prompt_ids=ids)  # gradients on (training): one call, never chunked
         assert len(calls) == 1
     finally:
         hook.remove()
-    torch.testing.assert_close(chunked.last_hidden_state, whole.last_hidden_state, atol=ATOL, rtol=0)
-    assert len(chunked.hidden_states) == len(whole.hidden_states)
-    for mine, theirs in zip(chunked.hidden_states, whole.hidden_states):
-        torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=0)
+    for chunked in (by_rows, by_length):
+        torch.testing.assert_close(chunked.last_hidden_state[real], whole.last_hidden_state[real], atol=ATOL, rtol=0)
+        assert len(chunked.hidden_states) == len(whole.hidden_states)
+        for mine, theirs in zip(chunked.hidden_states, whole.hidden_states):
+            torch.testing.assert_close(mine[real], theirs[real], atol=ATOL, rtol=0)
+    assert not by_length.last_hidden_state[~real].any()
+
+
+def test_length_chunks_bound_padding_and_rows():
+    extents = numpy.array([10, 50, 12, 48, 11, 50, 9])
+    chunks = length_chunks(extents, max_rows=0, tolerance=0.1)
+    assert sorted(numpy.concatenate(chunks).tolist()) == list(range(7))
+    for rows in chunks:
+        assert extents[rows].max() * len(rows) <= 1.1 * extents[rows].sum()
+    assert [sorted(extents[rows].tolist()) for rows in chunks] == [[9, 10, 11], [12], [48, 50, 50]]  # 12 * 4 > 1.1 * 42
+    assert [len(rows) for rows in length_chunks(extents, max_rows=3, tolerance=float("inf"))] == [3, 3, 1]
+    assert length_chunks(numpy.zeros((0,), dtype=int)) == []

@@ -1,0 +1,223 @@
+"""Inference on one device: the default pipeline in one process and in N worker
+processes sharing the device, against the bare forward of its backbone.
+
+* ``stages``: :func:`gpu_stages.profile_stages` (per-stage time, host work);
+* ``throughput`` (interleaved, best of ``repeats``): ``nlp.pipe`` end to end,
+  the transformer pipe alone on tokenized docs, and the backbone's bare
+  forward over the pipeline's own windows (:func:`window_batches`: wordpieces
+  pre-built and on the device, rows sorted by length, autocast like the
+  pipeline, no gradients);
+* ``workers``: ``parallel.WorkerPool(nlp, N, gpu_id)`` (what ``annotate
+  --n-process N --gpu-id G`` runs): N spawned processes, each with its own copy
+  of the pipeline on the device, fed chunks of notes; words/s after a warm-up pass;
+* ``precision`` (CUDA only): fp16 and bf16 autocast vs fp32 on the same texts.
+"""
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import bench_common as bc
+import gpu_setup
+import gpu_stages
+
+
+def window_batches(nlp, docs, rows: int, device: str) -> Tuple[list, int, int]:
+    """The pipeline's own windows as padded wordpiece batches on the device,
+    sorted by length, ``rows`` rows each; and the numbers of windows and wordpieces."""
+    import torch
+
+    model = nlp.get_pipe("transformer").model
+    spans = [span for doc_spans in model.attrs["get_spans"](docs) for span in doc_spans]
+    enc = model.tokenizer([s.text for s in spans], add_special_tokens=True, truncation=True,
+                          max_length=model.max_text_length)
+    ids = sorted(enc["input_ids"], key=len)
+    batches = []
+    for start in range(0, len(ids), rows):
+        chunk = ids[start : start + rows]
+        width = max(len(r) for r in chunk)
+        input_ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, r in enumerate(chunk):
+            input_ids[i, : len(r)] = torch.as_tensor(r)
+            mask[i, : len(r)] = 1
+        batches.append({"input_ids": input_ids.to(device), "attention_mask": mask.to(device)})
+    return batches, len(spans), sum(len(r) for r in ids)
+
+
+def _autocast(device: str, dtype):
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda") and dtype is not None:
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def pipe_chunk(nlp, chunk: List[Tuple[str, str]]) -> List[Tuple[str, None, None]]:
+    """Worker-side: annotate a chunk, return no documents (only the work is measured)."""
+    list(nlp.pipe([text for _, text in chunk]))
+    bc.synchronize("cuda")
+    return [(doc_id, None, None) for doc_id, _ in chunk]
+
+
+def workers_throughput(nlp, texts: List[str], n_process: int, gpu_id: int, batch_size: int) -> Dict[str, Any]:
+    """words/s of ``n_process`` spawned workers sharing ``gpu_id`` (-1: CPU),
+    after one warm-up pass (process start, model load, CUDA context)."""
+    from spacy_softprompt.parallel import WorkerPool
+
+    words = sum(len(doc) for doc in nlp.tokenizer.pipe(texts))
+    items = [(str(i), text) for i, text in enumerate(texts)]
+    size = max(1, min(batch_size, len(items) // (2 * n_process) or 1))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    with WorkerPool(nlp, n_process, gpu_id=gpu_id) as pool:
+        start = time.perf_counter()
+        for _ in pool.map(pipe_chunk, chunks):
+            pass
+        warm_up_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in pool.map(pipe_chunk, chunks):
+            pass
+        run_s = time.perf_counter() - start
+        devices = sorted({device for _, _, device, _ in pool.worker_info()})
+    return {"n_process": n_process, "words_per_s": words / run_s, "run_s": run_s, "warm_up_s": warm_up_s,
+            "chunk_docs": size, "worker_devices": devices, "threads_per_worker": pool.threads}
+
+
+def _annotations(docs):
+    ents = [sorted((e.start, e.end, e.label_) for e in d.ents) for d in docs]
+    rels = [sorted((r["label"], tuple(r["arg1"]), tuple(r["arg2"])) for r in d._.relations) for d in docs]
+    return ents, rels
+
+
+def _agreement(a, b) -> float:
+    both = sum(len(set(x) & set(y)) for x, y in zip(a, b))
+    either = sum(len(set(x) | set(y)) for x, y in zip(a, b))
+    return 1.0 if either == 0 else both / either
+
+
+def precision_agreement(nlp, texts: List[str], bs: int) -> Dict[str, Any]:
+    """fp32 vs fp16/bf16 autocast on the same pipeline: spans, relations and the
+    transformer output (max |diff| / max |fp32|)."""
+    import torch
+
+    trf = nlp.get_pipe("transformer").model
+    shim, encoder = trf.shim, trf.encoder
+    saved = (shim._mixed_precision, encoder.autocast_dtype)
+    out: Dict[str, Any] = {"docs": len(texts)}
+
+    def run(mixed, dtype):
+        shim._mixed_precision, encoder.autocast_dtype = mixed, dtype
+        docs = list(nlp.pipe(texts, batch_size=bs))
+        hidden = [d._.trf_data.model_output.last_hidden_state for d in docs]
+        return docs, [h.get() if hasattr(h, "get") else h for h in hidden]
+
+    try:
+        ref_docs, ref_hidden = run(False, saved[1])
+        ref_ents, ref_rels = _annotations(ref_docs)
+        out["fp32"] = {"entities": sum(map(len, ref_ents)), "relations": sum(map(len, ref_rels))}
+        for name in ("float16", "bfloat16"):
+            if name == "bfloat16" and not torch.cuda.is_bf16_supported():
+                out[name] = {"skipped": "no bf16 on this GPU"}
+                continue
+            docs, hidden = run(True, name)
+            ents, rels = _annotations(docs)
+            scale = max(float(abs(h).max()) for h in ref_hidden) or 1.0
+            diff = max(float(abs(h - r).max()) for h, r in zip(hidden, ref_hidden))
+            out[name] = {
+                "entity_agreement": _agreement(ents, ref_ents),
+                "relation_agreement": _agreement(rels, ref_rels),
+                "docs_identical": sum(e == r for e, r in zip(ents, ref_ents)) / max(1, len(ents)),
+                "hidden_max_rel_diff": diff / scale,
+            }
+    finally:
+        shim._mixed_precision, encoder.autocast_dtype = saved
+    return out
+
+
+def worker_infer(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Stage profile, throughput (one process and N workers) and precision for one config."""
+    import torch
+
+    from spacy_softprompt.encoder.model import AUTOCAST_DTYPES
+
+    device = gpu_setup.setup(spec)
+    start = time.perf_counter()
+    nlp = gpu_setup.build(spec, spec["config"])
+    build_s = time.perf_counter() - start
+    texts = [t for t, _, _ in bc.notes(spec["docs"], spec["words"], seed=0)]
+    trf_pipe = nlp.get_pipe("transformer")
+    encoder = trf_pipe.model.encoder
+    mixed = bool(trf_pipe.model.shim._mixed_precision)
+    dtype = AUTOCAST_DTYPES[encoder.autocast_dtype] if (mixed and device.startswith("cuda")) else None
+    bs = spec["batch_size"]
+    start = time.perf_counter()  # warm-up (CUDA context, cuBLAS, kernels)
+    list(nlp.pipe(texts[: max(1, bs // 4)], batch_size=bs))
+    bc.synchronize(device)
+    first_call_s = time.perf_counter() - start
+    stages = gpu_stages.profile_stages(nlp, texts, bs, device, spec["clock"])
+
+    docs = list(nlp.tokenizer.pipe(texts))
+    n_words = sum(len(d) for d in docs)
+    batches, n_windows, n_pieces = window_batches(nlp, docs, spec["bare_rows"], device)
+    backbone = encoder.backbone
+
+    def bare():
+        backbone.eval()
+        with torch.no_grad(), _autocast(device, dtype):
+            for inputs in batches:
+                backbone(**inputs)
+        bc.synchronize(device)
+
+    def full():
+        list(nlp.pipe(texts, batch_size=bs))
+        bc.synchronize(device)
+
+    def trf_only():
+        list(trf_pipe.pipe(docs, batch_size=bs))
+        bc.synchronize(device)
+
+    runners = {"pipe": full, "transformer": trf_only, "bare forward": bare}
+    for run in runners.values():
+        run()
+    names = list(runners)
+    wall: Dict[str, List[float]] = {n: [] for n in names}
+    cpu: Dict[str, List[float]] = {n: [] for n in names}
+    peak: Dict[str, float] = {}
+    for rep in range(spec["repeats"]):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            c0, w0 = time.process_time(), time.perf_counter()
+            runners[name]()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+            if device.startswith("cuda"):
+                peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+    clock = spec["clock"]
+    best = {n: min(wall[n] if clock == "wall" else cpu[n]) for n in names}
+    throughput = {
+        n: {"words_per_s": n_words / best[n], "best_s": best[n], "runs_wall_s": wall[n], "runs_cpu_s": cpu[n],
+            **({"peak_gpu_mb": peak[n]} if n in peak else {})}
+        for n in names
+    }
+    workers: Optional[Dict[str, Any]] = None
+    if spec.get("workers", 0) >= 2:
+        gpu_id = spec["gpu_id"] if device.startswith("cuda") else -1
+        workers = workers_throughput(nlp, texts, spec["workers"], gpu_id, bs)
+    ratios = {
+        "pipe_vs_bare": best["bare forward"] / best["pipe"],
+        "transformer_vs_bare": best["bare forward"] / best["transformer"],
+        "workers_vs_bare": None if workers is None else workers["words_per_s"] / throughput["bare forward"]["words_per_s"],
+    }
+    result = {
+        "config": spec["config"], "device": device, "mixed_precision": mixed,
+        "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+        "build_s": build_s, "first_call_s": first_call_s, "words": n_words, "docs": len(texts),
+        "windows": n_windows, "wordpieces": n_pieces, "stages": stages, "throughput": throughput,
+        "workers": workers, "ratios": ratios, "clock": clock, "torch_threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        result["precision"] = precision_agreement(nlp, texts[: spec["agreement_docs"]], bs)
+    else:
+        result["precision"] = {"skipped": "autocast is CUDA-only; run with --device cuda"}
+    return result

@@ -1,0 +1,316 @@
+"""Timing the default pipeline against the bare forward of its own backbone.
+
+Used by ``speed_bench.py`` (``python -m spacy_softprompt bench speed``):
+
+* :func:`default_pipeline`: the pipeline the main job trains (a shipped config,
+  by default ``configs/tok_soft_cpu.cfg``: deep prompts P=20, ``token_ner`` +
+  ``relation_extractor``) initialised on a few corpus documents, or a trained
+  pipeline loaded from a folder;
+* :func:`calibrate_entity_rate`: untrained heads tag about half the tokens as
+  entities, which makes the relation stage far more expensive than in a
+  trained pipeline; the ``O`` bias of ``token_ner`` is raised so that the share
+  of tokens whose best tag is not ``O`` equals the gold share of the corpus;
+* :func:`bare_batches` / :func:`bare_forward`: the backbone's own forward over
+  the same text cut into non-overlapping windows of ``window`` wordpieces
+  (specials included), ``rows`` windows per call, no prompt: the floor;
+* :func:`stage_seconds`: CPU seconds per stage of ``nlp.pipe`` (spaCy tokenizer,
+  each component) with the backbone's forward counted apart, so the host work
+  around the forward is visible;
+* :func:`interleaved`: runs A B, B A, A B ... and keeps every run, so that load
+  from other processes hits both sides alike (medians are compared).
+"""
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "configs" / "tok_soft_cpu.cfg"
+DEV_CORPUS = REPO / "corpus" / "maccrobat2020-maccrobat_medication-dev.spacy"
+WORDS_UNIT = 10_000  # host costs are CPU seconds per this many words
+
+
+def corpus_docs(nlp, path: Path = DEV_CORPUS) -> list:
+    from spacy.tokens import DocBin
+
+    return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+
+
+def default_pipeline(
+    config: Path = DEFAULT_CONFIG,
+    *,
+    model: Optional[Path] = None,
+    corpus: Path = DEV_CORPUS,
+    init_docs: int = 5,
+    overrides: Optional[Dict[str, Any]] = None,
+    seed: int = 0,
+):
+    """``(nlp, gold docs)``: ``model`` loaded, or ``config`` initialised on the
+    first ``init_docs`` documents of ``corpus`` (heads untrained)."""
+    import spacy
+    from spacy.training import Example
+    from spacy.util import fix_random_seed, load_config, load_model_from_config
+
+    import spacy_softprompt  # noqa: F401  (registers the architectures)
+
+    overrides = dict(overrides or {})
+    if model is not None:
+        nlp = spacy.load(model, config=overrides)
+        return nlp, corpus_docs(nlp, corpus)
+    fix_random_seed(seed)
+    paths = {"paths.train": str(corpus), "paths.dev": str(corpus)}
+    cfg = load_config(config, overrides={**paths, **overrides}, interpolate=True)
+    nlp = load_model_from_config(cfg, auto_fill=True, validate=True)
+    gold = corpus_docs(nlp, corpus)
+    examples = [Example(nlp.make_doc(doc.text), doc) for doc in gold[:init_docs]]
+    nlp.initialize(lambda: examples)
+    return nlp, gold
+
+
+def calibrate_entity_rate(nlp, gold: Sequence, ner_name: str = "token_ner") -> Dict[str, float]:
+    """Raise the ``O`` bias of an untrained ``token_ner`` so that the share of
+    tokens tagged as (part of) an entity matches the gold share; returns both shares."""
+    ner = nlp.get_pipe(ner_name)
+    docs = [nlp.make_doc(doc.text) for doc in gold]
+    for name, proc in nlp.pipeline:
+        if name == ner_name:
+            break
+        docs = list(proc.pipe(docs))
+    scores = numpy.concatenate([ner.model.ops.to_numpy(s) for s in ner.model.predict(docs)])
+    margin = scores[:, 1:].max(axis=1) - scores[:, 0]
+    gold_entities = sum(len(doc.ents) for doc in gold)
+    gold_share = sum(len(ent) for doc in gold for ent in doc.ents) / max(1, sum(len(doc) for doc in gold))
+    shift = float(numpy.quantile(margin, 1.0 - gold_share))
+    output = ner.model.get_ref("output_layer")
+    bias = output.get_param("b").copy()
+    bias[0] += shift
+    output.set_param("b", bias)
+    return {"gold_entities": gold_entities, "gold_entity_token_share": gold_share, "o_bias_shift": shift}
+
+
+# ------------------------------------------------------------------ the bare forward
+def bare_batches(nlp, texts: Sequence[str], *, window: int = 128, rows: int = 32, device: str = "cpu") -> Tuple[list, Dict[str, int]]:
+    """Input batches of the backbone over ``texts``: each text's wordpieces cut
+    into consecutive windows of ``window - 2`` plus ``[CLS]``/``[SEP]``, ``rows``
+    windows per batch, padded to the longest; and their counts."""
+    import torch
+
+    tokenizer = nlp.get_pipe("transformer").model.tokenizer
+    pieces = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    body = window - 2
+    windows = [
+        [tokenizer.cls_token_id] + ids[start : start + body] + [tokenizer.sep_token_id]
+        for ids in pieces
+        for start in range(0, max(len(ids), 1), body)
+    ]
+    batches = []
+    for first in range(0, len(windows), rows):
+        part = windows[first : first + rows]
+        width = max(len(w) for w in part)
+        ids = torch.zeros((len(part), width), dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
+        for i, w in enumerate(part):
+            ids[i, : len(w)] = torch.tensor(w)
+            mask[i, : len(w)] = 1
+        batches.append({"input_ids": ids.to(device), "attention_mask": mask.to(device)})
+    counts = {
+        "windows": len(windows),
+        "wordpieces": sum(len(w) for w in windows),
+        "wordpieces_padded": sum(int(b["input_ids"].numel()) for b in batches),
+    }
+    return batches, counts
+
+
+def backbone_of(nlp):
+    return nlp.get_pipe("transformer").model.encoder.backbone
+
+
+def bare_forward(backbone, batches: list, dtype: Optional[str] = None) -> Callable[[], None]:
+    """A runner: the backbone's forward over ``batches`` without gradients (CUDA
+    autocast to ``dtype`` when given), synchronised at the end on a GPU."""
+    import contextlib
+
+    import torch
+
+    device = next(backbone.parameters()).device
+    cast = (
+        torch.autocast("cuda", dtype=getattr(torch, dtype))
+        if dtype and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+
+    def run() -> None:
+        backbone.eval()  # the pipeline's shim leaves it in training mode after a predict
+        with torch.no_grad(), cast:
+            for inputs in batches:
+                backbone(**inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def pipe_runner(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -> Callable[[], list]:
+    import torch
+
+    def run() -> list:
+        docs = list(nlp.pipe(texts, batch_size=batch_size or nlp.batch_size))
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return docs
+
+    return run
+
+
+# ------------------------------------------------------------------ per-stage CPU time
+class ForwardClock:
+    """Counts the CPU (and wall) seconds spent inside ``backbone.forward``."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
+        self._original = None
+
+    def __enter__(self) -> "ForwardClock":
+        import torch
+
+        original = self.backbone.forward
+        clock = self
+
+        def timed(*args, **kwargs):
+            cpu, wall = time.process_time(), time.perf_counter()
+            out = original(*args, **kwargs)
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.synchronize()
+            clock.cpu_s += time.process_time() - cpu
+            clock.wall_s += time.perf_counter() - wall
+            return out
+
+        self._original = original
+        self.backbone.forward = timed
+        return self
+
+    def reset(self) -> None:
+        self.cpu_s = self.wall_s = 0.0
+
+    def __exit__(self, *exc) -> None:
+        del self.backbone.forward  # the instance attribute set above
+
+
+#: inner steps of the transformer's host work, timed inside it (``encoder.layer`` functions)
+TRANSFORMER_PARTS = {"wordpiece_batch": "transformer: wordpieces", "alignment_via_offset_mapping": "transformer: alignment"}
+
+
+class _PartClock:
+    """CPU seconds inside some functions of ``spacy_softprompt.encoder.layer``."""
+
+    def __init__(self):
+        self.cpu_s: Dict[str, float] = {}
+        self._saved: Dict[str, Callable] = {}
+
+    def __enter__(self) -> "_PartClock":
+        from spacy_softprompt.encoder import layer
+
+        for attr, name in TRANSFORMER_PARTS.items():
+            original = getattr(layer, attr)
+            self._saved[attr] = original
+
+            def timed(*args, _original=original, _name=name, **kwargs):
+                start = time.process_time()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    self.cpu_s[_name] = self.cpu_s.get(_name, 0.0) + time.process_time() - start
+
+            setattr(layer, attr, timed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from spacy_softprompt.encoder import layer
+
+        for attr, original in self._saved.items():
+            setattr(layer, attr, original)
+
+
+class EncoderPositions:
+    """Wordpiece positions the encoder's backbone calls processed: real ones
+    (attention mask) and all of them (padding included), prompts excluded."""
+
+    def __init__(self, nlp):
+        self.encoder = nlp.get_pipe("transformer").model.encoder
+        self.real = self.processed = self.calls = 0
+
+    def __enter__(self) -> "EncoderPositions":
+        original = self.encoder._forward_rows
+
+        def counted(input_ids, attention_mask, *args, **kwargs):
+            self.calls += 1
+            self.processed += int(input_ids.numel())
+            self.real += int(attention_mask.sum()) if attention_mask is not None else int(input_ids.numel())
+            return original(input_ids, attention_mask, *args, **kwargs)
+
+        self.encoder._forward_rows = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.encoder._forward_rows
+
+    def counts(self) -> Dict[str, int]:
+        return {"backbone_calls": self.calls, "real_wordpieces": self.real, "processed_positions": self.processed}
+
+
+def stage_seconds(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -> Tuple[Dict[str, float], int]:
+    """CPU seconds per stage, the stages run one after the other over all texts:
+    ``tokenizer``, each component (its host work: the backbone's forward is
+    taken out of ``transformer``), ``forward``, and two inner steps of the
+    transformer's host work (:data:`TRANSFORMER_PARTS`, included in
+    ``transformer``); plus the number of words."""
+    batch_size = batch_size or nlp.batch_size
+    seconds: Dict[str, float] = {}
+    with ForwardClock(backbone_of(nlp)) as clock, _PartClock() as parts:
+        start = time.process_time()
+        docs = [nlp.make_doc(text) for text in texts]
+        seconds["tokenizer"] = time.process_time() - start
+        for name, proc in nlp.pipeline:
+            clock.reset()
+            start = time.process_time()
+            docs = list(proc.pipe(docs, batch_size=batch_size))
+            seconds[name] = time.process_time() - start - clock.cpu_s
+            if clock.cpu_s:
+                seconds["forward"] = seconds.get("forward", 0.0) + clock.cpu_s
+    seconds.update(parts.cpu_s)
+    return seconds, sum(len(doc) for doc in docs)
+
+
+def per_words(seconds: float, words: int) -> float:
+    return seconds * WORDS_UNIT / max(1, words)
+
+
+# ------------------------------------------------------------------ interleaving
+def interleaved(runners: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, List[Tuple[float, float]]]:
+    """``(cpu_s, wall_s)`` of every run; the order rotates each round (A B, B A, ...)."""
+    names = list(runners)
+    runs: Dict[str, List[Tuple[float, float]]] = {name: [] for name in names}
+    for rep in range(repeats):
+        order = names[rep % len(names):] + names[: rep % len(names)]
+        for name in order:
+            cpu, wall = time.process_time(), time.perf_counter()
+            runners[name]()
+            runs[name].append((time.process_time() - cpu, time.perf_counter() - wall))
+    return runs
+
+
+def median(values: Sequence[float]) -> float:
+    return float(numpy.median(numpy.asarray(values, dtype="float64")))
+
+
+def prediction_counts(docs: list) -> Dict[str, int]:
+    from spacy_softprompt.annotations import get_relations
+
+    return {
+        "words": sum(len(d) for d in docs),
+        "entities": sum(len(d.ents) for d in docs),
+        "relations": sum(len(get_relations(d)) for d in docs),
+    }

@@ -1,0 +1,139 @@
+"""CPU speed of the default pipeline: words/s against a bare forward of its own
+backbone over the same text, and the host work per word, stage by stage.
+
+The pipeline is the one the main job trains (``configs/tok_soft_cpu.cfg``: MiniLM,
+deep soft prompts P=20, windows 128 / stride 112, ``token_ner`` +
+``relation_extractor``), initialised on 5 dev documents with its ``O`` bias
+calibrated to the gold entity share (``pipeline_timing.calibrate_entity_rate``),
+or a trained pipeline (``--model``).  Text: the maccrobat2020 dev notes.
+
+* **ratio**: ``nlp.pipe`` over the notes vs the backbone's bare forward over
+  the same notes in non-overlapping windows of 128 wordpieces (32 per call,
+  no prompt, tokenisation excluded), interleaved (A B, B A, ...), medians of
+  ``--repeats`` runs each, CPU time of this process (``--threads 1``: exact)
+  and wall time.
+* **host**: CPU seconds per 10k words outside the backbone's forward, one core:
+  spaCy tokenizer; transformer (span windows, wordpieces, alignment, length
+  chunks, output split); each head (pooling, scoring, decoding, doc
+  assembly); medians over ``--repeats`` runs.
+
+``--old-forward`` runs the encoder as before the length chunks (rows in order,
+padded to the longest row of the batch), for the before/after figures.
+``--window/--stride`` override the span windows (a change of predictions: the
+accuracy must be re-checked by training).
+
+Run: ``python -m spacy_softprompt bench speed [--model PATH] [--repeats 5] [--threads 1]``;
+writes ``benchmarks/results/speed.json``.
+"""
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_common as bc  # noqa: E402
+import pipeline_timing as pt  # noqa: E402
+
+RESULTS = bc.RESULTS_DIR / "speed.json"
+TARGET_RATIO = 0.85
+TARGET_HOST_S = 0.06
+
+
+def _use_old_forward(nlp) -> None:
+    encoder = nlp.get_pipe("transformer").model.encoder
+    encoder.forward = encoder._forward_in_row_chunks
+
+
+def main(argv=None) -> int:
+    parser = bc.bench_parser(__doc__)
+    parser.add_argument("--model", type=Path, default=None, help="a trained pipeline folder (default: --config, untrained heads)")
+    parser.add_argument("--config", type=Path, default=pt.DEFAULT_CONFIG)
+    parser.add_argument("--corpus", type=Path, default=pt.DEV_CORPUS)
+    parser.add_argument("--init-docs", type=int, default=5)
+    parser.add_argument("--docs", type=int, default=0, help="first N notes only (0: all)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--window", type=int, default=0, help="override the span window (spaCy tokens)")
+    parser.add_argument("--stride", type=int, default=0, help="override the span stride")
+    parser.add_argument("--bare-window", type=int, default=128, help="wordpieces per window of the bare forward")
+    parser.add_argument("--old-forward", action="store_true", help="encoder rows in order, padded (before length chunks)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {}
+    if args.window:
+        overrides["components.transformer.model.get_spans.window"] = args.window
+    if args.stride:
+        overrides["components.transformer.model.get_spans.stride"] = args.stride
+    bc.log("building the pipeline ...")
+    nlp, gold = pt.default_pipeline(args.config, model=args.model, corpus=args.corpus, init_docs=args.init_docs,
+                                    overrides=overrides)
+    if args.docs:
+        gold = gold[: args.docs]
+    calibration = None if args.model else pt.calibrate_entity_rate(nlp, gold)
+    if args.old_forward:
+        _use_old_forward(nlp)
+    texts = [doc.text for doc in gold]
+    backbone = pt.backbone_of(nlp)
+    batches, windows = pt.bare_batches(nlp, texts, window=args.bare_window)
+    runners = {"pipeline": pt.pipe_runner(nlp, texts), "bare forward": pt.bare_forward(backbone, batches)}
+    with pt.EncoderPositions(nlp) as positions:
+        counts = pt.prediction_counts(runners["pipeline"]())  # warm-up, and what the encoder processes
+    runners["bare forward"]()
+    words = counts["words"]
+    bc.log(f"timing {len(texts)} notes, {words} words: pipeline vs bare forward, {args.repeats} rounds ...")
+    runs = pt.interleaved(runners, args.repeats)
+    speed = {}
+    for name, values in runs.items():
+        cpu, wall = pt.median([c for c, _ in values]), pt.median([w for _, w in values])
+        speed[name] = {"words_per_cpu_s": words / cpu, "words_per_s": words / wall, "median_cpu_s": cpu,
+                       "median_wall_s": wall, "runs_cpu_s": [c for c, _ in values], "runs_wall_s": [w for _, w in values]}
+    ratio_cpu = speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"]
+    ratio_wall = speed["pipeline"]["words_per_s"] / speed["bare forward"]["words_per_s"]
+
+    bc.log(f"stage by stage, {args.repeats} rounds ...")
+    pt.stage_seconds(nlp, texts)  # warm-up: the first stage-by-stage pass pays one-time costs
+    stage_runs = [pt.stage_seconds(nlp, texts)[0] for _ in range(args.repeats)]
+    stages = {name: pt.per_words(pt.median([r[name] for r in stage_runs]), words) for name in stage_runs[0]}
+    parts = {name: stages.pop(name) for name in pt.TRANSFORMER_PARTS.values() if name in stages}
+    host = sum(v for k, v in stages.items() if k != "forward")
+    bare_per_words = pt.per_words(speed["bare forward"]["median_cpu_s"], words)
+    transformer_stage = stages.get("transformer", 0.0) + stages.get("forward", 0.0)
+
+    report = bc.new_report("speed", args)
+    report.update({
+        "pipeline": str(args.model or args.config), "notes": len(texts), "counts": counts, "calibration": calibration,
+        "get_spans": dict(nlp.config["components"]["transformer"]["model"]["get_spans"]),
+        "bare_windows": windows, "encoder_positions": positions.counts(), "speed": speed, "ratio_cpu": ratio_cpu, "ratio_wall": ratio_wall,
+        "stages_cpu_s_per_10k_words": stages, "transformer_parts_cpu_s_per_10k_words": parts,
+        "host_cpu_s_per_10k_words": host,
+        "host_without_tokenizer_cpu_s_per_10k_words": host - stages["tokenizer"],
+        "transformer_stage_vs_bare_forward": transformer_stage / bare_per_words,
+        "torch_threads": torch.get_num_threads(),
+    })
+    report["targets"]["pipeline / bare forward (CPU time)"] = bc.target_entry(ratio_cpu, TARGET_RATIO, True)
+    report["targets"]["host CPU s per 10k words (one core)"] = bc.target_entry(host, TARGET_HOST_S, False, unit=" s")
+
+    print()
+    bc.print_table(("", "words/s", "words/CPU-s", "median CPU s", "median wall s"), [
+        (name, f"{s['words_per_s']:.0f}", f"{s['words_per_cpu_s']:.0f}", f"{s['median_cpu_s']:.3f}", f"{s['median_wall_s']:.3f}")
+        for name, s in speed.items()
+    ])
+    print(f"\npipeline / bare forward: {ratio_cpu:.3f} (CPU time), {ratio_wall:.3f} (wall), "
+          f"{counts['entities']} entities, {counts['relations']} relations over {words} words\n")
+    enc = positions.counts()
+    print(f"encoder: {enc['real_wordpieces']} real wordpieces in {enc['processed_positions']} positions "
+          f"({enc['backbone_calls']} backbone calls); bare forward: {windows['wordpieces']} in {windows['wordpieces_padded']}\n")
+    bc.print_table(("stage", "CPU s per 10k words"), [(k, f"{v:.4f}") for k, v in stages.items()] + [
+        (f"  (inside transformer) {k}", f"{v:.4f}") for k, v in parts.items()] + [
+        ("host (all but forward)", f"{host:.4f}"), ("bare forward", f"{bare_per_words:.4f}"),
+        ("transformer stage / bare forward", f"{transformer_stage / bare_per_words:.3f}x"),
+    ])
+    return bc.finish(report, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

