@@ -328,13 +328,20 @@ def annotate(
         sink = _JsonlSink(output) if is_file else _BratSink(output)
         errors = ErrorLog(errors_path_for(output, output_format))
         try:
-            return _annotate_locked(nlp, source, sink, errors, batch_size, n_process, progress)
+            return _annotate_locked(nlp, source, sink, errors, batch_size, n_process, progress, gpu_id)
         finally:
             errors.close()
 
 
 def _annotate_locked(
-    nlp: Language, source: Path, sink: "Union[_JsonlSink, _BratSink]", errors: ErrorLog, batch_size: int, n_process: int, progress: bool
+    nlp: Language,
+    source: Path,
+    sink: "Union[_JsonlSink, _BratSink]",
+    errors: ErrorLog,
+    batch_size: int,
+    n_process: int,
+    progress: bool,
+    gpu_id: int = -1,
 ) -> AnnotateReport:
     report = AnnotateReport()
     unique = UniqueIds(source)

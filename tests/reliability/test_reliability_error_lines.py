@@ -59,7 +59,6 @@ def test_input_of_the_wrong_kind_is_named(tmp_path, capsys, engine):
     (["--format", "parquet"], "needs --engine ray"),
     (["--engine", "spark"], "--engine 'spark'"),
     (["--batch-size", "0"], "--batch-size 0"),
-    (["--gpu-id", "0", "--n-process", "2"], "--gpu-id with --n-process"),
 ])
 def test_bad_options_are_one_line_before_the_model_loads(notes, tmp_path, capsys, args, expected):
     line = run_cli(["annotate", NO_MODEL, notes, tmp_path / "out", *args], capsys)
