@@ -169,16 +169,7 @@ def head_parameters(nlp, names: Sequence[str] = ("ner", "relation_extractor")) -
 
 
 # ------------------------------------------------------------------ devices and memory
-def synchronize(device: str = "cuda") -> None:
-    """Wait for the GPU's queued work (torch and, when imported, cupy); nothing on CPU."""
-    if not str(device).startswith("cuda"):
-        return
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    cupy = sys.modules.get("cupy")
-    if cupy is not None:
-        cupy.cuda.get_current_stream().synchronize()
+from spacy_softprompt.devices import synchronize  # noqa: E402,F401  (bc.synchronize)
 
 
 def use_device(gpu_id: int) -> str:

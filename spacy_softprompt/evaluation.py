@@ -13,6 +13,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from .annotations import ENTITY_SPANS_KEY, get_entities, get_relations
+from .devices import synchronize
 from .per_doc import PER_DOC_KEY, doc_ids, per_doc_record
 from .scoring import N2C2Counts, count_examples
 
@@ -121,15 +122,6 @@ def evaluate_pipeline(
     return scores
 
 
-def _sync_cuda() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-    except ImportError:  # pragma: no cover
-        pass
-
 
 def _timed_pipe(nlp: Language, texts: List[str], batch_size: int):
     """``nlp.pipe(texts, batch_size)`` run batch by batch and component by
@@ -146,7 +138,7 @@ def _timed_pipe(nlp: Language, texts: List[str], batch_size: int):
         for name, proc in nlp.pipeline:
             start = time.perf_counter()
             docs = list(proc.pipe(docs, batch_size=batch_size)) if hasattr(proc, "pipe") else [proc(d) for d in docs]
-            _sync_cuda()
+            synchronize()
             per_component[name] = per_component.get(name, 0.0) + time.perf_counter() - start
         if first_batch is None:
             first_batch = time.perf_counter() - batch_start
