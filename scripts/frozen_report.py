@@ -51,9 +51,9 @@ def pipeline_parameters(model_dir: Path) -> Dict[str, int]:
 
 
 def _parameters(seed_file: Path) -> Optional[Dict[str, int]]:
-    """Trainable / total parameters from the run's ``<stem>.run.json`` (written by
+    """Trainable / total parameters from the run's ``runs/<stem>.json`` (written by
     ``--run-info`` for our pipelines, the baseline's own report for the PEFT peers)."""
-    info = seed_file.with_name(seed_file.stem + ".run.json")
+    info = seed_file.parent / "runs" / seed_file.name
     if not info.is_file():
         return None
     params = json.loads(info.read_text())["parameters"]
@@ -76,7 +76,6 @@ def _interval(entry: Dict[str, Any]) -> str:
 
 def build(folder: Path, systems: List[str], reference: str) -> Dict[str, Any]:
     files = {s: sorted(folder.glob(f"{s}-seed*.json")) for s in systems}
-    files = {s: [f for f in fs if not f.name.endswith(".run.json")] for s, fs in files.items()}
     rows = []
     for system in systems:
         if not files[system]:

@@ -10,7 +10,7 @@
 # usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix peft-lora soft"] scripts/frozen_table.sh
 # outputs: trained pipelines in training/frozen/<system>-seed<S>/ (not kept); per run, in
 # benchmarks/results/frozen/: <system>-seed<S>.json (dev metrics with per-document counts) and
-# <system>-seed<S>.run.json (trainable / total parameters, wall seconds; PEFT: the baseline's report).
+# runs/<system>-seed<S>.json (trainable / total parameters, wall seconds; PEFT: the baseline's report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -18,7 +18,7 @@ TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
 DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
 SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix peft-lora soft}
 RESULTS=${RESULTS:-benchmarks/results/frozen}
-mkdir -p "$RESULTS" training/frozen
+mkdir -p "$RESULTS/runs" training/frozen
 
 run_one() {  # run_one SYSTEM SEED
   local system=$1 seed=$2 out="$RESULTS/$1-seed$2.json"
@@ -28,7 +28,7 @@ run_one() {  # run_one SYSTEM SEED
   case $system in
     peft-*)
       $PYTHON benchmarks/baseline_peft.py --method "${system#peft-}" --seed "$seed" --train "$TRAIN" --dev "$DEV" \
-        --output "$RESULTS/$system-seed$seed.run.json" --metrics-output "$out.partial"
+        --output "$RESULTS/runs/$system-seed$seed.json" --metrics-output "$out.partial"
       ;;
     *)
       local steps=()
@@ -38,7 +38,7 @@ run_one() {  # run_one SYSTEM SEED
         --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" "${steps[@]}"
       $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"
       $PYTHON scripts/frozen_report.py --run-info "training/frozen/$system-seed$seed/model-best" \
-        --wall-s $((SECONDS - start)) > "$RESULTS/$system-seed$seed.run.json"
+        --wall-s $((SECONDS - start)) > "$RESULTS/runs/$system-seed$seed.json"
       ;;
   esac
   mv "$out.partial" "$out"

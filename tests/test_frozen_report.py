@@ -36,7 +36,8 @@ def test_table_gives_mean_sd_and_interval_against_the_reference(tmp_path):
         (folder / f"soft-frozen-seed{seed}.json").write_text(json.dumps(_metrics(tp)))
     for seed, tp in enumerate([8, 8]):
         (folder / f"peft-prefix-seed{seed}.json").write_text(json.dumps(_metrics(tp, relations=False)))
-    (folder / "peft-prefix-seed0.run.json").write_text(json.dumps({"parameters": {"trainable": 25, "total": 1000}}))
+    (folder / "runs").mkdir()
+    (folder / "runs" / "peft-prefix-seed0.json").write_text(json.dumps({"parameters": {"trainable": 25, "total": 1000}}))
     table = report.build(folder, ["soft-frozen", "peft-prefix", "soft-lora"], "soft-frozen")
     rows = {r["system"]: r for r in table["rows"]}
     assert set(rows) == {"soft-frozen", "peft-prefix"}  # a system without files is left out
