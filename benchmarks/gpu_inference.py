@@ -17,30 +17,19 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import bench_common as bc
 import gpu_setup
+import pipeline_timing
 import gpu_stages
 
 
 def window_batches(nlp, docs, rows: int, device: str) -> Tuple[list, int, int]:
     """The pipeline's own windows as padded wordpiece batches on the device,
     sorted by length, ``rows`` rows each; and the numbers of windows and wordpieces."""
-    import torch
-
     model = nlp.get_pipe("transformer").model
     spans = [span for doc_spans in model.attrs["get_spans"](docs) for span in doc_spans]
     enc = model.tokenizer([s.text for s in spans], add_special_tokens=True, truncation=True,
                           max_length=model.max_text_length)
     ids = sorted(enc["input_ids"], key=len)
-    batches = []
-    for start in range(0, len(ids), rows):
-        chunk = ids[start : start + rows]
-        width = max(len(r) for r in chunk)
-        input_ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, r in enumerate(chunk):
-            input_ids[i, : len(r)] = torch.as_tensor(r)
-            mask[i, : len(r)] = 1
-        batches.append({"input_ids": input_ids.to(device), "attention_mask": mask.to(device)})
-    return batches, len(spans), sum(len(r) for r in ids)
+    return pipeline_timing.padded_batches(ids, rows, device), len(spans), sum(len(r) for r in ids)
 
 
 def _autocast(device: str, dtype):

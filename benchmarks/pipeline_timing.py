@@ -104,22 +104,31 @@ def bare_batches(nlp, texts: Sequence[str], *, window: int = 128, rows: int = 32
         for ids in pieces
         for start in range(0, max(len(ids), 1), body)
     ]
-    batches = []
-    for first in range(0, len(windows), rows):
-        part = windows[first : first + rows]
-        width = max(len(w) for w in part)
-        ids = torch.zeros((len(part), width), dtype=torch.long)
-        mask = torch.zeros((len(part), width), dtype=torch.long)
-        for i, w in enumerate(part):
-            ids[i, : len(w)] = torch.tensor(w)
-            mask[i, : len(w)] = 1
-        batches.append({"input_ids": ids.to(device), "attention_mask": mask.to(device)})
+    batches = padded_batches(windows, rows, device)
     counts = {
         "windows": len(windows),
         "wordpieces": sum(len(w) for w in windows),
         "wordpieces_padded": sum(int(b["input_ids"].numel()) for b in batches),
     }
     return batches, counts
+
+
+def padded_batches(rows_of_ids: Sequence[Sequence[int]], rows: int, device: str = "cpu") -> List[Dict[str, Any]]:
+    """``{"input_ids", "attention_mask"}`` batches of ``rows`` id lists each, zero-padded
+    to the longest list of the batch, on ``device``."""
+    import torch
+
+    batches = []
+    for first in range(0, len(rows_of_ids), rows):
+        part = rows_of_ids[first : first + rows]
+        width = max(len(r) for r in part)
+        ids = torch.zeros((len(part), width), dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
+        for i, r in enumerate(part):
+            ids[i, : len(r)] = torch.as_tensor(r)
+            mask[i, : len(r)] = 1
+        batches.append({"input_ids": ids.to(device), "attention_mask": mask.to(device)})
+    return batches
 
 
 def backbone_of(nlp):
