@@ -1,13 +1,14 @@
 """The frozen-backbone table from scripts/frozen_table.sh's metrics files.
 
 usage: python scripts/frozen_report.py benchmarks/results/frozen [--systems "soft-frozen soft-lora ..."]
-       [--reference soft-frozen] [--output docs/frozen_table.md]
+       [--reference soft-frozen] [--output docs/frozen_table.md] [--training benchmarks/results/training.json]
        python scripts/frozen_report.py --run-info MODEL_DIR [--wall-s S]   (prints a run's parameters as JSON)
 
 Per system (``<system>-seed<S>.json`` files, evaluate's or a baseline's metrics with
-per-document counts): seeds, trainable share of the parameters, entity / relation
-strict F1 as mean ± sample sd, and the paired bootstrap 95% interval of each system
-minus the reference (``compare``), in points. Writes the markdown table and a JSON
+per-document counts): seeds, trainable share of the parameters and the part of them
+trained for the entities, step time and training memory relative to the unfrozen main
+job (``bench training``), entity / relation strict F1 as mean ± sample sd, and the
+paired bootstrap 95% interval of each system minus the reference (``compare``), in points. Writes the markdown table and a JSON
 beside it (same stem), and prints the table.
 """
 import argparse
@@ -23,41 +24,89 @@ DESCRIPTIONS = {
     "soft-frozen": "soft prompts (deep, P=20), frozen backbone",
     "soft-lora": "soft prompts (deep, P=20) + LoRA r=8, frozen backbone",
     "peft-prefix": "PEFT prefix tuning (20 virtual tokens), frozen backbone",
+    "peft-prefix22": "PEFT prefix tuning (22 virtual tokens: no fewer parameters than soft-frozen's entity path)",
     "peft-lora": "PEFT LoRA r=8, frozen backbone",
 }
 
 
-def pipeline_parameters(model_dir: Path) -> Dict[str, int]:
-    """Trainable and total parameters of a trained pipeline: the encoder's parameters
-    that require a gradient plus every head parameter, of the encoder's plus the heads'."""
+RELATION_FACTORIES = ("relation_extractor",)
+# training bench run (benchmarks/training_bench.py) of each system, for step time and memory
+TRAINING_RUNS = {
+    "soft": "unfrozen P=20 deep",
+    "soft-frozen": "frozen P=20 deep",
+    "soft-lora": "frozen P=20 deep + LoRA r8",
+}
+
+
+def pipeline_parameters(model_dir: Path) -> Dict[str, Any]:
+    """Trainable and total parameters of a trained pipeline (the encoder's parameters that
+    require a gradient plus every head parameter, of the encoder's plus the heads'), per part,
+    and ``entity_path``: what trains for the entities alone (encoder's trainable part plus
+    the concept heads, i.e. everything but the relation heads)."""
     import spacy
 
     nlp = spacy.load(model_dir)
     encoder = nlp.get_pipe("transformer").model.encoder
-    trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+    parts = {"transformer": sum(p.numel() for p in encoder.parameters() if p.requires_grad)}
     total = sum(p.numel() for p in encoder.parameters())
+    relation_parts = []
     for name, pipe in nlp.pipeline:
         if name == "transformer" or not hasattr(pipe, "model"):
             continue
+        size = 0
         for node in pipe.model.walk():
             if node.name.startswith("transformer-listener"):
                 continue
-            for param in node.param_names:
-                if node.has_param(param):
-                    size = int(node.get_param(param).size)
-                    trainable += size
-                    total += size
-    return {"trainable": trainable, "total": total}
+            size += sum(int(node.get_param(param).size) for param in node.param_names if node.has_param(param))
+        parts[name] = size
+        total += size
+        if nlp.get_pipe_meta(name).factory in RELATION_FACTORIES:
+            relation_parts.append(name)
+    trainable = sum(parts.values())
+    entity_path = trainable - sum(parts[name] for name in relation_parts)
+    return {"trainable": trainable, "total": total, "entity_path": entity_path, "parts": parts}
 
 
-def _parameters(seed_file: Path) -> Optional[Dict[str, int]]:
-    """Trainable / total parameters from the run's ``runs/<stem>.json`` (written by
-    ``--run-info`` for our pipelines, the baseline's own report for the PEFT peers)."""
-    info = seed_file.parent / "runs" / seed_file.name
-    if not info.is_file():
-        return None
-    params = json.loads(info.read_text())["parameters"]
-    return {"trainable": int(params["trainable"]), "total": int(params["total"])}
+def _parameters(seed_files: List[Path]) -> Optional[Dict[str, int]]:
+    """Trainable / total parameters (and the entity path's, where known) from the runs'
+    ``runs/<stem>.json`` (written by ``--run-info`` for our pipelines, the baseline's own
+    report for the PEFT peers, whose every trained parameter serves the entities). The
+    seeds share one architecture; the first file that names the entity path wins."""
+    found: Optional[Dict[str, int]] = None
+    for seed_file in seed_files:
+        info = seed_file.parent / "runs" / seed_file.name
+        if not info.is_file():
+            continue
+        data = json.loads(info.read_text())
+        params = data["parameters"]
+        counts = {"trainable": int(params["trainable"]), "total": int(params["total"])}
+        if "entity_path" in params:
+            counts["entity_path"] = int(params["entity_path"])
+        elif str(data.get("benchmark", "")).startswith("baseline_peft"):
+            counts["entity_path"] = counts["trainable"]
+        if found is None or ("entity_path" in counts and "entity_path" not in found):
+            found = counts
+    return found
+
+
+def training_costs(training_json: Path) -> Dict[str, Dict[str, float]]:
+    """Step time and peak training memory (above the memory after initialisation) of each
+    system relative to the unfrozen one, from ``bench training``'s MiniLM runs."""
+    if not training_json.is_file():
+        return {}
+    runs = json.loads(training_json.read_text()).get("backbones", {}).get("minilm", {}).get("runs", {})
+    reference = runs.get(TRAINING_RUNS["soft"])
+    if not reference:
+        return {}
+    costs = {}
+    for system, run in TRAINING_RUNS.items():
+        if run in runs:
+            costs[system] = {
+                "step_s": runs[run]["step_s"],
+                "time_vs_soft": runs[run]["step_s"] / reference["step_s"],
+                "memory_vs_soft": runs[run]["peak_above_init_mb"] / max(reference["peak_above_init_mb"], 1e-9),
+            }
+    return costs
 
 
 def _pct(summary: Dict[str, Any]) -> str:
@@ -74,13 +123,14 @@ def _interval(entry: Dict[str, Any]) -> str:
     return f"{100 * boot['observed']:+.1f} [{100 * boot['low']:+.1f}, {100 * boot['high']:+.1f}]"
 
 
-def build(folder: Path, systems: List[str], reference: str) -> Dict[str, Any]:
+def build(folder: Path, systems: List[str], reference: str, training_json: Optional[Path] = None) -> Dict[str, Any]:
     files = {s: sorted(folder.glob(f"{s}-seed*.json")) for s in systems}
+    costs = training_costs(training_json) if training_json else {}
     rows = []
     for system in systems:
         if not files[system]:
             continue
-        params = _parameters(files[system][0])
+        params = _parameters(files[system])
         other = files.get(reference) or files[system]
         result = compare_files(files[system], other, names=(system, reference))
         rows.append({
@@ -88,6 +138,7 @@ def build(folder: Path, systems: List[str], reference: str) -> Dict[str, Any]:
             "description": DESCRIPTIONS.get(system, system),
             "seeds": [f.stem.rsplit("-seed", 1)[1] for f in files[system]],
             "parameters": params,
+            "training_cost": costs.get(system),
             "ents_strict": result["metrics"]["ents_strict"]["a"],
             "rels_strict": result["metrics"]["rels_strict"]["a"],
             "vs_reference": {k: result["metrics"][k]["bootstrap"] for k in ("ents_strict", "rels_strict")}
@@ -97,24 +148,37 @@ def build(folder: Path, systems: List[str], reference: str) -> Dict[str, Any]:
     return {"reference": reference, "rows": rows}
 
 
+def _count(n: Optional[int]) -> str:
+    return "–" if n is None else f"{n / 1000:,.0f}k" if n >= 10_000 else f"{n:,}"
+
+
 def markdown(table: Dict[str, Any]) -> str:
     ref = table["reference"]
     lines = [
-        f"| system | seeds | trainable share | entity strict F1 | relation strict F1 | Δ entities vs {ref} | Δ relations vs {ref} |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| system | seeds | trainable share | trained for entities | step time vs soft | training memory vs soft "
+        f"| entity strict F1 | relation strict F1 | Δ entities vs {ref} | Δ relations vs {ref} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in table["rows"]:
-        params = row["parameters"]
+        params = row["parameters"] or {}
         share = f"{100 * params['trainable'] / params['total']:.2f}%" if params else "–"
+        cost = row.get("training_cost") or {}
+        time_ratio = f"{cost['time_vs_soft']:.2f}×" if cost else "–"
+        memory_ratio = f"{cost['memory_vs_soft']:.2f}×" if cost else "–"
         vs = row["vs_reference"] or {}
         lines.append(
-            f"| {row['system']} | {len(row['seeds'])} | {share} | {_pct(row['ents_strict'])} | {_pct(row['rels_strict'])} "
+            f"| {row['system']} | {len(row['seeds'])} | {share} | {_count(params.get('entity_path'))} | {time_ratio} "
+            f"| {memory_ratio} | {_pct(row['ents_strict'])} | {_pct(row['rels_strict'])} "
             f"| {_interval({'bootstrap': vs.get('ents_strict')})} | {_interval({'bootstrap': vs.get('rels_strict')})} |"
         )
     lines.append("")
     lines.append(
         "F1 in %, mean ± sample sd over seeds; Δ: paired bootstrap over the dev documents of the pooled seeds, "
-        "points, 95% interval (python -m spacy_softprompt compare). PEFT peers predict no relations."
+        "points, 95% interval (python -m spacy_softprompt compare). PEFT peers predict no relations. "
+        "Trained for entities: trainable parameters that produce the entities (prompts, adapters, concept head; "
+        "a PEFT peer's every trained parameter); the rest of a pipeline's trainable share is its relation head. "
+        "Step time and training memory (peak above the memory after initialisation): MiniLM, CPU, "
+        "python -m spacy_softprompt bench training --backbones minilm (benchmarks/results/training.json)."
     )
     return "\n".join(lines) + "\n"
 
@@ -127,6 +191,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--systems", nargs="+", default=list(DESCRIPTIONS))
     parser.add_argument("--reference", default="soft-frozen")
     parser.add_argument("--output", type=Path, default=Path("docs/frozen_table.md"))
+    parser.add_argument("--training", type=Path, default=Path("benchmarks/results/training.json"),
+                        help="bench training's results, for step time and memory relative to soft")
     args = parser.parse_args(argv)
     if args.run_info is not None:
         print(json.dumps({"model": str(args.run_info), "parameters": pipeline_parameters(args.run_info), "wall_s": args.wall_s}))
@@ -134,7 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.folder is None:
         parser.error("give the metrics folder (or --run-info MODEL_DIR)")
     systems = [s for item in args.systems for s in item.split()]
-    table = build(args.folder, systems, args.reference)
+    table = build(args.folder, systems, args.reference, args.training)
     text = markdown(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf8")

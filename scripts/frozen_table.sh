@@ -7,7 +7,9 @@
 # Resumable: a run whose metrics file exists is skipped, so rerunning after a kill goes on where it
 # stopped (a killed run restarts from its beginning). Runs one after the other, at the priority the
 # caller gives (e.g. `nice -n 19`).
-# usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix peft-lora soft"] scripts/frozen_table.sh
+# usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix peft-prefix22 peft-lora soft"] scripts/frozen_table.sh
+# peft-prefix<N>: prefix tuning with N virtual tokens (peft-prefix: 20; peft-prefix22: 22, the
+# smallest prefix that trains at least as many parameters as soft-frozen's entity path).
 # outputs: trained pipelines in training/frozen/<system>-seed<S>/ (not kept); per run, in
 # benchmarks/results/frozen/: <system>-seed<S>.json (dev metrics with per-document counts) and
 # runs/<system>-seed<S>.json (trainable / total parameters, wall seconds; PEFT: the baseline's report).
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
 DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
-SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix peft-lora soft}
+SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix peft-prefix22 peft-lora soft}
 RESULTS=${RESULTS:-benchmarks/results/frozen}
 mkdir -p "$RESULTS/runs" training/frozen
 
@@ -27,7 +29,9 @@ run_one() {  # run_one SYSTEM SEED
   local start=$SECONDS
   case $system in
     peft-*)
-      $PYTHON benchmarks/baseline_peft.py --method "${system#peft-}" --seed "$seed" --train "$TRAIN" --dev "$DEV" \
+      local method=${system#peft-} extra=()
+      if [[ $method =~ ^prefix([0-9]+)$ ]]; then extra=(--virtual-tokens "${BASH_REMATCH[1]}"); method=prefix; fi
+      $PYTHON benchmarks/baseline_peft.py --method "$method" "${extra[@]}" --seed "$seed" --train "$TRAIN" --dev "$DEV" \
         --output "$RESULTS/runs/$system-seed$seed.json" --metrics-output "$out.partial"
       ;;
     *)

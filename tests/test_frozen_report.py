@@ -44,14 +44,14 @@ def test_table_gives_mean_sd_and_interval_against_the_reference(tmp_path):
     frozen, prefix = rows["soft-frozen"], rows["peft-prefix"]
     assert frozen["ents_strict"]["mean"] == pytest.approx(0.6) and frozen["ents_strict"]["sd"] == pytest.approx(0.1)
     assert frozen["vs_reference"] is None and frozen["seeds"] == ["0", "1", "2"]
-    assert prefix["parameters"] == {"trainable": 25, "total": 1000}
+    assert prefix["parameters"] == {"trainable": 25, "total": 1000}  # not a PEFT report: entity path unknown
     # every document pairs 8/10 against the pooled 18/30: +0.2 exactly, in every resample
     boot = prefix["vs_reference"]["ents_strict"]
     assert boot["observed"] == pytest.approx(0.2) and boot["low"] == pytest.approx(0.2) and boot["high"] == pytest.approx(0.2)
     assert prefix["vs_reference"]["rels_strict"] is None  # the peer predicts no relations
     text = report.markdown(table)
-    assert "| peft-prefix | 2 | 2.50% | 80.0 ± 0.0 | – | +20.0 [+20.0, +20.0] | – |" in text
-    assert "| soft-frozen | 3 | – | 60.0 ± 10.0 | 60.0 ± 10.0 | – | – |" in text
+    assert "| peft-prefix | 2 | 2.50% | – | – | – | 80.0 ± 0.0 | – | +20.0 [+20.0, +20.0] | – |" in text
+    assert "| soft-frozen | 3 | – | – | – | – | 60.0 ± 10.0 | 60.0 ± 10.0 | – | – |" in text
 
 
 def test_run_info_counts_the_trainable_part_of_a_saved_frozen_pipeline(tiny_megatron, tmp_path):
@@ -71,4 +71,68 @@ def test_run_info_counts_the_trainable_part_of_a_saved_frozen_pipeline(tiny_mega
     backbone = sum(p.numel() for p in encoder.backbone.parameters())
     counts = report.pipeline_parameters(tmp_path / "model")
     # 2 prompt vectors x (key, value) x 2 layers x 32 hidden
-    assert counts == {"trainable": 2 * 2 * 2 * 32, "total": backbone + 2 * 2 * 2 * 32}
+    prompts = 2 * 2 * 2 * 32
+    assert counts == {"trainable": prompts, "total": backbone + prompts, "entity_path": prompts,
+                      "parts": {"transformer": prompts}}
+
+
+def test_entity_path_and_training_costs_in_the_table(tmp_path):
+    """The entity path of a PEFT peer is all it trains; ours comes from --run-info, read from any
+    seed that has it; step time and memory are relative to the unfrozen run of bench training."""
+    report = _load_script()
+    folder = tmp_path / "frozen"
+    (folder / "runs").mkdir(parents=True)
+    for seed in (0, 1):
+        (folder / f"soft-frozen-seed{seed}.json").write_text(json.dumps(_metrics(6)))
+        (folder / f"peft-prefix-seed{seed}.json").write_text(json.dumps(_metrics(5, relations=False)))
+    (folder / "runs" / "soft-frozen-seed0.json").write_text(json.dumps({"parameters": {"trainable": 700, "total": 10_000}}))
+    (folder / "runs" / "soft-frozen-seed1.json").write_text(json.dumps(
+        {"parameters": {"trainable": 700, "total": 10_000, "entity_path": 100}}))
+    (folder / "runs" / "peft-prefix-seed0.json").write_text(json.dumps(
+        {"benchmark": "baseline_peft_prefix", "parameters": {"trainable": 98, "total": 9_000}}))
+    training = tmp_path / "training.json"
+    training.write_text(json.dumps({"backbones": {"minilm": {"runs": {
+        "unfrozen P=20 deep": {"step_s": 2.0, "peak_above_init_mb": 800.0},
+        "frozen P=20 deep": {"step_s": 1.0, "peak_above_init_mb": 200.0}}}}}))
+    table = report.build(folder, ["soft-frozen", "peft-prefix"], "soft-frozen", training)
+    rows = {r["system"]: r for r in table["rows"]}
+    assert rows["soft-frozen"]["parameters"]["entity_path"] == 100
+    assert rows["peft-prefix"]["parameters"]["entity_path"] == 98
+    assert rows["soft-frozen"]["training_cost"]["time_vs_soft"] == pytest.approx(0.5)
+    assert rows["soft-frozen"]["training_cost"]["memory_vs_soft"] == pytest.approx(0.25)
+    assert rows["peft-prefix"]["training_cost"] is None
+    text = report.markdown(table)
+    assert "| soft-frozen | 2 | 7.00% | 100 | 0.50× | 0.25× | 60.0 ± 0.0 |" in text
+    assert "| peft-prefix | 2 | 1.09% | 98 | – | – | 50.0 ± 0.0 |" in text
+
+
+def test_run_info_leaves_the_relation_head_out_of_the_entity_path(tiny_bert, tmp_path):
+    import spacy
+    from spacy.training import Example
+
+    import spacy_softprompt  # noqa: F401
+    from spacy_softprompt.testing import toy_docs
+
+    report = _load_script()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {
+        "@architectures": "spacy_softprompt.SoftPromptTransformerModel.v1", "name": str(tiny_bert),
+        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 12, "stride": 9},
+        "prompt_length": 3, "prompt_depth": "deep", "freeze_backbone": True, "init_seed": 0}})
+    nlp.add_pipe("token_ner")
+    nlp.add_pipe("relation_extractor")
+    nlp.initialize(lambda: [Example(nlp.make_doc(doc.text), doc) for doc in toy_docs(nlp)])
+    nlp.to_disk(tmp_path / "model")
+    counts = report.pipeline_parameters(tmp_path / "model")
+    encoder = nlp.get_pipe("transformer").model.encoder
+    prompts = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+
+    def head_size(name):
+        return sum(int(node.get_param(p).size) for node in nlp.get_pipe(name).model.walk()
+                   if not node.name.startswith("transformer-listener") for p in node.param_names if node.has_param(p))
+
+    ner, rel = head_size("token_ner"), head_size("relation_extractor")
+    assert ner > 0 and rel > 0
+    assert counts["parts"] == {"transformer": prompts, "token_ner": ner, "relation_extractor": rel}
+    assert counts["trainable"] == prompts + ner + rel
+    assert counts["entity_path"] == prompts + ner
