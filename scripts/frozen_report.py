@@ -149,7 +149,7 @@ def build(folder: Path, systems: List[str], reference: str, training_json: Optio
 
 
 def _count(n: Optional[int]) -> str:
-    return "–" if n is None else f"{n / 1000:,.0f}k" if n >= 10_000 else f"{n:,}"
+    return "–" if n is None else f"{n:,}"
 
 
 def markdown(table: Dict[str, Any]) -> str:
