@@ -52,6 +52,24 @@ def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch)
     )
 
 
+
+def test_prompt_shape_grid_trains_the_frozen_recipe_into_the_study_results(monkeypatch):
+    """docs/study_cpu/prompt_shape.yml: soft-frozen, input and deep x P 5/20/80, 2 seeds, the
+    frozen config's own recipe, rows in the main grid's results file (one report)."""
+    from spacy.util import load_config
+
+    monkeypatch.chdir(REPO)
+    grid = load_grid("docs/study_cpu/prompt_shape.yml")
+    main = load_grid("docs/study_cpu/grid.yml")
+    assert (grid.results, grid.report) == (main.results, main.report)
+    frozen = load_config("configs/tok_soft-frozen_cpu.cfg")["training"]
+    specs = grid.plan()
+    assert {(s.strategy, s.prompt_depth, s.prompt_length, s.seed) for s in specs} == {
+        ("soft-frozen", d, p, seed) for d in ("input", "deep") for p in (5, 20, 80) for seed in (0, 1)
+    }
+    assert all(s.frozen and s.max_steps == frozen["max_steps"] for s in specs)
+    assert estimate(grid)["total"]["trained"] == 12
+
 def _mini_grid(tmp_path: Path, corpus: Path, backbone: Path, max_steps: int) -> Path:
     grid = {
         "results": str(tmp_path / "results.jsonl"),
