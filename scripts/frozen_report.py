@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from spacy_softprompt.compare import compare_files
+from spacy_softprompt.study.curve import convergence
 
 DESCRIPTIONS = {
     "soft": "soft prompts, backbone unfrozen (the main job, 600 steps)",
@@ -89,6 +90,37 @@ def _parameters(seed_files: List[Path]) -> Optional[Dict[str, int]]:
     return found
 
 
+def run_curve(seed_file: Path) -> List[Dict[str, Any]]:
+    """A run's dev entity strict F1 curve as ``{"step", "score"}`` points: our pipelines'
+    ``runs/<stem>.curve.json`` (``train --curve``; steps), a PEFT peer's per-epoch scores in its
+    report (epochs); [] when the run left none."""
+    runs = seed_file.parent / "runs"
+    curve_file = runs / f"{seed_file.stem}.curve.json"
+    if curve_file.is_file():
+        points = json.loads(curve_file.read_text())
+        return [{"step": p["step"], "score": p["ents_strict_f"]} for p in points if "ents_strict_f" in p]
+    info = runs / seed_file.name
+    if info.is_file():
+        epochs = json.loads(info.read_text()).get("epochs") or []
+        return [{"step": e["epoch"], "score": e["ents_strict_f"]} for e in epochs if "ents_strict_f" in e]
+    return []
+
+
+def run_convergence(seed_file: Path) -> Dict[str, Any]:
+    """The convergence rule of the study (``study.curve.convergence``: best dev entity strict F1
+    not improved by >= 0.5 points over the last quarter of the run) on a run's curve."""
+    found = convergence(run_curve(seed_file))
+    return {"seed": seed_file.stem.rsplit("-seed", 1)[1], **found}
+
+
+def _converged(runs: List[Dict[str, Any]]) -> str:
+    known = [r for r in runs if r["converged"] is not None]
+    if not known:
+        return "–"
+    best = ", ".join(str(r["best_step"]) for r in known)
+    return f"{sum(r['converged'] for r in known)}/{len(runs)} (best at {best})"
+
+
 def training_costs(training_json: Path) -> Dict[str, Dict[str, float]]:
     """Step time and peak training memory (above the memory after initialisation) of each
     system relative to the unfrozen one, from ``bench training``'s MiniLM runs."""
@@ -139,6 +171,7 @@ def build(folder: Path, systems: List[str], reference: str, training_json: Optio
             "seeds": [f.stem.rsplit("-seed", 1)[1] for f in files[system]],
             "parameters": params,
             "training_cost": costs.get(system),
+            "convergence": [run_convergence(f) for f in files[system]],
             "ents_strict": result["metrics"]["ents_strict"]["a"],
             "rels_strict": result["metrics"]["rels_strict"]["a"],
             "vs_reference": {k: result["metrics"][k]["bootstrap"] for k in ("ents_strict", "rels_strict")}
@@ -155,9 +188,9 @@ def _count(n: Optional[int]) -> str:
 def markdown(table: Dict[str, Any]) -> str:
     ref = table["reference"]
     lines = [
-        f"| system | seeds | trainable share | trained for entities | step time vs soft | training memory vs soft "
+        f"| system | seeds | converged | trainable share | trained for entities | step time vs soft | training memory vs soft "
         f"| entity strict F1 | relation strict F1 | Δ entities vs {ref} | Δ relations vs {ref} |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in table["rows"]:
         params = row["parameters"] or {}
@@ -167,7 +200,7 @@ def markdown(table: Dict[str, Any]) -> str:
         memory_ratio = f"{cost['memory_vs_soft']:.2f}×" if cost else "–"
         vs = row["vs_reference"] or {}
         lines.append(
-            f"| {row['system']} | {len(row['seeds'])} | {share} | {_count(params.get('entity_path'))} | {time_ratio} "
+            f"| {row['system']} | {len(row['seeds'])} | {_converged(row.get('convergence') or [])} | {share} | {_count(params.get('entity_path'))} | {time_ratio} "
             f"| {memory_ratio} | {_pct(row['ents_strict'])} | {_pct(row['rels_strict'])} "
             f"| {_interval({'bootstrap': vs.get('ents_strict')})} | {_interval({'bootstrap': vs.get('rels_strict')})} |"
         )
@@ -178,7 +211,9 @@ def markdown(table: Dict[str, Any]) -> str:
         "Trained for entities: trainable parameters that produce the entities (prompts, adapters, concept head; "
         "a PEFT peer's every trained parameter); the rest of a pipeline's trainable share is its relation head. "
         "Step time and training memory (peak above the memory after initialisation): MiniLM, CPU, "
-        "python -m spacy_softprompt bench training --backbones minilm (benchmarks/results/training.json)."
+        "python -m spacy_softprompt bench training --backbones minilm (benchmarks/results/training.json). "
+        "Converged: runs whose best dev entity strict F1 did not improve by 0.5 points or more over the last "
+        "quarter of the run (steps; PEFT peers: epochs), of the seeds; – where no curve was stored."
     )
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,8 @@
 # smallest prefix that trains at least as many parameters as soft-frozen's entity path).
 # outputs: trained pipelines in training/frozen/<system>-seed<S>/ (not kept); per run, in
 # benchmarks/results/frozen/: <system>-seed<S>.json (dev metrics with per-document counts) and
-# runs/<system>-seed<S>.json (trainable / total parameters, wall seconds; PEFT: the baseline's report).
+# runs/<system>-seed<S>.json (trainable / total parameters, wall seconds; PEFT: the baseline's report,
+# with its per-epoch dev scores) and, for our pipelines, runs/<system>-seed<S>.curve.json (the dev curve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -39,6 +40,7 @@ run_one() {  # run_one SYSTEM SEED
       [ "$system" = soft ] && steps=(--training.max_steps 600)  # the main job's budget (project.yml)
       rm -rf "training/frozen/$system-seed$seed"
       $PYTHON -m spacy_softprompt train "configs/tok_${system}_cpu.cfg" --output "training/frozen/$system-seed$seed" \
+        --curve "$RESULTS/runs/$system-seed$seed.curve.json" \
         --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" "${steps[@]}"
       $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"
       $PYTHON scripts/frozen_report.py --run-info "training/frozen/$system-seed$seed/model-best" \

@@ -289,6 +289,9 @@ def train(
     config_path: Path = typer.Argument(..., help="Training config."),
     output_path: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder."),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
+    curve: Optional[Path] = typer.Option(
+        None, "--curve", help="Also write the dev curve (step, score, entity and relation strict F1, seconds) to this JSON file, updated at every evaluation."
+    ),
 ) -> None:
     """``spacy train`` with ``package:`` backbone names resolved to folders, so plain
     spacy-transformers architectures (the baseline) can use the offline backbone too.
@@ -307,7 +310,25 @@ def train(
         backbone = load_config(config_path, interpolate=False)["paths"].get("backbone")
         if isinstance(backbone, str):
             overrides["paths.backbone"] = resolve_backbone(backbone)
-    spacy_train(config_path, output_path, use_gpu=gpu_id, overrides=overrides)
+    if curve is None:
+        spacy_train(config_path, output_path, use_gpu=gpu_id, overrides=overrides)
+        return
+    import tempfile
+
+    from spacy.util import load_config
+
+    from .study.curve import LOGGER_NAME, register
+
+    # the config's own logger keeps logging; the curve logger wraps it (a merged copy of the
+    # config, since an override cannot replace a registered function's arguments)
+    register()
+    config = load_config(config_path, overrides=overrides, interpolate=False)
+    config["training"]["logger"] = {"@loggers": LOGGER_NAME, "path": str(curve), "inner": dict(config["training"]["logger"])}
+    curve.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = Path(tmp) / "config.cfg"
+        config.to_disk(merged)
+        spacy_train(merged, output_path, use_gpu=gpu_id, overrides={})
 
 
 @app.command(

@@ -50,8 +50,8 @@ def test_table_gives_mean_sd_and_interval_against_the_reference(tmp_path):
     assert boot["observed"] == pytest.approx(0.2) and boot["low"] == pytest.approx(0.2) and boot["high"] == pytest.approx(0.2)
     assert prefix["vs_reference"]["rels_strict"] is None  # the peer predicts no relations
     text = report.markdown(table)
-    assert "| peft-prefix | 2 | 2.50% | – | – | – | 80.0 ± 0.0 | – | +20.0 [+20.0, +20.0] | – |" in text
-    assert "| soft-frozen | 3 | – | – | – | – | 60.0 ± 10.0 | 60.0 ± 10.0 | – | – |" in text
+    assert "| peft-prefix | 2 | – | 2.50% | – | – | – | 80.0 ± 0.0 | – | +20.0 [+20.0, +20.0] | – |" in text
+    assert "| soft-frozen | 3 | – | – | – | – | – | 60.0 ± 10.0 | 60.0 ± 10.0 | – | – |" in text
 
 
 def test_run_info_counts_the_trainable_part_of_a_saved_frozen_pipeline(tiny_megatron, tmp_path):
@@ -102,8 +102,8 @@ def test_entity_path_and_training_costs_in_the_table(tmp_path):
     assert rows["soft-frozen"]["training_cost"]["memory_vs_soft"] == pytest.approx(0.25)
     assert rows["peft-prefix"]["training_cost"] is None
     text = report.markdown(table)
-    assert "| soft-frozen | 2 | 7.00% | 100 | 0.50× | 0.25× | 60.0 ± 0.0 |" in text
-    assert "| peft-prefix | 2 | 1.09% | 98 | – | – | 50.0 ± 0.0 |" in text
+    assert "| soft-frozen | 2 | – | 7.00% | 100 | 0.50× | 0.25× | 60.0 ± 0.0 |" in text
+    assert "| peft-prefix | 2 | – | 1.09% | 98 | – | – | 50.0 ± 0.0 |" in text
 
 
 def test_run_info_leaves_the_relation_head_out_of_the_entity_path(tiny_bert, tmp_path):
@@ -136,3 +136,31 @@ def test_run_info_leaves_the_relation_head_out_of_the_entity_path(tiny_bert, tmp
     assert counts["parts"] == {"transformer": prompts, "token_ner": ner, "relation_extractor": rel}
     assert counts["trainable"] == prompts + ner + rel
     assert counts["entity_path"] == prompts + ner
+
+
+def test_convergence_of_each_run_from_its_curve_or_epochs(tmp_path):
+    """Our runs' curves (train --curve) and the PEFT reports' epochs go through the study's
+    rule: a run still gaining >= 0.5 points in its last quarter is not converged."""
+    report = _load_script()
+    folder = tmp_path / "frozen"
+    (folder / "runs").mkdir(parents=True)
+    for seed in (0, 1):
+        (folder / f"soft-frozen-seed{seed}.json").write_text(json.dumps(_metrics(6)))
+    (folder / "peft-prefix-seed0.json").write_text(json.dumps(_metrics(5, relations=False)))
+    flat = [{"step": s, "score": 0.5, "ents_strict_f": f} for s, f in ((0, 0.0), (200, 0.50), (400, 0.57), (600, 0.572), (800, 0.571))]
+    rising = [{"step": s, "score": 0.5, "ents_strict_f": f} for s, f in ((0, 0.0), (200, 0.40), (400, 0.50), (600, 0.55), (800, 0.58))]
+    (folder / "runs" / "soft-frozen-seed0.curve.json").write_text(json.dumps(flat))
+    (folder / "runs" / "soft-frozen-seed1.curve.json").write_text(json.dumps(rising))
+    epochs = [{"epoch": e, "ents_strict_f": f} for e, f in ((1, 0.1), (2, 0.4), (3, 0.52), (4, 0.50), (5, 0.51), (6, 0.50), (7, 0.49), (8, 0.50))]
+    (folder / "runs" / "peft-prefix-seed0.json").write_text(json.dumps(
+        {"benchmark": "baseline_peft_prefix", "parameters": {"trainable": 98, "total": 9_000}, "epochs": epochs}))
+    table = report.build(folder, ["soft-frozen", "peft-prefix"], "soft-frozen")
+    rows = {r["system"]: r for r in table["rows"]}
+    frozen = {r["seed"]: r for r in rows["soft-frozen"]["convergence"]}
+    assert frozen["0"]["converged"] is True and frozen["0"]["best_step"] == 600
+    assert frozen["1"]["converged"] is False and frozen["1"]["late_gain"] == pytest.approx(0.03)  # 0.58 - best up to step 600
+    prefix = rows["peft-prefix"]["convergence"][0]
+    assert prefix["converged"] is True and prefix["best_step"] == 3
+    text = report.markdown(table)
+    assert "| soft-frozen | 2 | 1/2 (best at 600, 800) |" in text
+    assert "| peft-prefix | 1 | 1/1 (best at 3) |" in text

@@ -205,7 +205,7 @@ def test_peft_baseline_trains_only_its_adapters(toy_corpus, tiny_bert, tmp_path,
                                "--max-length", "16", "--threads", "1", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["settings"]["lr"] == peft_baseline.RECIPES[method]["lr"]
-    assert report["settings"]["patience"] == 5
+    assert report["settings"]["patience"] == 10
     params = report["parameters"]
     # the frozen backbone is most of the model; the classifier and the prefix / adapters train
     assert 0 < params["trainable"] < share_below * params["total"]
