@@ -121,6 +121,46 @@ def _converged(runs: List[Dict[str, Any]]) -> str:
     return f"{sum(r['converged'] for r in known)}/{len(runs)} (best at {best})"
 
 
+def plot_curves(folder: Path, systems: List[str], path: Path) -> Optional[Path]:
+    """F1 vs training: dev entity strict F1 of every stored run, our pipelines by step (left),
+    the PEFT peers by epoch (right), one colour per system, one line per seed. None without
+    matplotlib (``pip install 'spacy-softprompt[plots]'``) or without curves."""
+    try:
+        from spacy_softprompt.study.plots import pyplot
+        plt = pyplot()
+    except ImportError:
+        return None
+    panels: Dict[bool, List[tuple]] = {False: [], True: []}
+    for system in systems:
+        for seed_file in sorted(folder.glob(f"{system}-seed*.json")):
+            points = run_curve(seed_file)
+            if points:
+                panels[system.startswith("peft-")].append((system, seed_file.stem.rsplit("-seed", 1)[1], points))
+    if not any(panels.values()):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colours = {system: f"C{i}" for i, system in enumerate(systems)}
+    for ax, peft, xlabel in ((axes[0], False, "training step"), (axes[1], True, "epoch")):
+        labelled = set()
+        for system, seed, points in panels[peft]:
+            ax.plot([p["step"] for p in points], [100 * p["score"] for p in points], color=colours[system],
+                     alpha=0.8, marker=".", label=None if system in labelled else system)
+            labelled.add(system)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if labelled:
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("dev entity strict F1 (%)")
+    axes[0].set_title("this package (frozen and unfrozen)", fontsize=9)
+    axes[1].set_title("PEFT peers", fontsize=9)
+    axes[0].set_ylim(bottom=0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def training_costs(training_json: Path) -> Dict[str, Dict[str, float]]:
     """Step time and peak training memory (above the memory after initialisation) of each
     system relative to the unfrozen one, from ``bench training``'s MiniLM runs."""
@@ -226,6 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--systems", nargs="+", default=list(DESCRIPTIONS))
     parser.add_argument("--reference", default="soft-frozen")
     parser.add_argument("--output", type=Path, default=Path("docs/frozen_table.md"))
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="the F1-vs-training figure (default: beside --output, <stem>_curves.png)")
     parser.add_argument("--training", type=Path, default=Path("benchmarks/results/training.json"),
                         help="bench training's results, for step time and memory relative to soft")
     args = parser.parse_args(argv)
@@ -240,6 +282,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf8")
     args.output.with_suffix(".json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf8")
+    figure = plot_curves(args.folder, systems, args.plot or args.output.with_name(f"{args.output.stem}_curves.png"))
+    if figure is not None:
+        with args.output.open("a", encoding="utf8") as out:
+            out.write(f"\n![dev entity strict F1 during training, every stored run]({figure.name})\n")
     print(text)
     return 0
 

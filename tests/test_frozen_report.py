@@ -164,3 +164,16 @@ def test_convergence_of_each_run_from_its_curve_or_epochs(tmp_path):
     text = report.markdown(table)
     assert "| soft-frozen | 2 | 1/2 (best at 600, 800) |" in text
     assert "| peft-prefix | 1 | 1/1 (best at 3) |" in text
+
+
+def test_curves_figure_from_stored_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = _load_script()
+    folder = tmp_path / "frozen"
+    (folder / "runs").mkdir(parents=True)
+    assert report.plot_curves(folder, ["soft-frozen"], tmp_path / "none.png") is None  # nothing stored
+    (folder / "soft-frozen-seed0.json").write_text(json.dumps(_metrics(6)))
+    (folder / "runs" / "soft-frozen-seed0.curve.json").write_text(json.dumps(
+        [{"step": 0, "score": 0.0, "ents_strict_f": 0.0}, {"step": 200, "score": 0.4, "ents_strict_f": 0.5}]))
+    figure = report.plot_curves(folder, ["soft-frozen", "peft-prefix"], tmp_path / "curves.png")
+    assert figure == tmp_path / "curves.png" and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
