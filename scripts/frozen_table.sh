@@ -7,9 +7,11 @@
 # Resumable: a run whose metrics file exists is skipped, so rerunning after a kill goes on where it
 # stopped (a killed run restarts from its beginning). Runs one after the other, at the priority the
 # caller gives (e.g. `nice -n 19`).
-# usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix peft-prefix22 peft-lora soft"] scripts/frozen_table.sh
+# usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix22 peft-lora soft"] [PEFT_ARGS="..."] scripts/frozen_table.sh
 # peft-prefix<N>: prefix tuning with N virtual tokens (peft-prefix: 20; peft-prefix22: 22, the
-# smallest prefix that trains at least as many parameters as soft-frozen's entity path).
+# smallest prefix that trains at least as many parameters as soft-frozen's entity path). PEFT_ARGS
+# go to benchmarks/baseline_peft.py; the stored 20-token prefix runs (seeds 0, 1) were made with
+# SEEDS="0 1" SYSTEMS=peft-prefix PEFT_ARGS="--patience 5". The table covers every system stored.
 # outputs: trained pipelines in training/frozen/<system>-seed<S>/ (not kept); per run, in
 # benchmarks/results/frozen/: <system>-seed<S>.json (dev metrics with per-document counts) and
 # runs/<system>-seed<S>.json (trainable / total parameters, wall seconds; PEFT: the baseline's report,
@@ -19,7 +21,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
 DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
-SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix peft-prefix22 peft-lora soft}
+SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix22 peft-lora soft}
+read -r -a PEFT_EXTRA <<< "${PEFT_ARGS:-}"
 RESULTS=${RESULTS:-benchmarks/results/frozen}
 mkdir -p "$RESULTS/runs" training/frozen
 
@@ -32,7 +35,7 @@ run_one() {  # run_one SYSTEM SEED
     peft-*)
       local method=${system#peft-} extra=()
       if [[ $method =~ ^prefix([0-9]+)$ ]]; then extra=(--virtual-tokens "${BASH_REMATCH[1]}"); method=prefix; fi
-      $PYTHON benchmarks/baseline_peft.py --method "$method" "${extra[@]}" --seed "$seed" --train "$TRAIN" --dev "$DEV" \
+      $PYTHON benchmarks/baseline_peft.py --method "$method" "${extra[@]}" "${PEFT_EXTRA[@]}" --seed "$seed" --train "$TRAIN" --dev "$DEV" \
         --output "$RESULTS/runs/$system-seed$seed.json" --metrics-output "$out.partial"
       ;;
     *)
@@ -57,4 +60,4 @@ for seed in ${SEEDS:-0 1 2}; do
   done
 done
 
-$PYTHON scripts/frozen_report.py "$RESULTS" --systems $SYSTEMS
+$PYTHON scripts/frozen_report.py "$RESULTS"
