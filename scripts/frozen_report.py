@@ -258,6 +258,50 @@ def markdown(table: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_START = "<!-- frozen-table:start (scripts/frozen_report.py --readme README.md writes this table) -->"
+README_END = "<!-- frozen-table:end -->"
+README_NAMES = {
+    "soft": "`soft` (the main job)",
+    "soft-frozen": "`soft-frozen`",
+    "soft-lora": "`soft-lora`",
+    "peft-prefix": "PEFT prefix tuning, 20 virtual tokens",
+    "peft-prefix22": "PEFT prefix tuning, 22 virtual tokens",
+    "peft-lora": "PEFT LoRA, rank 8",
+}
+
+
+def readme_table(table: Dict[str, Any]) -> str:
+    """The README's compact version of the table (same figures)."""
+    ref = table["reference"]
+    lines = [
+        f"| system | backbone | seeds (converged) | trained for entities | entity strict F1 | relation strict F1 | Δ entities vs `{ref}` [95% CI] |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in table["rows"]:
+        params = row["parameters"] or {}
+        runs = row.get("convergence") or []
+        known = [r for r in runs if r["converged"] is not None]
+        converged = f"{len(row['seeds'])} ({sum(r['converged'] for r in known)})" if known else f"{len(row['seeds'])} (–)"
+        entity = "all" if row["system"] == "soft" else _count(params.get("entity_path"))
+        vs = (row["vs_reference"] or {}).get("ents_strict")
+        lines.append(
+            f"| {README_NAMES.get(row['system'], row['system'])} | {'trained' if row['system'] == 'soft' else 'frozen'} "
+            f"| {converged} | {entity} | {_pct(row['ents_strict'])} | {_pct(row['rels_strict'])} "
+            f"| {_interval({'bootstrap': vs})} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(readme: Path, table: Dict[str, Any]) -> None:
+    """Replace the table between the README's markers."""
+    text = readme.read_text(encoding="utf8")
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"error: {readme} has no frozen-table markers ({README_START!r} ... {README_END!r})")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{readme_table(table)}{README_END}{tail}", encoding="utf8")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, nargs="?")
@@ -266,6 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--systems", nargs="+", default=list(DESCRIPTIONS))
     parser.add_argument("--reference", default="soft-frozen")
     parser.add_argument("--output", type=Path, default=Path("docs/frozen_table.md"))
+    parser.add_argument("--readme", type=Path, default=None, help="also rewrite the table between this file's frozen-table markers")
     parser.add_argument("--plot", type=Path, default=None,
                         help="the F1-vs-training figure (default: beside --output, <stem>_curves.png)")
     parser.add_argument("--training", type=Path, default=Path("benchmarks/results/training.json"),
@@ -282,6 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf8")
     args.output.with_suffix(".json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf8")
+    if args.readme is not None:
+        write_readme(args.readme, table)
     figure = plot_curves(args.folder, systems, args.plot or args.output.with_name(f"{args.output.stem}_curves.png"))
     if figure is not None:
         with args.output.open("a", encoding="utf8") as out:
