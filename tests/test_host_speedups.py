@@ -8,7 +8,9 @@ optimised stages, and with each stage put back to the old code path
 pooling for itself).  Entities, relations, wordpieces and alignment must be
 identical, hidden states and pooled vectors equal at every real position.
 
-The decoding (``biluo_decoding.viterbi``) and the relation head's pair vectors
+The per-Doc split of the transformer's batch (``SoftPromptTransformerBatch``) is
+compared to spacy-transformers' ``FullTransformerBatch.split_by_doc``; the
+decoding (``biluo_decoding.viterbi``) and the relation head's pair vectors
 (``relation_model._pair_forward``) are compared to verbatim copies of the code
 they replaced (``_reference_viterbi``, ``_reference_pair_forward`` below).
 """
@@ -16,13 +18,14 @@ import numpy
 import pytest
 import spacy
 from spacy.training import Example
-from spacy_transformers.data_classes import WordpieceBatch
+from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
 
 import spacy_softprompt  # noqa: F401
 from spacy_softprompt.annotations import get_relations
 from spacy_softprompt.encoder import layer as encoder_layer
+from spacy_softprompt.encoder.batch import SoftPromptTransformerBatch
 from spacy_softprompt.heads import token_ner as token_ner_module
 from spacy_softprompt.heads.biluo_decoding import B, I, L, N_PARTS, U, _NEG, n_tags, viterbi
 from spacy_softprompt.heads.listener import POOLED_CACHE_ATTR
@@ -171,6 +174,7 @@ def _pair_layer(nlp):
 def _old_paths(nlp, monkeypatch):
     encoder = nlp.get_pipe("transformer").model.encoder
     monkeypatch.setattr(token_ner_module, "viterbi", _reference_viterbi)
+    monkeypatch.setattr(SoftPromptTransformerBatch, "split_by_doc", FullTransformerBatch.split_by_doc)
     monkeypatch.setattr(_pair_layer(nlp), "_func", _reference_pair_forward)
     monkeypatch.setattr(encoder, "forward", encoder._forward_in_row_chunks)
     monkeypatch.setattr(encoder_layer, "wordpiece_batch", _old_wordpieces)
@@ -342,3 +346,31 @@ def test_relation_scores_match_the_reference_on_the_pipeline(trained, monkeypatc
     assert [index.tolist() for _, index in found] == [index.tolist() for _, index in old_found]
     assert new_scores is not None and len(new_scores) > 10
     numpy.testing.assert_allclose(new_scores, old_scores, atol=ATOL, rtol=0)
+
+
+def _assert_same_doc_data(new, old):
+    assert len(new) == len(old)
+    for a, b in zip(new, old):
+        assert a.wordpieces.strings == b.wordpieces.strings and list(a.wordpieces.lengths) == list(b.wordpieces.lengths)
+        numpy.testing.assert_array_equal(a.wordpieces.input_ids, b.wordpieces.input_ids)
+        numpy.testing.assert_array_equal(a.align.dataXd, b.align.dataXd)
+        numpy.testing.assert_array_equal(a.align.lengths, b.align.lengths)
+        assert sorted(a.model_output.keys()) == sorted(b.model_output.keys())
+        for key in b.model_output.keys():
+            numpy.testing.assert_array_equal(a.model_output[key], b.model_output[key])
+
+
+def test_split_by_doc_matches_spacy_transformers(trained):
+    """Per-Doc wordpieces, alignment and outputs as spacy-transformers splits them
+    (empty docs, a one-token doc, long docs in several windows, a Doc given twice)."""
+    nlp, texts = trained
+    model = nlp.get_pipe("transformer").model
+    docs = [nlp.make_doc(text) for text in texts]
+    assert any(len(spans) > 1 for spans in model.attrs["get_spans"](docs))  # a doc in several windows
+    for batch in (docs, docs[:3] + [docs[1]] + docs[3:], docs[-2:]):
+        output = model.predict(batch)
+        assert isinstance(output, SoftPromptTransformerBatch)
+        reference = FullTransformerBatch(
+            spans=output.spans, wordpieces=output.wordpieces, model_output=output.model_output, align=output.align
+        )
+        _assert_same_doc_data(output.split_by_doc(), reference.split_by_doc())
