@@ -7,22 +7,127 @@ optimised stages, and with each stage put back to the old code path
 ``huggingface_tokenize`` + ``WordpieceBatch.from_batch_encoding``; each head
 pooling for itself).  Entities, relations, wordpieces and alignment must be
 identical, hidden states and pooled vectors equal at every real position.
+
+The per-Doc split of the transformer's batch (``SoftPromptTransformerBatch``) is
+compared to spacy-transformers' ``FullTransformerBatch.split_by_doc``; the
+decoding (``biluo_decoding.viterbi``) and the relation head's pair vectors
+(``relation_model._pair_forward``) are compared to verbatim copies of the code
+they replaced (``_reference_viterbi``, ``_reference_pair_forward`` below).
 """
 import numpy
 import pytest
 import spacy
 from spacy.training import Example
-from spacy_transformers.data_classes import WordpieceBatch
+from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
 
 import spacy_softprompt  # noqa: F401
 from spacy_softprompt.annotations import get_relations
 from spacy_softprompt.encoder import layer as encoder_layer
+from spacy_softprompt.encoder.batch import SoftPromptTransformerBatch
+from spacy_softprompt.heads import token_ner as token_ner_module
+from spacy_softprompt.heads.biluo_decoding import B, I, L, N_PARTS, U, _NEG, n_tags, viterbi
 from spacy_softprompt.heads.listener import POOLED_CACHE_ATTR
+from spacy_softprompt.heads.relation_model import distance_buckets
 from spacy_softprompt.testing import toy_docs
 
 ATOL = 1e-5
+
+
+def _reference_viterbi(scores, lengths, xp=numpy):
+    """The dense ``[N, T, S, S]`` Viterbi ``biluo_decoding.viterbi`` replaced (verbatim)."""
+    N, T, K = scores.shape
+    n_labels = (K - 1) // N_PARTS
+    S = 1 + n_labels
+    if N == 0 or T == 0:
+        return xp.zeros((N, T), dtype="int32")
+    scores = scores.astype("float32", copy=False)
+    lengths = xp.asarray(lengths, dtype="int32")
+    parts = scores[:, :, 1:].reshape(N, T, n_labels, N_PARTS)
+    stay_cands = xp.concatenate([scores[:, :, :1], parts[..., U]], axis=2)  # O, U-x
+    stay_arg = stay_cands.argmax(axis=2)
+    inside = xp.arange(1, S)
+    W = xp.full((N, T, S, S), _NEG, dtype="float32")  # W[n, t, state before, state after]
+    W[:, :, 0, 0] = stay_cands.max(axis=2)
+    W[:, :, 0, 1:] = parts[..., B]
+    W[:, :, 1:, 0] = parts[..., L]
+    W[:, :, inside, inside] = parts[..., I]
+    padding = xp.arange(T)[None, :] >= lengths[:, None]
+    identity = xp.asarray(numpy.where(numpy.eye(S, dtype=bool), 0.0, _NEG).astype("float32"))
+    W = xp.where(padding[:, :, None, None], identity[None, None], W)
+    state = xp.full((N, S), _NEG, dtype="float32")
+    state[:, 0] = 0.0
+    back = xp.empty((T, N, S), dtype="int32")
+    for t in range(T):
+        cand = state[:, :, None] + W[:, t]
+        back[t] = cand.argmax(axis=1)
+        state = cand.max(axis=1)
+    states = xp.zeros((N, T + 1), dtype="int32")  # states[:, t]: before token t; paths end closed
+    rows = xp.arange(N)
+    z = states[:, T]
+    for t in range(T - 1, -1, -1):
+        z = back[t][rows, z]
+        states[:, t] = z
+    before, after = states[:, :T], states[:, 1:]
+    label_of = xp.maximum(before, after) - 1
+    part = xp.where(before == 0, xp.where(after == 0, U, B), xp.where(after == 0, L, I))
+    tags = 1 + N_PARTS * label_of + part
+    stay_tag = xp.where(stay_arg == 0, 0, 1 + N_PARTS * (stay_arg - 1) + U)
+    tags = xp.where((before == 0) & (after == 0), stay_tag, tags)
+    return xp.where(padding, 0, tags).astype("int32")
+
+
+def _reference_pair_forward(model, X, is_train):
+    """The per-document cumulative-sum pair forward ``relation_model._pair_forward`` replaced (verbatim)."""
+    docs, pairs = X
+    ops = model.ops
+    tok2vec = model.get_ref("tok2vec")
+    tokvecs, backprop_tok2vec = tok2vec(docs, is_train)
+    table = model.get_param("D")
+    width = tok2vec.get_dim("nO")
+    outputs, caches = [], []
+    for vecs, doc_pairs in zip(tokvecs, pairs):
+        doc_pairs = numpy.asarray(ops.to_numpy(doc_pairs), dtype="i").reshape(-1, 4)
+        if doc_pairs.shape[0] == 0:  # nothing to classify (an empty doc's vectors may be (0, 0))
+            caches.append((None, vecs.shape))
+            continue
+        buckets = ops.asarray1i(distance_buckets(doc_pairs))
+        cumsum = ops.xp.concatenate([ops.alloc2f(1, width), ops.xp.cumsum(vecs, axis=0)], axis=0)
+        doc_pairs = ops.asarray2i(doc_pairs)
+        len1 = ops.asarray2f((doc_pairs[:, 1] - doc_pairs[:, 0]).reshape(-1, 1))
+        len2 = ops.asarray2f((doc_pairs[:, 3] - doc_pairs[:, 2]).reshape(-1, 1))
+        arg1 = (cumsum[doc_pairs[:, 1]] - cumsum[doc_pairs[:, 0]]) / len1
+        arg2 = (cumsum[doc_pairs[:, 3]] - cumsum[doc_pairs[:, 2]]) / len2
+        outputs.append(ops.xp.hstack([arg1, arg2, arg1 * arg2, table[buckets]]))
+        caches.append(((doc_pairs, len1, len2, arg1, arg2, buckets), vecs.shape))
+    output = ops.xp.vstack(outputs) if outputs else ops.alloc2f(0, 3 * width + table.shape[1])
+
+    def backprop(d_output):
+        d_tokvecs = []
+        d_table = ops.alloc2f(*table.shape)
+        offset = 0
+        for cache, vecs_shape in caches:
+            if cache is None:
+                d_tokvecs.append(ops.alloc2f(*vecs_shape))
+                continue
+            doc_pairs, len1, len2, arg1, arg2, buckets = cache
+            n_tokens = vecs_shape[0]
+            n = doc_pairs.shape[0]
+            d = d_output[offset : offset + n]
+            offset += n
+            d_arg1 = d[:, :width] + d[:, 2 * width : 3 * width] * arg2
+            d_arg2 = d[:, width : 2 * width] + d[:, 2 * width : 3 * width] * arg1
+            ops.scatter_add(d_table, buckets, ops.xp.ascontiguousarray(d[:, 3 * width :]))
+            # Mean pooling backward through a difference array: +g at start, -g at end.
+            diff = ops.alloc2f(n_tokens + 1, width)
+            for column, grad in ((0, d_arg1 / len1), (1, -d_arg1 / len1), (2, d_arg2 / len2), (3, -d_arg2 / len2)):
+                ops.scatter_add(diff, ops.xp.ascontiguousarray(doc_pairs[:, column]), ops.xp.ascontiguousarray(grad))
+            d_tokvecs.append(ops.xp.cumsum(diff, axis=0)[:n_tokens])
+        model.inc_grad("D", d_table)
+        return backprop_tok2vec(d_tokvecs)
+
+    return output, backprop
 
 
 def _old_wordpieces(tokenizer, texts):
@@ -62,8 +167,15 @@ def _annotate(nlp, texts):
     return docs, ents, rels
 
 
+def _pair_layer(nlp):
+    return next(node for node in nlp.get_pipe("relation_extractor").model.walk() if node.name == "pair_representation")
+
+
 def _old_paths(nlp, monkeypatch):
     encoder = nlp.get_pipe("transformer").model.encoder
+    monkeypatch.setattr(token_ner_module, "viterbi", _reference_viterbi)
+    monkeypatch.setattr(SoftPromptTransformerBatch, "split_by_doc", FullTransformerBatch.split_by_doc)
+    monkeypatch.setattr(_pair_layer(nlp), "_func", _reference_pair_forward)
     monkeypatch.setattr(encoder, "forward", encoder._forward_in_row_chunks)
     monkeypatch.setattr(encoder_layer, "wordpiece_batch", _old_wordpieces)
     for tok2vec in _heads_tok2vec(nlp):
@@ -79,6 +191,10 @@ def test_optimised_inference_gives_the_old_outputs(trained, monkeypatch):
         _old_paths(nlp, patch)
         old_docs, old_ents, old_rels = _annotate(nlp, texts)
     assert new_ents == old_ents and new_rels == old_rels
+    for new, old in zip(new_docs, old_docs):
+        numpy.testing.assert_allclose(
+            [r["score"] for r in get_relations(new)], [r["score"] for r in get_relations(old)], atol=ATOL, rtol=0
+        )
     assert sum(map(len, new_ents)) > 0 and sum(map(len, new_rels)) > 0  # the comparison covers both heads
     for new, old in zip(new_docs, old_docs):
         if not len(new):
@@ -130,3 +246,131 @@ def test_decoding_on_the_host_gives_the_per_doc_padding_result(trained):
     expected = path_spans(viterbi(padded, lengths), lengths)
     numpy.testing.assert_array_equal(ner.decode(scores), expected)
     assert len(expected) > 0
+
+
+def _random_scores(rng, n_labels, lengths, extra=0):
+    scale = rng.choice([0.1, 1.0, 100.0])
+    scores = rng.normal(size=(len(lengths), max(lengths, default=0) + extra, n_tags(n_labels))) * scale
+    scores[..., 2::4] += rng.uniform(0, 3 * scale, size=scores[..., 2::4].shape)  # tempt invalid I- tags
+    if rng.rand() < 0.4:
+        scores = numpy.round(scores)  # ties between paths
+    return scores.astype("float32")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_viterbi_gives_the_reference_paths(seed):
+    """The sparse, longest-first Viterbi returns the dense one's tags exactly (ties included)."""
+    rng = numpy.random.RandomState(seed)
+    n_labels = int(rng.randint(1, 8))
+    lengths = rng.randint(0, 40 if seed % 4 else 300, size=int(rng.randint(1, 12)))
+    scores = _random_scores(rng, n_labels, lengths, extra=int(rng.randint(0, 3)))
+    numpy.testing.assert_array_equal(viterbi(scores, lengths), _reference_viterbi(scores, lengths))
+
+
+def test_viterbi_edge_shapes_match_the_reference():
+    for shape, lengths in [((0, 0, 5), []), ((3, 0, 9), [0, 0, 0]), ((2, 4, 5), [0, 0]), ((1, 1, 29), [1])]:
+        scores = numpy.random.RandomState(0).normal(size=shape).astype("float32")
+        numpy.testing.assert_array_equal(viterbi(scores, numpy.asarray(lengths)), _reference_viterbi(scores, numpy.asarray(lengths)))
+
+
+def test_viterbi_on_pipeline_scores_matches_the_reference(trained):
+    nlp, texts = trained
+    ner = nlp.get_pipe("token_ner")
+    scores = ner.model.predict(list(nlp.pipe(texts, disable=["token_ner", "relation_extractor"])))
+    lengths = numpy.asarray([s.shape[0] for s in scores])
+    padded = numpy.zeros((len(scores), int(lengths.max()), n_tags(len(ner.labels))), dtype="float32")
+    for i, doc_scores in enumerate(scores):
+        padded[i, : lengths[i]] = doc_scores
+    expected = _reference_viterbi(padded, lengths)
+    numpy.testing.assert_array_equal(viterbi(padded, lengths), expected)
+    assert (expected > 0).any()
+
+
+def _fixed_vectors_layer(vectors, width):
+    """A pair representation over given per-doc token vectors."""
+    from thinc.api import Model
+    from spacy_softprompt.heads.relation_model import pair_representation
+
+    tok2vec = Model("fixed", lambda m, X, is_train: ([v.copy() for v in vectors], lambda d: d), dims={"nO": width})
+    return pair_representation(tok2vec, distance_width=4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pair_vectors_and_gradients_match_the_reference(seed):
+    """Per-batch gathering of distinct argument spans gives the per-doc cumulative
+    sums' outputs and gradients (docs without pairs, repeated spans, long docs)."""
+    rng = numpy.random.RandomState(seed)
+    width = 8
+    n_tokens = [0, 1, 3, 40, 700][: 2 + seed % 4] + [int(rng.randint(2, 60)) for _ in range(3)]
+    vectors = [rng.normal(size=(n, width)).astype("float32") if n else numpy.zeros((0, 0), "float32") for n in n_tokens]
+    pairs = []
+    for n in n_tokens:
+        if n < 2 or rng.rand() < 0.2:
+            pairs.append(numpy.zeros((0, 4), dtype="i"))
+            continue
+        starts = rng.randint(0, n - 1, size=int(rng.randint(1, 25)))
+        ends = numpy.minimum(starts + rng.randint(1, 4, size=starts.shape), n)
+        spans = numpy.stack([starts, ends], axis=1)
+        a, b = rng.randint(0, len(spans), size=(2, int(rng.randint(1, 40))))
+        pairs.append(numpy.concatenate([spans[a], spans[b]], axis=1).astype("i"))
+    docs = [None] * len(vectors)
+    layer = _fixed_vectors_layer(vectors, width)
+    layer.initialize(X=(docs, pairs))
+    d_table = {}
+    results = []
+    for forward in (layer._func, _reference_pair_forward):
+        out, backprop = forward(layer, (docs, pairs), True)
+        d_out = numpy.random.RandomState(99).normal(size=out.shape).astype("float32")
+        layer.set_grad("D", numpy.zeros_like(layer.get_param("D")))
+        d_vectors = backprop(d_out)
+        d_table[forward] = layer.get_grad("D").copy()
+        results.append((out, d_vectors))
+    (new_out, new_d), (old_out, old_d) = results
+    assert new_out.shape == old_out.shape and new_out.shape[0] == sum(len(p) for p in pairs)
+    numpy.testing.assert_allclose(new_out, old_out, atol=ATOL, rtol=0)
+    numpy.testing.assert_allclose(d_table[layer._func], d_table[_reference_pair_forward], atol=ATOL, rtol=0)
+    for new, old in zip(new_d, old_d):
+        assert new.shape == old.shape
+        numpy.testing.assert_allclose(new, old, atol=ATOL, rtol=0)
+
+
+def test_relation_scores_match_the_reference_on_the_pipeline(trained, monkeypatch):
+    """Same candidate pairs, same classifier scores (1e-5) with the old pair forward."""
+    nlp, texts = trained
+    rel = nlp.get_pipe("relation_extractor")
+    docs = list(nlp.pipe(texts, disable=["relation_extractor"]))
+    found, new_scores = rel.predict(docs)
+    with monkeypatch.context() as patch:
+        patch.setattr(_pair_layer(nlp), "_func", _reference_pair_forward)
+        old_found, old_scores = rel.predict(docs)
+    assert [index.tolist() for _, index in found] == [index.tolist() for _, index in old_found]
+    assert new_scores is not None and len(new_scores) > 10
+    numpy.testing.assert_allclose(new_scores, old_scores, atol=ATOL, rtol=0)
+
+
+def _assert_same_doc_data(new, old):
+    assert len(new) == len(old)
+    for a, b in zip(new, old):
+        assert a.wordpieces.strings == b.wordpieces.strings and list(a.wordpieces.lengths) == list(b.wordpieces.lengths)
+        numpy.testing.assert_array_equal(a.wordpieces.input_ids, b.wordpieces.input_ids)
+        numpy.testing.assert_array_equal(a.align.dataXd, b.align.dataXd)
+        numpy.testing.assert_array_equal(a.align.lengths, b.align.lengths)
+        assert sorted(a.model_output.keys()) == sorted(b.model_output.keys())
+        for key in b.model_output.keys():
+            numpy.testing.assert_array_equal(a.model_output[key], b.model_output[key])
+
+
+def test_split_by_doc_matches_spacy_transformers(trained):
+    """Per-Doc wordpieces, alignment and outputs as spacy-transformers splits them
+    (empty docs, a one-token doc, long docs in several windows, a Doc given twice)."""
+    nlp, texts = trained
+    model = nlp.get_pipe("transformer").model
+    docs = [nlp.make_doc(text) for text in texts]
+    assert any(len(spans) > 1 for spans in model.attrs["get_spans"](docs))  # a doc in several windows
+    for batch in (docs, docs[:3] + [docs[1]] + docs[3:], docs[-2:]):
+        output = model.predict(batch)
+        assert isinstance(output, SoftPromptTransformerBatch)
+        reference = FullTransformerBatch(
+            spans=output.spans, wordpieces=output.wordpieces, model_output=output.model_output, align=output.align
+        )
+        _assert_same_doc_data(output.split_by_doc(), reference.split_by_doc())

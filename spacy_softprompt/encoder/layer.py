@@ -36,6 +36,7 @@ from thinc.types import ArgsKwargs
 from transformers.file_utils import ModelOutput
 
 from .align import alignment_via_offset_mapping
+from .batch import SoftPromptTransformerBatch
 from .backbone import load_backbone
 from .adapters import DEFAULT_ADAPTER_TARGETS
 from .model import AUTOCAST_DTYPES, PROMPT_DEPTHS, PromptedEncoder
@@ -517,7 +518,7 @@ def forward(model: SoftPromptTransformerModel, docs: List[Doc], is_train: bool) 
         align = get_alignment(flat_spans, wordpieces.strings, tokenizer.all_special_tokens)
     wordpieces, align = truncate_oversize_splits(wordpieces, align, model.max_text_length)
     model_output, backprop_wrapper = wrapper((wordpieces, prompt_ids), is_train)
-    output = FullTransformerBatch(spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align)
+    output = SoftPromptTransformerBatch(spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align)
 
     def backprop(d_output: FullTransformerBatch) -> List[Doc]:
         backprop_wrapper(d_output.model_output)

@@ -6,9 +6,10 @@ A valid sequence starts with ``O``/``B``/``U``, ends with ``O``/``L``/``U``, and
 ``O``/``B``/``U``).
 
 Decoding is a Viterbi search restricted to those transitions, done with array
-operations over the whole (padded) batch on the scores' device (numpy or
-cupy through ``xp``): one step per token *position* (three array operations
-covering every Doc of the batch), no host round trip until the spans come out.
+operations over the whole (padded) batch (numpy, or cupy through ``xp``;
+``token_ner`` decodes on the host): one step per token *position*, a few
+small array operations over the rows still running, covering every Doc of
+the batch.
 """
 from typing import List, Sequence, Tuple
 
@@ -56,49 +57,73 @@ def viterbi(scores, lengths, xp=numpy):
     A valid path is a walk over ``1 + n_labels`` states: *closed* (no entity
     open after the token) or *inside label x* (after ``B-x``/``I-x``). Each
     step's tag follows from the state change (closed -> closed: ``O`` or the
-    best ``U-x``; closed -> x: ``B-x``; x -> x: ``I-x``; x -> closed: ``L-x``),
-    so the search runs over ``[N, 1 + n_labels, 1 + n_labels]`` arrays (three
-    operations per position, transition scores built for all positions at
-    once); paths start and end closed."""
+    best ``U-x``; closed -> x: ``B-x``; x -> x: ``I-x``; x -> closed: ``L-x``);
+    paths start and end closed.  Only those transitions are scored: the
+    closed state is reached from any state (one ``[rows, S]`` sum and argmax)
+    and inside-x only from closed or from inside-x (two ``[rows, n_labels]``
+    sums), so a step costs a few small array operations and no
+    ``[rows, S, S]`` table.  Rows run longest first and a step covers only the
+    rows still inside their length.  Ties go to the lowest previous state, as
+    an argmax over all states would."""
     N, T, K = scores.shape
     n_labels = (K - 1) // N_PARTS
     S = 1 + n_labels
     if N == 0 or T == 0:
         return xp.zeros((N, T), dtype="int32")
-    scores = scores.astype("float32", copy=False)
-    lengths = xp.asarray(lengths, dtype="int32")
-    parts = scores[:, :, 1:].reshape(N, T, n_labels, N_PARTS)
-    stay_cands = xp.concatenate([scores[:, :, :1], parts[..., U]], axis=2)  # O, U-x
-    stay_arg = stay_cands.argmax(axis=2)
-    inside = xp.arange(1, S)
-    W = xp.full((N, T, S, S), _NEG, dtype="float32")  # W[n, t, state before, state after]
-    W[:, :, 0, 0] = stay_cands.max(axis=2)
-    W[:, :, 0, 1:] = parts[..., B]
-    W[:, :, 1:, 0] = parts[..., L]
-    W[:, :, inside, inside] = parts[..., I]
-    padding = xp.arange(T)[None, :] >= lengths[:, None]
-    identity = xp.asarray(numpy.where(numpy.eye(S, dtype=bool), 0.0, _NEG).astype("float32"))
-    W = xp.where(padding[:, :, None, None], identity[None, None], W)
+    host_lengths = numpy.asarray(lengths.get() if hasattr(lengths, "get") else lengths, dtype="int64").reshape(N)
+    host_lengths = numpy.clip(host_lengths, 0, T)
+    order = numpy.argsort(-host_lengths, kind="stable")  # longest first: the rows running at t are a prefix
+    running = N - numpy.cumsum(numpy.bincount(host_lengths, minlength=T + 1))[:T]
+    by_time = scores.astype("float32", copy=False)[xp.asarray(order)].transpose(1, 0, 2)  # [T, N, K] view
+    parts = by_time[:, :, 1:].reshape(T, N, n_labels, N_PARTS)
+    outside = by_time[:, :, 0]
+    best_unit = parts[..., U].argmax(axis=2)  # closed -> closed: O, or the best U-x (O wins ties)
+    unit_score = xp.take_along_axis(parts[..., U], best_unit[..., None], axis=2)[..., 0]
+    stay_arg = xp.where(unit_score > outside, best_unit + 1, 0)  # 0: O, x + 1: U-x
+    to_closed = xp.empty((T, N, S), dtype="float32")  # score of being closed after t, per state before
+    to_closed[:, :, 0] = xp.maximum(outside, unit_score)
+    to_closed[:, :, 1:] = parts[..., L]
+    opening, continuing = parts[..., B], parts[..., I]
     state = xp.full((N, S), _NEG, dtype="float32")
     state[:, 0] = 0.0
-    back = xp.empty((T, N, S), dtype="int32")
-    for t in range(T):
-        cand = state[:, :, None] + W[:, t]
-        back[t] = cand.argmax(axis=1)
-        state = cand.max(axis=1)
-    states = xp.zeros((N, T + 1), dtype="int32")  # states[:, t]: before token t; paths end closed
+    closed_from = xp.zeros((T, N), dtype="int32")  # state before t of the best path closed after t
+    continued = xp.zeros((T, N, n_labels), dtype=bool)  # inside-x after t came from inside-x (else closed)
     rows = xp.arange(N)
-    z = states[:, T]
+    for t in range(T):
+        k = int(running[t])
+        if k == 0:
+            break
+        now = state[:k]
+        closing = now + to_closed[t, :k]
+        best = closing.argmax(axis=1)
+        closed_from[t, :k] = best
+        from_closed = now[:, :1] + opening[t, :k]
+        from_inside = now[:, 1:] + continuing[t, :k]
+        xp.greater(from_inside, from_closed, out=continued[t, :k])
+        now[:, 0] = closing[rows[:k], best]
+        xp.maximum(from_closed, from_inside, out=now[:, 1:])
+    back = xp.empty((T, N, S), dtype="int32")  # back[t, row, state after t] = state before t
+    back[:, :, 0] = closed_from
+    back[:, :, 1:] = continued * xp.arange(1, S, dtype="int32")
+    back = back.reshape(T, N * S)
+    row_offsets = rows * S
+    states = xp.zeros((T + 1, N), dtype="int32")  # states[t]: before token t; paths end closed
+    z = states[T]
     for t in range(T - 1, -1, -1):
-        z = back[t][rows, z]
-        states[:, t] = z
-    before, after = states[:, :T], states[:, 1:]
+        z = back[t][row_offsets + z]
+        states[t] = z
+    before, after = states[:T].T, states[1:].T
     label_of = xp.maximum(before, after) - 1
     part = xp.where(before == 0, xp.where(after == 0, U, B), xp.where(after == 0, L, I))
     tags = 1 + N_PARTS * label_of + part
+    stay_arg = stay_arg.T
     stay_tag = xp.where(stay_arg == 0, 0, 1 + N_PARTS * (stay_arg - 1) + U)
     tags = xp.where((before == 0) & (after == 0), stay_tag, tags)
-    return xp.where(padding, 0, tags).astype("int32")
+    padding = numpy.arange(T)[None, :] >= host_lengths[order][:, None]
+    tags = xp.where(xp.asarray(padding), 0, tags).astype("int32")
+    out = xp.empty_like(tags)
+    out[xp.asarray(order)] = tags
+    return out
 
 
 def path_spans(paths, lengths, xp=numpy) -> numpy.ndarray:

@@ -8,14 +8,17 @@ Both heads listen to the same transformer with the same parameter-free pooling
 pools a document's ``doc._.trf_data`` keeps the result on that object (keyed
 by the pooling's name) and the second reads it: same arrays, one pooling.
 Training (``is_train``) always pools, so gradients are unchanged; a pooling
-with parameters is never shared.
+with parameters is never shared.  At inference each document is pooled on its
+own (:func:`_pool_each_document`): the same rows as spacy-transformers'
+``trfs2arrays``, without copying the batch's aligned wordpieces into one array
+and splitting the result again.
 """
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from spacy_transformers.data_classes import TransformerData
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
 from thinc.api import Model
-from thinc.types import Floats2d
+from thinc.types import Floats2d, Ragged
 
 LISTENER_TOK2VEC = """
 [model.tok2vec]
@@ -55,7 +58,9 @@ def _shared_trfs2arrays_forward(model: Model, trf_datas: List[TransformerData], 
         else:
             outputs[i] = cached
     if missing:
-        computed, _ = trfs2arrays_forward(model, [trf_datas[i] for i in missing], False)
+        computed = _pool_each_document(model, [trf_datas[i] for i in missing])
+        if computed is None:
+            computed, _ = trfs2arrays_forward(model, [trf_datas[i] for i in missing], False)
         for i, pooled in zip(missing, computed):
             outputs[i] = pooled
             if isinstance(trf_datas[i], TransformerData):
@@ -65,3 +70,23 @@ def _shared_trfs2arrays_forward(model: Model, trf_datas: List[TransformerData], 
         raise ValueError("pooled transformer outputs of an inference pass have no gradient")
 
     return outputs, backprop
+
+
+def _pool_each_document(model: Model, trf_datas: List[TransformerData]) -> Optional[List[Floats2d]]:
+    """Inference pooling of each document's aligned wordpieces, as ``trfs2arrays``
+    computes it (``None`` for inputs that ``trfs2arrays`` handles specially:
+    not a ``TransformerData``, or tokens without any wordpiece)."""
+    pooling, ops = model.layers[0], model.ops
+    outputs: List[Floats2d] = []
+    for trf_data in trf_datas:
+        if not isinstance(trf_data, TransformerData):
+            return None
+        if "last_hidden_state" not in trf_data.model_output or trf_data.model_output.last_hidden_state.size == 0:
+            outputs.append(ops.alloc2f(0, 0))  # empty document (trfs2arrays: width 0)
+            continue
+        align = trf_data.align
+        if not align.lengths.sum():
+            return None
+        hidden = ops.reshape2f(trf_data.model_output.last_hidden_state, -1, trf_data.width)
+        outputs.append(pooling.predict(Ragged(hidden[align.dataXd], ops.asarray(align.lengths))))
+    return outputs

@@ -82,52 +82,76 @@ def distance_buckets(pairs: numpy.ndarray) -> numpy.ndarray:
     return numpy.where(arg1_first, bucket, bucket + len(_DISTANCE_EDGES) + 1)
 
 
+def argument_spans(pairs: List[numpy.ndarray]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """The distinct argument spans of a batch's pairs and where each argument is.
+
+    ``pairs[i]``: ``[n_i, 4]`` token offsets of doc ``i``'s pairs. Returns
+    ``(spans, which)``: ``spans`` ``[m, 3]`` int64 rows ``(doc, start, end)``,
+    sorted (so grouped by doc); ``which`` ``[2, n]``: the row of ``spans`` of
+    each pair's first and second argument, pairs in batch order."""
+    counts = [len(p) for p in pairs]
+    flat = numpy.concatenate(pairs).astype("int64", copy=False)
+    doc = numpy.repeat(numpy.arange(len(pairs), dtype="int64"), counts)
+    starts = numpy.concatenate([flat[:, 0], flat[:, 2]])
+    ends = numpy.concatenate([flat[:, 1], flat[:, 3]])
+    docs = numpy.concatenate([doc, doc])
+    size = int(max(ends.max(initial=0), starts.max(initial=0))) + 1
+    keys, which = numpy.unique((docs * size + starts) * size + ends, return_inverse=True)
+    spans = numpy.stack([keys // (size * size), (keys // size) % size, keys % size], axis=1)
+    return spans, which.reshape(2, -1)
+
+
 def _pair_forward(model: Model, X: PairInput, is_train: bool) -> Tuple[Floats2d, Callable]:
+    """Argument vectors as the mean of their tokens' vectors, computed once per
+    distinct argument span of the batch (one gather per doc that has pairs, one
+    ``reduce_mean`` for the batch); the backward pass scatters the gradients
+    back to those tokens."""
     docs, pairs = X
     ops = model.ops
     tok2vec = model.get_ref("tok2vec")
     tokvecs, backprop_tok2vec = tok2vec(docs, is_train)
     table = model.get_param("D")
     width = tok2vec.get_dim("nO")
-    outputs, caches = [], []
-    for vecs, doc_pairs in zip(tokvecs, pairs):
-        doc_pairs = numpy.asarray(ops.to_numpy(doc_pairs), dtype="i").reshape(-1, 4)
-        if doc_pairs.shape[0] == 0:  # nothing to classify (an empty doc's vectors may be (0, 0))
-            caches.append((None, vecs.shape))
-            continue
-        buckets = ops.asarray1i(distance_buckets(doc_pairs))
-        cumsum = ops.xp.concatenate([ops.alloc2f(1, width), ops.xp.cumsum(vecs, axis=0)], axis=0)
-        doc_pairs = ops.asarray2i(doc_pairs)
-        len1 = ops.asarray2f((doc_pairs[:, 1] - doc_pairs[:, 0]).reshape(-1, 1))
-        len2 = ops.asarray2f((doc_pairs[:, 3] - doc_pairs[:, 2]).reshape(-1, 1))
-        arg1 = (cumsum[doc_pairs[:, 1]] - cumsum[doc_pairs[:, 0]]) / len1
-        arg2 = (cumsum[doc_pairs[:, 3]] - cumsum[doc_pairs[:, 2]]) / len2
-        outputs.append(ops.xp.hstack([arg1, arg2, arg1 * arg2, table[buckets]]))
-        caches.append(((doc_pairs, len1, len2, arg1, arg2, buckets), vecs.shape))
-    output = ops.xp.vstack(outputs) if outputs else ops.alloc2f(0, 3 * width + table.shape[1])
+    pair_arrays = [numpy.asarray(ops.to_numpy(p), dtype="i").reshape(-1, 4) for p in pairs]
+    n_pairs = sum(len(p) for p in pair_arrays)
+    if n_pairs == 0:  # nothing to classify (an empty doc's vectors may be (0, 0))
+        output = ops.alloc2f(0, 3 * width + table.shape[1])
+
+        def backprop_nothing(d_output: Floats2d) -> List[Doc]:
+            model.inc_grad("D", ops.alloc2f(*table.shape))
+            return backprop_tok2vec([ops.alloc2f(*vecs.shape) for vecs in tokvecs])
+
+        return output, backprop_nothing
+    spans, which = argument_spans(pair_arrays)
+    span_lengths = (spans[:, 2] - spans[:, 1]).astype("int32")
+    # token rows of each span, spans one after the other: rows of doc d are rows[bounds[d]:bounds[d + 1]]
+    row_span = numpy.repeat(numpy.arange(len(spans)), span_lengths)
+    first_row = numpy.cumsum(span_lengths) - span_lengths
+    token_rows = spans[row_span, 1] + numpy.arange(len(row_span)) - first_row[row_span]
+    bounds = numpy.searchsorted(spans[row_span, 0], numpy.arange(len(docs) + 1))
+    token_rows_dev = ops.asarray1i(token_rows)
+    with_spans = [d for d in range(len(docs)) if bounds[d + 1] > bounds[d]]
+    gathered = ops.xp.concatenate([tokvecs[d][token_rows_dev[bounds[d] : bounds[d + 1]]] for d in with_spans])
+    span_lengths_dev = ops.asarray1i(span_lengths)
+    span_vecs = ops.reduce_mean(ops.xp.ascontiguousarray(gathered), span_lengths_dev)
+    first_arg, second_arg = ops.asarray1i(which[0]), ops.asarray1i(which[1])
+    arg1, arg2 = span_vecs[first_arg], span_vecs[second_arg]
+    buckets = ops.asarray1i(distance_buckets(numpy.concatenate(pair_arrays)))
+    output = ops.xp.hstack([arg1, arg2, arg1 * arg2, table[buckets]])
 
     def backprop(d_output: Floats2d) -> List[Doc]:
-        d_tokvecs = []
         d_table = ops.alloc2f(*table.shape)
-        offset = 0
-        for cache, vecs_shape in caches:
-            if cache is None:
-                d_tokvecs.append(ops.alloc2f(*vecs_shape))
-                continue
-            doc_pairs, len1, len2, arg1, arg2, buckets = cache
-            n_tokens = vecs_shape[0]
-            n = doc_pairs.shape[0]
-            d = d_output[offset : offset + n]
-            offset += n
-            d_arg1 = d[:, :width] + d[:, 2 * width : 3 * width] * arg2
-            d_arg2 = d[:, width : 2 * width] + d[:, 2 * width : 3 * width] * arg1
-            ops.scatter_add(d_table, buckets, ops.xp.ascontiguousarray(d[:, 3 * width :]))
-            # Mean pooling backward through a difference array: +g at start, -g at end.
-            diff = ops.alloc2f(n_tokens + 1, width)
-            for column, grad in ((0, d_arg1 / len1), (1, -d_arg1 / len1), (2, d_arg2 / len2), (3, -d_arg2 / len2)):
-                ops.scatter_add(diff, ops.xp.ascontiguousarray(doc_pairs[:, column]), ops.xp.ascontiguousarray(grad))
-            d_tokvecs.append(ops.xp.cumsum(diff, axis=0)[:n_tokens])
+        ops.scatter_add(d_table, buckets, ops.xp.ascontiguousarray(d_output[:, 3 * width :]))
         model.inc_grad("D", d_table)
+        d_product = d_output[:, 2 * width : 3 * width]
+        d_spans = ops.alloc2f(len(spans), width)
+        ops.scatter_add(d_spans, first_arg, ops.xp.ascontiguousarray(d_output[:, :width] + d_product * arg2))
+        ops.scatter_add(d_spans, second_arg, ops.xp.ascontiguousarray(d_output[:, width : 2 * width] + d_product * arg1))
+        d_gathered = ops.backprop_reduce_mean(d_spans, span_lengths_dev)
+        d_tokvecs = [ops.alloc2f(*vecs.shape) for vecs in tokvecs]
+        for d in with_spans:
+            rows = slice(bounds[d], bounds[d + 1])
+            ops.scatter_add(d_tokvecs[d], token_rows_dev[rows], ops.xp.ascontiguousarray(d_gathered[rows]))
         return backprop_tok2vec(d_tokvecs)
 
     return output, backprop
