@@ -177,3 +177,30 @@ def test_curves_figure_from_stored_runs(tmp_path):
         [{"step": 0, "score": 0.0, "ents_strict_f": 0.0}, {"step": 200, "score": 0.4, "ents_strict_f": 0.5}]))
     figure = report.plot_curves(folder, ["soft-frozen", "peft-prefix"], tmp_path / "curves.png")
     assert figure == tmp_path / "curves.png" and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readme_frozen_table_is_the_stored_runs_table():
+    """README's frozen table is written from benchmarks/results/frozen: stale figures fail here
+    (rerun: python scripts/frozen_report.py benchmarks/results/frozen --readme README.md)."""
+    report = _load_script()
+    folder = REPO / "benchmarks" / "results" / "frozen"
+    table = report.build(folder, list(report.DESCRIPTIONS), "soft-frozen", REPO / "benchmarks" / "results" / "training.json")
+    readme = (REPO / "README.md").read_text(encoding="utf8")
+    section = readme.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
+    assert section.strip() == report.readme_table(table).strip()
+    assert any(row["system"] == "soft-frozen" for row in table["rows"])
+
+
+def test_readme_writer_replaces_only_the_marked_table(tmp_path):
+    report = _load_script()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
+    table = {"reference": "soft-frozen", "rows": []}
+    report.write_readme(readme, table)
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith(f"{report.README_END}\nafter\n") and "old table" not in text
+    unmarked = tmp_path / "unmarked.md"
+    unmarked.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="no frozen-table markers"):
+        report.write_readme(unmarked, table)
+    assert unmarked.read_text() == "no markers here\n"
