@@ -118,7 +118,8 @@ def _converged(runs: List[Dict[str, Any]]) -> str:
     if not known:
         return "–"
     best = ", ".join(str(r["best_step"]) for r in known)
-    return f"{sum(r['converged'] for r in known)}/{len(runs)} (best at {best})"
+    missing = f"; {len(runs) - len(known)} without a curve" if len(known) < len(runs) else ""
+    return f"{sum(r['converged'] for r in known)}/{len(known)} (best at {best}{missing})"
 
 
 def plot_curves(folder: Path, systems: List[str], path: Path) -> Optional[Path]:
@@ -253,7 +254,7 @@ def markdown(table: Dict[str, Any]) -> str:
         "Step time and training memory (peak above the memory after initialisation): MiniLM, CPU, "
         "python -m spacy_softprompt bench training --backbones minilm (benchmarks/results/training.json). "
         "Converged: runs whose best dev entity strict F1 did not improve by 0.5 points or more over the last "
-        "quarter of the run (steps; PEFT peers: epochs), of the seeds; – where no curve was stored."
+        "quarter of the run (steps; PEFT peers: epochs), of the seeds whose curve is stored; – where none is."
     )
     return "\n".join(lines) + "\n"
 
@@ -274,14 +275,14 @@ def readme_table(table: Dict[str, Any]) -> str:
     """The README's compact version of the table (same figures)."""
     ref = table["reference"]
     lines = [
-        f"| system | backbone | seeds (converged) | trained for entities | entity strict F1 | relation strict F1 | Δ entities vs `{ref}` [95% CI] |",
+        f"| system | backbone | seeds (converged / with a curve) | trained for entities | entity strict F1 | relation strict F1 | Δ entities vs `{ref}` [95% CI] |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in table["rows"]:
         params = row["parameters"] or {}
         runs = row.get("convergence") or []
         known = [r for r in runs if r["converged"] is not None]
-        converged = f"{len(row['seeds'])} ({sum(r['converged'] for r in known)})" if known else f"{len(row['seeds'])} (–)"
+        converged = f"{len(row['seeds'])} ({sum(r['converged'] for r in known)}/{len(known)})" if known else f"{len(row['seeds'])} (–)"
         entity = "all" if row["system"] == "soft" else _count(params.get("entity_path"))
         vs = (row["vs_reference"] or {}).get("ents_strict")
         lines.append(

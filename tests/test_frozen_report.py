@@ -163,6 +163,9 @@ def test_convergence_of_each_run_from_its_curve_or_epochs(tmp_path):
     assert prefix["converged"] is True and prefix["best_step"] == 3
     text = report.markdown(table)
     assert "| soft-frozen | 2 | 1/2 (best at 600, 800) |" in text
+    (folder / "runs" / "soft-frozen-seed1.curve.json").unlink()
+    rows = {r["system"]: r for r in report.build(folder, ["soft-frozen"], "soft-frozen")["rows"]}
+    assert "| soft-frozen | 2 | 1/1 (best at 600; 1 without a curve) |" in report.markdown({"reference": "soft-frozen", "rows": list(rows.values())})
     assert "| peft-prefix | 1 | 1/1 (best at 3) |" in text
 
 
