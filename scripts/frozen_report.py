@@ -254,7 +254,9 @@ def markdown(table: Dict[str, Any]) -> str:
         "Step time and training memory (peak above the memory after initialisation): MiniLM, CPU, "
         "python -m spacy_softprompt bench training --backbones minilm (benchmarks/results/training.json). "
         "Converged: runs whose best dev entity strict F1 did not improve by 0.5 points or more over the last "
-        "quarter of the run (steps; PEFT peers: epochs), of the seeds whose curve is stored; – where none is."
+        "quarter of the run (steps; PEFT peers: epochs), of the seeds whose curve is stored; – where none is; "
+        "best at: the step (epoch) of that best. The pipeline kept (model-best) is the one with the best combined "
+        "dev score of the config (entity and relation strict F1, 0.5 each), which can be an earlier step."
     )
     return "\n".join(lines) + "\n"
 
