@@ -19,8 +19,10 @@ or a trained pipeline (``--model``).  Text: the maccrobat2020 dev notes.
 
 ``--old-forward`` runs the encoder as before the length chunks (rows in order,
 padded to the longest row of the batch), for the before/after figures.
-``--window/--stride`` override the span windows (a change of predictions: the
-accuracy must be re-checked by training).
+``--window/--stride`` override the span windows and ``--sentence-windows`` swaps
+them for ``spacy_softprompt.sentence_windows.v1`` (non-overlapping windows of
+whole sentences, ``--window`` tokens at most, 128 by default); both change
+predictions, so the accuracy must be re-checked by training.
 
 Run: ``python -m spacy_softprompt bench speed [--model PATH] [--repeats 5] [--threads 1]``;
 writes ``benchmarks/results/speed.json``.
@@ -43,6 +45,13 @@ def _use_old_forward(nlp) -> None:
     encoder.forward = encoder._forward_in_row_chunks
 
 
+def _use_sentence_windows(nlp, window: int) -> dict:
+    from spacy_softprompt.encoder.windows import configure_sentence_windows
+
+    nlp.get_pipe("transformer").model.attrs["get_spans"] = configure_sentence_windows(window)
+    return {"@span_getters": "spacy_softprompt.sentence_windows.v1", "window": window}
+
+
 def main(argv=None) -> int:
     parser = bc.bench_parser(__doc__)
     parser.add_argument("--model", type=Path, default=None, help="a trained pipeline folder (default: --config, untrained heads)")
@@ -54,6 +63,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--window", type=int, default=0, help="override the span window (spaCy tokens)")
     parser.add_argument("--stride", type=int, default=0, help="override the span stride")
+    parser.add_argument("--sentence-windows", action="store_true",
+                        help="sentence-aligned windows without overlap (spacy_softprompt.sentence_windows.v1)")
     parser.add_argument("--bare-window", type=int, default=128, help="wordpieces per window of the bare forward")
     parser.add_argument("--old-forward", action="store_true", help="encoder rows in order, padded (before length chunks)")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -64,15 +75,18 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {}
-    if args.window:
+    if args.window and not args.sentence_windows:
         overrides["components.transformer.model.get_spans.window"] = args.window
-    if args.stride:
+    if args.stride and not args.sentence_windows:
         overrides["components.transformer.model.get_spans.stride"] = args.stride
     bc.log("building the pipeline ...")
     nlp, gold = pt.default_pipeline(args.config, model=args.model, corpus=args.corpus, init_docs=args.init_docs,
                                     overrides=overrides)
     if args.docs:
         gold = gold[: args.docs]
+    get_spans = dict(nlp.config["components"]["transformer"]["model"]["get_spans"])
+    if args.sentence_windows:
+        get_spans = _use_sentence_windows(nlp, args.window or 128)
     calibration = None if args.model else pt.calibrate_entity_rate(nlp, gold)
     if args.old_forward:
         _use_old_forward(nlp)
@@ -106,7 +120,7 @@ def main(argv=None) -> int:
     report = bc.new_report("speed", args)
     report.update({
         "pipeline": str(args.model or args.config), "notes": len(texts), "counts": counts, "calibration": calibration,
-        "get_spans": dict(nlp.config["components"]["transformer"]["model"]["get_spans"]),
+        "get_spans": get_spans,
         "bare_windows": windows, "encoder_positions": positions.counts(), "speed": speed, "ratio_cpu": ratio_cpu, "ratio_wall": ratio_wall,
         "stages_cpu_s_per_10k_words": stages, "transformer_parts_cpu_s_per_10k_words": parts,
         "host_cpu_s_per_10k_words": host,

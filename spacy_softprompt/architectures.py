@@ -13,6 +13,7 @@ from spacy_transformers.layers.trfs2arrays import trfs2arrays
 from thinc.api import Model, chain
 from thinc.types import Floats2d, Ragged
 
+from .encoder import windows as _windows  # noqa: F401  (registers sentence_windows.v1 without entry points)
 from .encoder.layer import EncoderSettings, SoftPromptTransformerModel
 from .settings import takes_settings
 

@@ -1,0 +1,100 @@
+"""Sentence-aligned windows (spacy_softprompt.sentence_windows.v1)."""
+import importlib.metadata
+
+import pytest
+import spacy
+from hypothesis import given
+from hypothesis import strategies as st
+from spacy_transformers.util import registry
+
+from encoder_helpers import initialize, model_config
+from spacy_softprompt.encoder.windows import configure_sentence_windows, pack_sentences, sentence_ends, sentence_windows
+
+
+@st.composite
+def _sentence_ends(draw):
+    lengths = draw(st.lists(st.integers(1, 40), min_size=0, max_size=25))
+    ends, total = [], 0
+    for n in lengths:
+        total += n
+        ends.append(total)
+    return ends
+
+
+@given(_sentence_ends(), st.integers(1, 30))
+def test_windows_cover_each_token_once_and_cut_between_sentences(ends, window):
+    windows = pack_sentences(ends, window)
+    n = ends[-1] if ends else 0
+    covered = [i for start, end in windows for i in range(start, end)]
+    assert covered == list(range(n))  # every token once, in order
+    assert all(0 < end - start <= window for start, end in windows)
+    boundaries = set(ends) | {0}
+    for start, end in windows:
+        if end not in boundaries:  # only inside a sentence longer than a window
+            sentence_start = max(b for b in boundaries if b < end)
+            sentence_end = min(b for b in boundaries if b > end)
+            assert sentence_end - sentence_start > window
+    # greedy: a window and the next whole sentence would not have fit together
+    for (start, end), (next_start, next_end) in zip(windows, windows[1:]):
+        if end in boundaries and next_start == end:
+            first_sentence_end = min(b for b in ends if b > end)
+            assert first_sentence_end - start > window
+
+
+def test_rule_cuts_after_line_breaks_and_sentence_final_punctuation():
+    nlp = spacy.blank("en")
+    doc = nlp("Pain on day 3. Given aspirin 5 mg.\nRash noted e.g. on arm. 2 days later fine")
+    tokens = [t.text for t in doc]
+    ends = sentence_ends(doc)
+    starts = [0] + ends[:-1]
+    assert [doc[a:b].text_with_ws for a, b in zip(starts, ends)] == [
+        "Pain on day 3. ",  # a capital follows
+        "Given aspirin 5 mg.\n",  # a line break follows: it stays with its sentence
+        "Rash noted e.g. on arm. ",  # a digit follows; "e.g." is no sentence end
+        "2 days later fine",
+    ]
+    assert "e.g." in tokens  # an abbreviation stays inside its sentence
+
+
+def test_doc_sentences_are_used_when_set():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    doc = nlp("one two three . four five six seven . eight")
+    assert sentence_ends(doc) == [s.end for s in doc.sents] == [4, 9, 10]
+    windows = sentence_windows([doc], window=6)[0]
+    assert [(w.start, w.end) for w in windows] == [(0, 4), (4, 10)]
+
+
+def test_empty_doc_and_long_sentence():
+    nlp = spacy.blank("en")
+    assert sentence_windows([nlp("")], window=4) == [[]]
+    doc = nlp("a b c d e f g h i j")
+    assert [(w.start, w.end) for w in sentence_windows([doc], window=4)[0]] == [(0, 4), (4, 8), (8, 10)]
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        configure_sentence_windows(0)
+
+
+def test_registered_and_exposed_as_entry_point():
+    assert registry.span_getters.get("spacy_softprompt.sentence_windows.v1") is configure_sentence_windows
+    names = {ep.name for ep in importlib.metadata.entry_points(group="spacy_span_getters")}
+    assert "spacy_softprompt.sentence_windows.v1" in names
+
+
+def test_pipeline_with_sentence_windows_encodes_each_token_once(tiny_bert):
+    cfg = model_config(tiny_bert)
+    cfg["get_spans"] = {"@span_getters": "spacy_softprompt.sentence_windows.v1", "window": 8}
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": cfg})
+    initialize(nlp)
+    doc = nlp("Aspirin was given. Rash on day 2.\nHeparin stopped after the rash was seen by the team today")
+    trf = doc._.trf_data
+    windows = sentence_windows([doc], window=8)[0]
+    assert len(trf.model_output.last_hidden_state) == len(windows)
+    # no token in two windows: each token aligns to the wordpieces of exactly one row
+    rows_per_token = []
+    width = trf.model_output.last_hidden_state.shape[1]
+    for i in range(len(doc)):
+        pieces = trf.align[i].data.ravel()
+        rows_per_token.append({int(p) // width for p in pieces})
+    assert all(len(rows) <= 1 for rows in rows_per_token)
+    assert sum(1 for rows in rows_per_token if rows) >= len(doc) - 1  # whitespace tokens may have no wordpiece
