@@ -16,7 +16,7 @@ model and never changes the tokens; at worst it cuts where a sentencizer
 would not, which only moves a window boundary.
 """
 from functools import partial
-from typing import Callable, Iterable, List
+from typing import Callable, Iterable, List, Tuple
 
 from spacy.tokens import Doc, Span
 from spacy_transformers.util import registry
@@ -69,7 +69,7 @@ def _ends_sentence(doc: Doc, i: int) -> bool:
     return bool(token.whitespace_) and (first.isupper() or first.isdigit())
 
 
-def pack_sentences(ends: List[int], window: int) -> List[tuple]:
+def pack_sentences(ends: List[int], window: int) -> List[Tuple[int, int]]:
     """``(start, end)`` windows: whole sentences packed greedily, long sentences cut every ``window`` tokens."""
     windows = []
     start = previous = 0
