@@ -16,8 +16,10 @@ model and never changes the tokens; at worst it cuts where a sentencizer
 would not, which only moves a window boundary.
 """
 from functools import partial
-from typing import Callable, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Tuple
 
+import numpy
+from spacy.attrs import ORTH, SPACY
 from spacy.tokens import Doc, Span
 from spacy_transformers.util import registry
 
@@ -43,30 +45,55 @@ def sentence_ends(doc: Doc) -> List[int]:
     if len(doc) == 0:
         return []
     if doc.has_annotation("SENT_START"):
-        ends = [sent.end for sent in doc.sents]
-    else:
-        ends = []
-        for i in range(len(doc) - 1):
-            if _ends_sentence(doc, i):
-                if ends and ends[-1] == i and doc[i].is_space:  # a line break after a sentence end joins it
-                    ends[-1] = i + 1
-                else:
-                    ends.append(i + 1)
-        ends.append(len(doc))
-    return ends
+        return [sent.end for sent in doc.sents]
+    return rule_sentence_ends(doc)
 
 
-def _ends_sentence(doc: Doc, i: int) -> bool:
-    token = doc[i]
-    if "\n" in token.whitespace_ or (token.is_space and "\n" in token.text):
-        return True
-    if token.text not in SENTENCE_FINAL:
-        return False
-    following = doc[i + 1]
-    if following.is_space:
-        return "\n" in following.text
-    first = following.text[0]
-    return bool(token.whitespace_) and (first.isupper() or first.isdigit())
+def rule_sentence_ends(doc: Doc) -> List[int]:
+    """Sentence ends by the rule, from per-token arrays (no Python loop over tokens).
+
+    spaCy keeps line breaks in whitespace tokens (``token.whitespace_`` is
+    ``""`` or ``" "``), so a sentence ends after a whitespace token holding a
+    line break, and after ``.`` ``?`` ``!`` followed by such a token or by a
+    space and a token starting with a capital or a digit. Line breaks right
+    after a sentence end join that sentence.
+    """
+    attrs = doc.to_array([ORTH, SPACY])
+    orths, unique_index = numpy.unique(attrs[:, 0], return_inverse=True)
+    cache, strings = _FLAGS_BY_ORTH, doc.vocab.strings
+    if len(cache) > _FLAGS_CACHE_SIZE:
+        cache.clear()
+    flags = numpy.array([cache.get(orth) or _cache_flags(orth, strings) for orth in orths.tolist()], dtype=numpy.uint8)
+    flags = flags[unique_index.reshape(-1)]
+    line_break = (flags & _LINE_BREAK) > 0
+    final = (flags & _FINAL) > 0
+    opens = (flags & _OPENS) > 0
+    ends = line_break.copy()
+    ends[:-1] |= final[:-1] & (line_break[1:] | ((attrs[:-1, 1] > 0) & opens[1:]))
+    ends[:-1] &= ~line_break[1:]  # a line break right after an end takes the end over
+    ends[-1] = True
+    return (numpy.flatnonzero(ends) + 1).tolist()
+
+
+_LINE_BREAK, _FINAL, _OPENS, _KNOWN = 1, 2, 4, 8  # _KNOWN: never 0, so a cached entry is truthy
+_FLAGS_BY_ORTH: Dict[int, int] = {}  # ORTH hashes are the same in every vocab
+_FLAGS_CACHE_SIZE = 1 << 20
+
+
+def _cache_flags(orth: int, strings) -> int:
+    flags = _FLAGS_BY_ORTH[orth] = _text_flags(strings[orth]) | _KNOWN
+    return flags
+
+
+def _text_flags(text: str) -> int:
+    flags = 0
+    if text.isspace() and "\n" in text:
+        flags |= _LINE_BREAK
+    if text in SENTENCE_FINAL:
+        flags |= _FINAL
+    if text[:1].isupper() or text[:1].isdigit():
+        flags |= _OPENS
+    return flags
 
 
 def pack_sentences(ends: List[int], window: int) -> List[Tuple[int, int]]:

@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 from spacy_transformers.util import registry
 
 from encoder_helpers import initialize, model_config
-from spacy_softprompt.encoder.windows import configure_sentence_windows, pack_sentences, sentence_ends, sentence_windows
+from spacy_softprompt.encoder.windows import (
+    configure_sentence_windows,
+    pack_sentences,
+    rule_sentence_ends,
+    sentence_ends,
+    sentence_windows,
+)
 
 
 @st.composite
@@ -54,6 +60,43 @@ def test_rule_cuts_after_line_breaks_and_sentence_final_punctuation():
         "2 days later fine",
     ]
     assert "e.g." in tokens  # an abbreviation stays inside its sentence
+
+
+def _reference_rule_ends(doc):
+    """The rule token by token (what ``rule_sentence_ends`` computes from arrays)."""
+    ends = []
+    for i, token in enumerate(doc):
+        if i == len(doc) - 1:
+            end = True
+        elif token.is_space:
+            end = "\n" in token.text
+        elif token.text in {".", "?", "!"}:
+            following = doc[i + 1]
+            end = (following.is_space and "\n" in following.text) or (
+                bool(token.whitespace_) and not following.is_space
+                and (following.text[0].isupper() or following.text[0].isdigit()))
+        else:
+            end = False
+        if end:
+            if ends and ends[-1] == i and token.is_space and "\n" in token.text:
+                ends[-1] = i + 1  # a line break right after an end joins that sentence
+            else:
+                ends.append(i + 1)
+    return ends
+
+
+PIECES = ["Pain", "on", "day", "3", ".", "?", "!", "\n", "\n\n", "  ", "e.g.", "Dr.", "mg", "2", "(", ")", "x",
+          "Heparin", "é", "ÉCG", "½"]
+
+
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=40), st.lists(st.booleans(), min_size=40, max_size=40))
+def test_rule_from_arrays_equals_the_rule_token_by_token(pieces, spaces):
+    nlp = spacy.blank("en")
+    text = "".join(p + (" " if sp else "") for p, sp in zip(pieces, spaces))
+    doc = nlp(text)
+    if len(doc) == 0:
+        return
+    assert rule_sentence_ends(doc) == _reference_rule_ends(doc)
 
 
 def test_doc_sentences_are_used_when_set():
