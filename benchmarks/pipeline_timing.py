@@ -293,6 +293,32 @@ def stage_seconds(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -
     return seconds, sum(len(doc) for doc in docs)
 
 
+def tokenizer_cpu_s(tokenizer, texts: Sequence[str], repeats: int) -> float:
+    """Median CPU seconds of ``tokenizer`` over ``texts`` (after one warm-up pass)."""
+    for text in texts:
+        tokenizer(text)
+    runs = []
+    for _ in range(repeats):
+        start = time.process_time()
+        for text in texts:
+            tokenizer(text)
+        runs.append(time.process_time() - start)
+    return median(runs)
+
+
+def with_whitespace_special_cases(tokenizer):
+    """A copy of ``tokenizer`` with spaCy's English whitespace special cases put
+    back (``"\\n"``, ``"\\t"``, ``" "``): the clinical tokenizer before it left them out."""
+    from spacy.lang.en import English
+
+    copy = tokenizer.__class__(tokenizer.vocab)
+    copy.from_bytes(tokenizer.to_bytes())
+    rules = dict(copy.rules)
+    rules.update({k: v for k, v in English.Defaults.tokenizer_exceptions.items() if k.isspace()})
+    copy.rules = rules
+    return copy
+
+
 def per_words(seconds: float, words: int) -> float:
     return seconds * WORDS_UNIT / max(1, words)
 

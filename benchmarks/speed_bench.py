@@ -114,6 +114,12 @@ def main(argv=None) -> int:
     stages = {name: pt.per_words(pt.median([r[name] for r in stage_runs]), words) for name in stage_runs[0]}
     parts = {name: stages.pop(name) for name in pt.TRANSFORMER_PARTS.values() if name in stages}
     host = sum(v for k, v in stages.items() if k != "forward")
+    # side by side: the same tokenizer with spaCy's whitespace special cases (they switch its cache off)
+    tokenizer_ab = {
+        "tokenizer": pt.per_words(pt.tokenizer_cpu_s(nlp.tokenizer, texts, args.repeats), words),
+        "tokenizer with whitespace special cases": pt.per_words(
+            pt.tokenizer_cpu_s(pt.with_whitespace_special_cases(nlp.tokenizer), texts, args.repeats), words),
+    }
     bare_per_words = pt.per_words(speed["bare forward"]["median_cpu_s"], words)
     transformer_stage = stages.get("transformer", 0.0) + stages.get("forward", 0.0)
 
@@ -125,6 +131,7 @@ def main(argv=None) -> int:
         "stages_cpu_s_per_10k_words": stages, "transformer_parts_cpu_s_per_10k_words": parts,
         "host_cpu_s_per_10k_words": host,
         "host_without_tokenizer_cpu_s_per_10k_words": host - stages["tokenizer"],
+        "tokenizer_side_by_side_cpu_s_per_10k_words": tokenizer_ab,
         "transformer_stage_vs_bare_forward": transformer_stage / bare_per_words,
         "torch_threads": torch.get_num_threads(),
     })
@@ -145,7 +152,7 @@ def main(argv=None) -> int:
         (f"  (inside transformer) {k}", f"{v:.4f}") for k, v in parts.items()] + [
         ("host (all but forward)", f"{host:.4f}"), ("bare forward", f"{bare_per_words:.4f}"),
         ("transformer stage / bare forward", f"{transformer_stage / bare_per_words:.3f}x"),
-    ])
+    ] + [(f"  (side by side) {k}", f"{v:.4f}") for k, v in tokenizer_ab.items()])
     return bc.finish(report, args.output)
 
 

@@ -33,3 +33,7 @@ def test_speed_bench_figures_are_consistent(tmp_path):
     assert 0 < report["calibration"]["gold_entity_token_share"] < 1
     assert report["counts"]["entities"] > 0
     assert "pipeline / bare forward" in result.stdout
+    # the tokenizer side by side with spaCy's whitespace special cases put back
+    side_by_side = report["tokenizer_side_by_side_cpu_s_per_10k_words"]
+    assert set(side_by_side) == {"tokenizer", "tokenizer with whitespace special cases"}
+    assert all(v > 0 for v in side_by_side.values())

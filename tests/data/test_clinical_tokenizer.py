@@ -1,6 +1,10 @@
 """The clinical tokenizer (rules, registry, serialisation) and gold-boundary splitting."""
+import functools
+
 import pytest
 import spacy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from spacy.util import registry
 
 from spacy_softprompt.data.tokenizer import build_clinical_tokenizer, split_at_boundaries
@@ -140,3 +144,55 @@ def test_split_keeps_existing_entities_and_spans_valid(nlp):
     span = doc.char_span(0, 7, label="Drug")
     doc.ents = [span]
     assert [(e.text, e.label_) for e in doc.ents] == [("aspirin", "Drug")]
+
+
+# --------------------------------------------------- whitespace cases and the cache
+def _with_whitespace_cases(nlp):
+    """The tokenizer as built before the plain whitespace special cases were left out."""
+    from spacy.lang.en import English
+
+    reference = build_clinical_tokenizer(nlp)
+    rules = dict(reference.rules)
+    rules.update({k: v for k, v in English.Defaults.tokenizer_exceptions.items() if k.isspace()})
+    reference.rules = rules
+    return reference
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer_pair():
+    nlp = spacy.blank("en")
+    return build_clinical_tokenizer(nlp), _with_whitespace_cases(nlp)
+
+
+def _token_rows(doc):
+    return [(t.text, t.whitespace_, t.norm_, t.idx) for t in doc]
+
+
+def test_no_plain_whitespace_special_cases():
+    from spacy_softprompt.data.tokenizer import clinical_rules
+
+    rules = clinical_rules()
+    assert not {"\n", "\t", " "} & set(rules)
+    assert "\xa0" in rules  # it sets a norm, so it stays
+
+
+@given(st.lists(st.sampled_from(["\n", "\n\n", " ", "  ", "\t", "\xa0", " \n", "25mg", "q6h", "b.i.d.", "(BP)",
+                                 "can't", "'s", "Dr.", "x3", "5-10", "aspirin.", "HIV+", "e.g.", "a;b"]),
+                max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_same_tokens_as_with_whitespace_cases(pieces):
+    fast, reference = _tokenizer_pair()
+    text = "".join(pieces)
+    assert _token_rows(fast(text)) == _token_rows(reference(text))
+    assert _token_rows(fast(text)) == _token_rows(fast(text))  # second pass: from the cache
+
+
+def test_same_tokens_on_the_corpora(corpora_dir):
+    fast, reference = _tokenizer_pair()
+    texts = sorted(corpora_dir.rglob("*.txt"))
+    assert texts, f"no brat texts under {corpora_dir}"
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        first = _token_rows(fast(text))
+        assert first == _token_rows(reference(text)), path
+        assert first == _token_rows(fast(text)), path
