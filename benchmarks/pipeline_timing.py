@@ -28,6 +28,7 @@ import numpy
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "tok_soft_cpu.cfg"
 DEV_CORPUS = REPO / "corpus" / "maccrobat2020-maccrobat_medication-dev.spacy"
+TRAIN_CORPUS = REPO / "corpus" / "maccrobat2020-maccrobat_medication-train.spacy"
 WORDS_UNIT = 10_000  # host costs are CPU seconds per this many words
 
 
@@ -160,10 +161,21 @@ def bare_forward(backbone, batches: list, dtype: Optional[str] = None) -> Callab
     return run
 
 
+def forget_wordpieces(nlp) -> None:
+    """Empty the transformer's wordpiece chunk cache: the next run sees every note for the first time."""
+    from spacy_softprompt.encoder.wordpieces import chunk_cache
+
+    cache = chunk_cache(nlp.get_pipe("transformer").model.tokenizer)
+    if cache is not None:
+        cache.chunks.clear()
+
+
 def pipe_runner(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -> Callable[[], list]:
+    """A runner: ``nlp.pipe`` over ``texts``, its wordpiece cache emptied first (no note seen before)."""
     import torch
 
     def run() -> list:
+        forget_wordpieces(nlp)
         docs = list(nlp.pipe(texts, batch_size=batch_size or nlp.batch_size))
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
@@ -278,6 +290,7 @@ def stage_seconds(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -
     ``transformer``); plus the number of words."""
     batch_size = batch_size or nlp.batch_size
     seconds: Dict[str, float] = {}
+    forget_wordpieces(nlp)
     with ForwardClock(backbone_of(nlp)) as clock, _PartClock() as parts:
         start = time.process_time()
         docs = [nlp.make_doc(text) for text in texts]
@@ -304,6 +317,45 @@ def tokenizer_cpu_s(tokenizer, texts: Sequence[str], repeats: int) -> float:
             tokenizer(text)
         runs.append(time.process_time() - start)
     return median(runs)
+
+
+def wordpiece_seconds(nlp, texts: Sequence[str], primer: Sequence[str], repeats: int) -> Dict[str, float]:
+    """Median CPU seconds of the wordpiece batches of the pipeline's windows over
+    ``texts``: the tokenizer's own call, the chunk cache emptied before each run,
+    and the chunk cache primed with the windows of ``primer`` (notes seen earlier)."""
+    from spacy_softprompt.encoder.wordpieces import chunk_cache, direct_wordpiece_batch, wordpiece_batch
+
+    transformer = nlp.get_pipe("transformer")
+    tokenizer, get_spans = transformer.model.tokenizer, transformer.model.attrs["get_spans"]
+    batch = nlp.batch_size
+
+    def windows(notes):
+        docs = [nlp.make_doc(text) for text in notes]
+        return [[s.text for doc_spans in get_spans(docs[i : i + batch]) for s in doc_spans] for i in range(0, len(docs), batch)]
+
+    batches, primer_batches = windows(texts), windows(primer)
+    cache = chunk_cache(tokenizer)
+
+    def timed(call, before=lambda: None) -> float:
+        runs = []
+        for _ in range(repeats + 1):  # the first run warms up
+            before()
+            start = time.process_time()
+            for window_texts in batches:
+                call(tokenizer, window_texts)
+            runs.append(time.process_time() - start)
+        return median(runs[1:])
+
+    def prime() -> None:
+        cache.chunks.clear()
+        for window_texts in primer_batches:
+            wordpiece_batch(tokenizer, window_texts)
+
+    out = {"tokenizer's own batch call": timed(direct_wordpiece_batch)}
+    if cache is not None:
+        out["chunk cache, no note seen before"] = timed(wordpiece_batch, cache.chunks.clear)
+        out[f"chunk cache, primed with {len(primer)} other notes"] = timed(wordpiece_batch, prime)
+    return out
 
 
 def with_whitespace_special_cases(tokenizer):

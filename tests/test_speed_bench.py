@@ -37,3 +37,6 @@ def test_speed_bench_figures_are_consistent(tmp_path):
     side_by_side = report["tokenizer_side_by_side_cpu_s_per_10k_words"]
     assert set(side_by_side) == {"tokenizer", "tokenizer with whitespace special cases"}
     assert all(v > 0 for v in side_by_side.values())
+    wordpieces = report["wordpieces_side_by_side_cpu_s_per_10k_words"]
+    assert {"tokenizer's own batch call", "chunk cache, no note seen before"} <= set(wordpieces)
+    assert all(v > 0 for v in wordpieces.values())
