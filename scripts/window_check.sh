@@ -4,13 +4,14 @@
 # with the stored main job (benchmarks/results/frozen/soft-seed*.json, windows 128 / stride 112):
 #   python -m spacy_softprompt compare VARIANT files --vs benchmarks/results/frozen/soft-seed?.json
 # VARIANT: stride128 (strided windows 128 / 128) or sentences (spacy_softprompt.sentence_windows.v1,
-# window 128). Resumable: a seed whose metrics file exists is skipped.
-# usage: [SEEDS="0 1 2"] scripts/window_check.sh VARIANT
+# window 128), or default (the main job's own windows 128 / 112: more seeds of the reference beside
+# the stored three). Resumable: a seed whose metrics file exists is skipped.
+# usage: [SEEDS="0 1 2"] scripts/window_check.sh stride128|sentences|default
 # outputs: benchmarks/results/<VARIANT>/soft-<VARIANT>-seed<S>.json and runs/…curve.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-VARIANT=${1:?usage: scripts/window_check.sh stride128|sentences}
+VARIANT=${1:?usage: scripts/window_check.sh stride128|sentences|default}
 TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
 DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
 RESULTS=benchmarks/results/$VARIANT
@@ -18,6 +19,7 @@ mkdir -p "$RESULTS/runs" training/windows
 CONFIG=configs/tok_soft_cpu.cfg
 OVERRIDES=()
 case $VARIANT in
+  default) ;;
   stride128) OVERRIDES=(--components.transformer.model.get_spans.stride 128) ;;
   sentences)
     CONFIG=training/windows/tok_soft_sentences_cpu.cfg
@@ -29,7 +31,7 @@ cfg["components"]["transformer"]["model"]["get_spans"] = {"@span_getters": "spac
 cfg.to_disk(sys.argv[1])
 PY
     ;;
-  *) echo "unknown VARIANT $VARIANT (stride128 | sentences)" >&2; exit 2 ;;
+  *) echo "unknown VARIANT $VARIANT (stride128 | sentences | default)" >&2; exit 2 ;;
 esac
 for seed in ${SEEDS:-0 1 2}; do
   out="$RESULTS/soft-$VARIANT-seed$seed.json"
@@ -38,7 +40,7 @@ for seed in ${SEEDS:-0 1 2}; do
   rm -rf "training/windows/$VARIANT-seed$seed"
   $PYTHON -m spacy_softprompt train "$CONFIG" --output "training/windows/$VARIANT-seed$seed" \
     --curve "$RESULTS/runs/soft-$VARIANT-seed$seed.curve.json" \
-    --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" --training.max_steps 600 "${OVERRIDES[@]}"
+    --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" --training.max_steps 600 ${OVERRIDES[@]+"${OVERRIDES[@]}"}
   $PYTHON -m spacy_softprompt evaluate "training/windows/$VARIANT-seed$seed/model-best" "$DEV" --output "$out.partial"
   mv "$out.partial" "$out"
 done
