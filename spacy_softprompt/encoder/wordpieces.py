@@ -96,17 +96,18 @@ class ChunkCache:
             lengths.append(len(ids) - before)
         n_rows, width = len(texts), max(lengths, default=0)
         flat_ids = numpy.asarray(ids, dtype="int64")
-        is_text = numpy.ones(flat_ids.shape[0], dtype=bool)
-        row_starts = numpy.cumsum(lengths) - numpy.asarray(lengths, dtype="int64")
+        row_lengths = numpy.asarray(lengths, dtype="int64")
+        row_starts = numpy.cumsum(row_lengths) - row_lengths
+        is_text = numpy.ones(flat_ids.shape[0], dtype=bool)  # False at the special tokens around each row
         for k in range(len(prefix)):
             is_text[row_starts + k] = False
         for k in range(1, len(suffix) + 1):
-            is_text[row_starts + numpy.asarray(lengths, dtype="int64") - k] = False
+            is_text[row_starts + row_lengths - k] = False
         flat_offsets = numpy.zeros((flat_ids.shape[0], 2), dtype="int64")
         shift = numpy.repeat(numpy.asarray(starts, dtype="int64"), numpy.asarray(counts, dtype="int64"))
         flat_offsets[is_text] = numpy.asarray(edges, dtype="int64").reshape(-1, 2) + shift[:, None]
-        row_of = numpy.repeat(numpy.arange(n_rows), lengths)
-        col_of = numpy.arange(flat_ids.shape[0]) - numpy.repeat(row_starts, lengths)
+        row_of = numpy.repeat(numpy.arange(n_rows), row_lengths)
+        col_of = numpy.arange(flat_ids.shape[0]) - numpy.repeat(row_starts, row_lengths)
         input_ids = numpy.full((n_rows, width), self.pad_id, dtype="int64")
         input_ids[row_of, col_of] = flat_ids
         offset_mapping = numpy.zeros((n_rows, width, 2), dtype="int64")
