@@ -149,7 +149,7 @@ def write_csv(rows: List[Dict[str, Any]], path: PathLike) -> Path:
     """The rows as a flat CSV (scalar columns; one F1 column per evaluation set)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # runners sharing a results file write their own
     with tmp.open("w", newline="", encoding="utf8") as handle:
         writer = csv.DictWriter(handle, fieldnames=csv_columns(rows), extrasaction="ignore")
         writer.writeheader()

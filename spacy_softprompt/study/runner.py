@@ -31,6 +31,11 @@ which the plan uses instead). Every run carries a recipe fingerprint
   folder, with ``train.log`` and the dev-score curve ``curve.json``,
   :mod:`.curve`; the row gets ``dev_curve``, ``convergence`` and
   ``seconds_per_step``);
+* a run is claimed before it trains (``claim.json`` in its run folder, created
+  exclusively; :func:`claim_run`), so several runners can share one grid and one
+  results file -- e.g. two runners with one thread each on a 2-core machine --
+  without training a run twice; a runner skips runs claimed by a live process and
+  takes over claims of processes that are gone;
 * every run appends one JSON line -- ``status`` ``ok`` or ``failed`` with
   ``error_type`` and ``error`` -- and the CSV copy is rewritten. A failing run
   never stops the grid.
@@ -51,6 +56,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -802,12 +808,14 @@ class GridSummary:
     ran: int = 0
     failed: int = 0
     stale: int = 0
+    busy: int = 0
     rows: List[Dict[str, Any]] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
             f"{self.planned} runs planned: {self.ran} ran ({self.failed} failed; {self.stale} of them again because "
             f"their recipe changed), {self.reused} reused from other experiments, {self.skipped} already in the results"
+            + (f", {self.busy} left to the runners that hold them" if self.busy else "")
         )
 
 
@@ -830,61 +838,163 @@ def run_grid(
     specs = list(specs)
     summary = GridSummary(planned=len(specs))
     for number, spec in enumerate(specs, 1):
-        all_rows = read_results(results_path)  # re-read: another runner may share the file
-        rows = latest_rows(all_rows)
-        # this run's own history: rows of its key with the current recipe, else any row of its key
-        current = latest_rows(r for r in all_rows if r.get("key") == spec.key and r.get("recipe") == spec.recipe)
-        previous = next(iter(current), None)
-        if previous is None and any(r.get("key") == spec.key for r in all_rows):
-            summary.stale += 1
-            log(f"[{number}/{len(specs)}] recipe changed since {spec.key} ran (now {spec.recipe}): run again")
-        elif previous is not None and (previous.get("status") == "ok" or not retry_failed):
-            summary.skipped += 1
-            log(f"[{number}/{len(specs)}] skip {spec.key} (already {previous.get('status')})")
-            continue
-        donor = None
-        if reuse:
-            donor = next(
-                (
-                    r
-                    for r in rows
-                    if r.get("signature") == spec.signature and r.get("recipe") == spec.recipe and r.get("status") == "ok"
-                ),
-                None,
-            )
-        if donor is not None:
-            row = dict(donor)
-            row.update(key=spec.key, run_id=spec.run_id, experiment=spec.experiment, reused_from=donor["key"], finished_at=_now())
-            append_result(results_path, row)
-            write_csv(latest_rows(read_results(results_path)), csv_path_for(results_path))
-            summary.reused += 1
-            summary.rows.append(row)
-            log(f"[{number}/{len(specs)}] reuse {spec.key} <- {donor['key']}")
-            continue
         run_dir = work_dir / spec.experiment / spec.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log(f"[{number}/{len(specs)}] run {spec.key} (log: {run_dir / 'train.log'})")
-        start = time.perf_counter()
-        if isolation == "subprocess":
-            result = _run_subprocess(spec, run_dir, work_dir, keep_models=keep_models, timeout=timeout)
-        else:
-            result = _run_inline(spec, run_dir, work_dir, keep_models=keep_models)
-        row = make_row(spec, result, time.perf_counter() - start)
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf8")
+        if _already_recorded(spec, results_path, retry_failed):
+            summary.skipped += 1
+            log(f"[{number}/{len(specs)}] skip {spec.key} (already in {results_path.name})")
+            continue
+        holder = claim_run(run_dir)
+        if holder is not None:
+            summary.busy += 1
+            log(f"[{number}/{len(specs)}] skip {spec.key} (running in {holder}; claim: {run_dir / CLAIM_FILE})")
+            continue
+        try:
+            # re-read under the claim: another runner may have finished it since
+            if _already_recorded(spec, results_path, retry_failed):
+                summary.skipped += 1
+                log(f"[{number}/{len(specs)}] skip {spec.key} (already in {results_path.name})")
+                continue
+            _execute(spec, number, len(specs), run_dir, results_path, work_dir, summary, isolation, keep_models, reuse, timeout, log)
+        finally:
+            release_run(run_dir)
+    return summary
+
+
+def _already_recorded(spec: "RunSpec", results_path: Path, retry_failed: bool) -> bool:
+    """Whether ``spec`` has a row with its current recipe that needs no rerun."""
+    all_rows = read_results(results_path)  # re-read: another runner may share the file
+    current = latest_rows(r for r in all_rows if r.get("key") == spec.key and r.get("recipe") == spec.recipe)
+    previous = next(iter(current), None)
+    return previous is not None and (previous.get("status") == "ok" or not retry_failed)
+
+
+def _execute(
+    spec: "RunSpec",
+    number: int,
+    planned: int,
+    run_dir: Path,
+    results_path: Path,
+    work_dir: Path,
+    summary: GridSummary,
+    isolation: str,
+    keep_models: bool,
+    reuse: bool,
+    timeout: Optional[float],
+    log: Callable[[str], None],
+) -> None:
+    """Reuse an identical run's row, or train and record ``spec`` (the caller holds its claim)."""
+    all_rows = read_results(results_path)
+    rows = latest_rows(all_rows)
+    own = [r for r in all_rows if r.get("key") == spec.key]
+    if own and not any(r.get("recipe") == spec.recipe for r in own):
+        summary.stale += 1
+        log(f"[{number}/{planned}] recipe changed since {spec.key} ran (now {spec.recipe}): run again")
+    donor = None
+    if reuse:
+        donor = next(
+            (
+                r
+                for r in rows
+                if r.get("signature") == spec.signature and r.get("recipe") == spec.recipe and r.get("status") == "ok"
+            ),
+            None,
+        )
+    if donor is not None:
+        row = dict(donor)
+        row.update(key=spec.key, run_id=spec.run_id, experiment=spec.experiment, reused_from=donor["key"], finished_at=_now())
         append_result(results_path, row)
         write_csv(latest_rows(read_results(results_path)), csv_path_for(results_path))
-        summary.ran += 1
+        summary.reused += 1
         summary.rows.append(row)
-        if row["status"] == "ok":
-            log(
-                f"    ok in {row['wall_seconds']:.0f} s: ents_strict_f={_fmt(row.get('ents_strict_f'))} "
-                f"rels_strict_f={_fmt(row.get('rels_strict_f'))} trainable={row.get('trainable_params')} "
-                f"peak={row.get('peak_mb')} MB"
-            )
-        else:
-            summary.failed += 1
-            log(f"    FAILED ({row.get('error_type')}): {str(row.get('error'))[:300]}")
-    return summary
+        log(f"[{number}/{planned}] reuse {spec.key} <- {donor['key']}")
+        return
+    log(f"[{number}/{planned}] run {spec.key} (log: {run_dir / 'train.log'})")
+    start = time.perf_counter()
+    if isolation == "subprocess":
+        result = _run_subprocess(spec, run_dir, work_dir, keep_models=keep_models, timeout=timeout)
+    else:
+        result = _run_inline(spec, run_dir, work_dir, keep_models=keep_models)
+    row = make_row(spec, result, time.perf_counter() - start)
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf8")
+    append_result(results_path, row)
+    write_csv(latest_rows(read_results(results_path)), csv_path_for(results_path))
+    summary.ran += 1
+    summary.rows.append(row)
+    if row["status"] == "ok":
+        log(
+            f"    ok in {row['wall_seconds']:.0f} s: ents_strict_f={_fmt(row.get('ents_strict_f'))} "
+            f"rels_strict_f={_fmt(row.get('rels_strict_f'))} trainable={row.get('trainable_params')} "
+            f"peak={row.get('peak_mb')} MB"
+        )
+    else:
+        summary.failed += 1
+        log(f"    FAILED ({row.get('error_type')}): {str(row.get('error'))[:300]}")
+
+
+# ------------------------------------------------------------------ run claims
+CLAIM_FILE = "claim.json"
+
+
+def claim_run(run_dir: PathLike) -> Optional[str]:
+    """Take ``run_dir``'s run for this process, so that several ``study run`` processes
+    can share one grid and one results file: ``None`` when the claim is ours, else a
+    description of the process that holds it. A claim left by a process of this host
+    that no longer exists (killed runner, rebooted machine) is taken over; one from
+    another host is respected until its file is deleted."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CLAIM_FILE
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _read_claim(path)
+            if holder is None and _age_seconds(path) < 60:
+                return "another process (its claim is being written)"
+            if holder is not None and not _claim_is_stale(holder):
+                return f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+            path.unlink(missing_ok=True)  # stale, or unreadable for a minute: take it over
+            continue
+        with os.fdopen(fd, "w", encoding="utf8") as handle:
+            json.dump(mine, handle)
+        return None
+    return f"another process (claim file {path} keeps reappearing)"
+
+
+def release_run(run_dir: PathLike) -> None:
+    """Drop this process's claim on ``run_dir`` (a claim of another process stays)."""
+    path = Path(run_dir) / CLAIM_FILE
+    holder = _read_claim(path)
+    if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
+
+
+def _read_claim(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        holder = json.loads(path.read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _claim_is_stale(holder: Dict[str, Any]) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder.get("pid")), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, TypeError, ValueError):
+        return False
+    return False
 
 
 def _fmt(value: Any) -> str:

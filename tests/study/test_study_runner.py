@@ -209,3 +209,72 @@ def test_mrc_experiment_pairs_mrc_with_the_single_pass_run(toy_corpus, tiny_mega
     ents = entry["results"]["ents_strict"]
     assert ents["n_docs"] == 3 and ents["f1_a"] == rows["mrc"]["ents_strict_f"] and ents["f1_b"] == rows["single"]["ents_strict_f"]
     assert "## MRC with per-label prompts vs single pass" in (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+
+
+# ------------------------------------------------------------------ several runners, one grid
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
+    import os
+    import socket
+
+    from spacy_softprompt.study.runner import CLAIM_FILE, claim_run, release_run
+
+    run_dir = tmp_path / "exp" / "run"
+    assert claim_run(run_dir) is None  # ours now
+    holder = claim_run(run_dir)  # a second claim (this process is alive) is refused
+    assert holder is not None and str(os.getpid()) in holder
+    release_run(run_dir)
+    assert not (run_dir / CLAIM_FILE).exists()
+
+    claim = run_dir / CLAIM_FILE
+    claim.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "since": "earlier"}))
+    assert claim_run(run_dir) is None  # the holder is gone: taken over
+    assert json.loads(claim.read_text())["pid"] == os.getpid()
+    release_run(run_dir)
+
+    claim.write_text(json.dumps({"pid": _dead_pid(), "host": "another-host", "since": "earlier"}))
+    assert "another-host" in claim_run(run_dir)  # cannot check another host's process: respected
+    release_run(run_dir)
+    assert claim.exists()  # not ours to release
+
+    claim.write_text("")  # being written by another runner
+    assert claim_run(run_dir) is not None
+    os.utime(claim, (0, 0))  # ... or left half-written long ago
+    assert claim_run(run_dir) is None
+
+
+def test_a_run_claimed_by_a_live_runner_is_left_to_it(toy_corpus, tiny_megatron, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from spacy_softprompt.study.runner import CLAIM_FILE
+
+    results, work = tmp_path / "results.jsonl", tmp_path / "work"
+    specs = plan_runs(settings(toy_corpus), strategies=["finetune", "soft"], backbones=[str(tiny_megatron)], seeds=[0])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        taken = work / specs[0].experiment / specs[0].run_id
+        taken.mkdir(parents=True)
+        (taken / CLAIM_FILE).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": "now"}))
+        messages = []
+        summary = run_grid(specs, results, work, isolation="inline", log=messages.append)
+        assert (summary.ran, summary.busy, summary.skipped) == (1, 1, 0)
+        assert [r["key"] for r in read_results(results)] == [specs[1].key]
+        assert any(f"running in process {other.pid}" in m for m in messages)
+        assert not (work / specs[1].experiment / specs[1].run_id / CLAIM_FILE).exists()  # released after its row
+    finally:
+        other.kill()
+        other.wait()
+    # the other runner died without recording its run: the next pass trains it
+    again = run_grid(specs, results, work, isolation="inline", log=lambda m: None)
+    assert (again.ran, again.busy, again.skipped) == (1, 0, 1)
+    assert sorted(r["key"] for r in read_results(results)) == sorted(s.key for s in specs)
