@@ -14,6 +14,8 @@ decoding (``biluo_decoding.viterbi``) and the relation head's pair vectors
 (``relation_model._pair_forward``) are compared to verbatim copies of the code
 they replaced (``_reference_viterbi``, ``_reference_pair_forward`` below).
 """
+import types
+
 import numpy
 import pytest
 import spacy
@@ -21,6 +23,7 @@ from spacy.training import Example
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
+from thinc.shims.pytorch import PyTorchShim
 
 import spacy_softprompt  # noqa: F401
 from spacy_softprompt.annotations import get_relations
@@ -167,6 +170,10 @@ def _annotate(nlp, texts):
     return docs, ents, rels
 
 
+def _shim(nlp):
+    return nlp.get_pipe("transformer").model.shim
+
+
 def _pair_layer(nlp):
     return next(node for node in nlp.get_pipe("relation_extractor").model.walk() if node.name == "pair_representation")
 
@@ -178,6 +185,8 @@ def _old_paths(nlp, monkeypatch):
     monkeypatch.setattr(_pair_layer(nlp), "_func", _reference_pair_forward)
     monkeypatch.setattr(encoder, "forward", encoder._forward_in_row_chunks)
     monkeypatch.setattr(encoder_layer, "wordpiece_batch", _old_wordpieces)
+    shim = _shim(nlp)
+    monkeypatch.setattr(shim, "predict", types.MethodType(PyTorchShim.predict, shim))
     for tok2vec in _heads_tok2vec(nlp):
         for node in tok2vec.walk():
             if node.name == "trfs2arrays":
@@ -207,6 +216,22 @@ def test_optimised_inference_gives_the_old_outputs(trained, monkeypatch):
         new_hidden = a.model_output.last_hidden_state
         old_hidden = b.model_output.last_hidden_state
         numpy.testing.assert_allclose(new_hidden[real], old_hidden[real], atol=ATOL, rtol=0)
+
+
+def test_inference_switches_the_encoder_to_eval_mode_once(trained, monkeypatch):
+    nlp, texts = trained
+    encoder = nlp.get_pipe("transformer").model.encoder
+    list(nlp.pipe(texts[:2]))
+    assert not encoder.training and not any(m.training for m in encoder.modules())
+    switches = []
+    original = type(encoder).train
+    monkeypatch.setattr(encoder, "train", lambda mode=True: switches.append(mode) or original(encoder, mode))
+    list(nlp.pipe(texts, batch_size=2))  # several batches: no walk over the module tree
+    assert switches == []
+    nlp.get_pipe("transformer").model.begin_update([nlp.make_doc(texts[0])])  # a training step: train mode back
+    assert switches and switches[-1] is True and encoder.training
+    list(nlp.pipe(texts[:1]))
+    assert switches[-1] is False and not encoder.training
 
 
 def test_heads_pool_each_document_once(trained):

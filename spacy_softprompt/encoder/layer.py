@@ -229,6 +229,17 @@ class SoftPromptShim(HFShim):
     def encoder(self) -> Optional[PromptedEncoder]:
         return self._model if isinstance(self._model, PromptedEncoder) else None
 
+    def predict(self, inputs: ArgsKwargs) -> Any:
+        """PyTorchShim.predict without switching every module to eval mode and back
+        on each batch (two walks over the backbone's module tree per call): the
+        encoder goes to eval mode once and stays there until the next training
+        step (``begin_update`` puts it back in train mode)."""
+        if self._model.training:
+            self._model.eval()
+        precision = torch.autocast("cuda") if self._mixed_precision else contextlib.nullcontext()
+        with torch.no_grad(), precision:
+            return self._model(*inputs.args, **inputs.kwargs)
+
     def set_encoder(self, encoder: PromptedEncoder, tokenizer, vocab_file_contents, backbone_ref) -> None:
         device = get_torch_default_device()
         encoder.to(device)

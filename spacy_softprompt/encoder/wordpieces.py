@@ -38,7 +38,12 @@ _CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class ChunkCache:
-    """Wordpiece ids and chunk-relative character offsets of whitespace-free chunks."""
+    """Wordpiece ids and chunk-relative character offsets of whitespace-free chunks.
+
+    Chunk ``i``'s pieces are ``ids[first[i] : first[i] + count[i]]`` (and the same
+    rows of ``edges``) in flat arrays, so a batch is assembled by array gathers,
+    not one Python step per chunk or wordpiece.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast):
         self.tokenizer = tokenizer
@@ -49,79 +54,109 @@ class ChunkCache:
         self.pad_id = int(tokenizer.pad_token_id)
         self.added = sorted({str(t.content) for t in tokenizer.added_tokens_decoder.values() if str(t.content)})
         self.strings = numpy.asarray(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
-        self.chunks: Dict[str, Tuple[List[int], List[Tuple[int, int]]]] = {}
+        self.with_type_ids = "token_type_ids" in tokenizer.model_input_names
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every chunk."""
+        self.chunks: Dict[str, int] = {}  # chunk -> its index in first / count
+        self._ids = numpy.zeros(1024, dtype="int64")
+        self._edges = numpy.zeros((1024, 2), dtype="int64")
+        self._first = numpy.zeros(1024, dtype="int64")
+        self._count = numpy.zeros(1024, dtype="int64")
+        self._n_pieces = 0
 
     def covers(self, texts: Sequence[str]) -> bool:
         """``False`` when a text holds an added token (the tokenizer matches those first)."""
         return not any(token in text for text in texts for token in self.added)
 
     def _fill(self, missing: List[str]) -> None:
-        """Tokenize the missing chunks in one call (joined by spaces) and split the pieces back."""
-        if len(self.chunks) + len(missing) > MAX_CACHED_CHUNKS:
-            self.chunks.clear()
+        """Tokenize the missing chunks in one call (joined by spaces) and store their pieces."""
         starts = numpy.cumsum([0] + [len(chunk) + 1 for chunk in missing[:-1]])
         encoded = self.tokenizer(" ".join(missing), add_special_tokens=False, return_offsets_mapping=True,
                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
-        ids, offsets = encoded["input_ids"], numpy.asarray(encoded["offset_mapping"], dtype="int64").reshape(-1, 2)
+        ids = numpy.asarray(encoded["input_ids"], dtype="int64")
+        offsets = numpy.asarray(encoded["offset_mapping"], dtype="int64").reshape(-1, 2)
         owner = numpy.searchsorted(starts, offsets[:, 0], side="right") - 1
-        relative = (offsets - starts[owner][:, None]).ravel().tolist()
-        bounds = numpy.searchsorted(owner, numpy.arange(len(missing) + 1), side="left").tolist()
-        for k, chunk in enumerate(missing):
-            a, b = bounds[k], bounds[k + 1]
-            self.chunks[chunk] = (ids[a:b], relative[2 * a : 2 * b])
+        bounds = numpy.searchsorted(owner, numpy.arange(len(missing) + 1), side="left")
+        n_chunks, n_pieces = len(self.chunks), self._n_pieces
+        self._ids = _grown(self._ids, n_pieces + len(ids))
+        self._edges = _grown(self._edges, n_pieces + len(ids))
+        self._first = _grown(self._first, n_chunks + len(missing))
+        self._count = _grown(self._count, n_chunks + len(missing))
+        self._ids[n_pieces : n_pieces + len(ids)] = ids
+        self._edges[n_pieces : n_pieces + len(ids)] = offsets - starts[owner][:, None]
+        self._first[n_chunks : n_chunks + len(missing)] = n_pieces + bounds[:-1]
+        self._count[n_chunks : n_chunks + len(missing)] = numpy.diff(bounds)
+        self._n_pieces = n_pieces + len(ids)
+        self.chunks.update(zip(missing, range(n_chunks, n_chunks + len(missing))))
+
+    def _indices(self, chunks: List[str]) -> numpy.ndarray:
+        """Each chunk's index, tokenizing the ones not seen yet (the cache starts again when full)."""
+        known = self.chunks
+        missing = list(dict.fromkeys(chunk for chunk in chunks if chunk not in known))
+        if missing:
+            if len(known) + len(missing) > MAX_CACHED_CHUNKS:
+                self.clear()
+                missing = list(dict.fromkeys(chunks))
+            self._fill(missing)
+        known = self.chunks
+        return numpy.fromiter((known[chunk] for chunk in chunks), dtype="int64", count=len(chunks))
 
     def batch(self, texts: Sequence[str]) -> Tuple[Dict[str, numpy.ndarray], WordpieceBatch]:
-        rows = [[(m.group(), m.start()) for m in _CHUNK.finditer(text)] for text in texts]
-        chunks = self.chunks
-        missing = list({chunk: None for row in rows for chunk, _ in row if chunk not in chunks})
-        if missing:
-            self._fill(missing)
-        # every row's pieces laid end to end: ids, chunk-relative offsets, each piece's chunk start
-        prefix, suffix = self.prefix, self.suffix
-        ids: List[int] = []
-        edges: List[int] = []
-        counts: List[int] = []
-        starts: List[int] = []
-        lengths: List[int] = []
-        for row in rows:
-            before = len(ids)
-            ids.extend(prefix)
-            for chunk, start in row:
-                piece_ids, piece_edges = chunks[chunk]
-                ids.extend(piece_ids)
-                edges.extend(piece_edges)
-                counts.append(len(piece_ids))
-                starts.append(start)
-            ids.extend(suffix)
-            lengths.append(len(ids) - before)
-        n_rows, width = len(texts), max(lengths, default=0)
-        flat_ids = numpy.asarray(ids, dtype="int64")
-        row_lengths = numpy.asarray(lengths, dtype="int64")
-        row_starts = numpy.cumsum(row_lengths) - row_lengths
-        is_text = numpy.ones(flat_ids.shape[0], dtype=bool)  # False at the special tokens around each row
-        for k in range(len(prefix)):
-            is_text[row_starts + k] = False
-        for k in range(1, len(suffix) + 1):
-            is_text[row_starts + row_lengths - k] = False
-        flat_offsets = numpy.zeros((flat_ids.shape[0], 2), dtype="int64")
-        shift = numpy.repeat(numpy.asarray(starts, dtype="int64"), numpy.asarray(counts, dtype="int64"))
-        flat_offsets[is_text] = numpy.asarray(edges, dtype="int64").reshape(-1, 2) + shift[:, None]
-        row_of = numpy.repeat(numpy.arange(n_rows), row_lengths)
-        col_of = numpy.arange(flat_ids.shape[0]) - numpy.repeat(row_starts, row_lengths)
+        n_rows = len(texts)
+        # the batch's chunks in order, with their row and their start in the row's text
+        joined = "\n".join(texts)
+        chunks = _CHUNK.findall(joined)
+        points = numpy.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        space = (points == 32) | (points == 9) | (points == 10) | (points == 13)
+        chunk_starts = numpy.flatnonzero(~space & numpy.concatenate(([True], space[:-1])))
+        text_starts = numpy.cumsum([0] + [len(text) + 1 for text in texts[:-1]]).astype("int64")
+        chunk_row = numpy.searchsorted(text_starts, chunk_starts, side="right") - 1
+        index = self._indices(chunks)
+        counts = self._count[index]
+        # every row: prefix, its chunks' pieces end to end, suffix
+        n_prefix, n_suffix = len(self.prefix), len(self.suffix)
+        text_pieces = numpy.bincount(chunk_row, weights=counts, minlength=n_rows).astype("int64")
+        row_lengths = text_pieces + n_prefix + n_suffix
+        lengths = row_lengths.tolist()
+        width = max(lengths, default=0)
+        # each piece: where it comes from in the flat arrays, its row and its column
+        total = int(counts.sum())
+        ends = numpy.cumsum(counts)
+        within = numpy.arange(total) - numpy.repeat(ends - counts, counts)
+        source = numpy.repeat(self._first[index], counts) + within
+        piece_row = numpy.repeat(chunk_row, counts)
+        row_piece_start = numpy.cumsum(text_pieces) - text_pieces
+        piece_col = numpy.arange(total) - row_piece_start[piece_row] + n_prefix
         input_ids = numpy.full((n_rows, width), self.pad_id, dtype="int64")
-        input_ids[row_of, col_of] = flat_ids
         offset_mapping = numpy.zeros((n_rows, width, 2), dtype="int64")
-        offset_mapping[row_of, col_of] = flat_offsets
-        attention_mask = numpy.zeros((n_rows, width), dtype="float32")
-        attention_mask[row_of, col_of] = 1.0
+        attention_mask = (numpy.arange(width)[None, :] < row_lengths[:, None]).astype("float32")
+        input_ids[piece_row, piece_col] = self._ids[source]
+        shift = numpy.repeat(chunk_starts - text_starts[chunk_row], counts)
+        offset_mapping[piece_row, piece_col] = self._edges[source] + shift[:, None]
+        rows = numpy.arange(n_rows)
+        for k, special in enumerate(self.prefix):
+            input_ids[rows, k] = special
+        for k, special in enumerate(self.suffix):
+            input_ids[rows, row_lengths - n_suffix + k] = special
         batch = WordpieceBatch(
             strings=self.strings[input_ids].tolist(),  # padded rows, as spacy-transformers' strings
             input_ids=input_ids,
             attention_mask=attention_mask,
             lengths=lengths,
-            token_type_ids=numpy.zeros_like(input_ids) if "token_type_ids" in self.tokenizer.model_input_names else None,
+            token_type_ids=numpy.zeros_like(input_ids) if self.with_type_ids else None,
         )
         return {"offset_mapping": offset_mapping}, batch
+
+
+def _grown(array: numpy.ndarray, size: int) -> numpy.ndarray:
+    """``array`` itself when it holds ``size`` rows, else a copy with room for twice that."""
+    if array.shape[0] >= size:
+        return array
+    grown = numpy.zeros((2 * size,) + array.shape[1:], dtype=array.dtype)
+    grown[: array.shape[0]] = array
+    return grown
 
 
 def _is_bert_wordpiece(tokenizer) -> bool:

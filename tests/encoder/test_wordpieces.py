@@ -68,6 +68,9 @@ def test_cache_is_bounded(tokenizer, monkeypatch):
     assert_same_batch(tokenizer, [" ".join(f"w{i}" for i in range(8))])
     assert_same_batch(tokenizer, [" ".join(f"v{i}" for i in range(8))])
     assert len(cache.chunks) <= 10
+    # a batch of known and new chunks that overflows the cache: it starts again with the whole batch
+    assert_same_batch(tokenizer, [" ".join(f"v{i}" for i in range(4)) + " u1 u2 u3 v5"])
+    assert len(cache.chunks) <= 10
 
 
 def test_other_tokenizers_take_the_direct_path(tokenizer):
