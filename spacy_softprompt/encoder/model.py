@@ -565,9 +565,12 @@ class PromptedEncoder(nn.Module):
         """Per-layer ``(key, value)`` prefixes, each ``[B, heads, P, head_dim]``."""
         batch, P = prompt_ids.shape[0], self.prompt_length
         head_dim = self._hidden_size // self._num_heads
-        flat = self.prompt_encoder(prompt_ids).to(dtype)
-        kv = flat.view(batch, P, self._num_layers, 2, self._num_heads, head_dim)
+        shared = len(self._prompt_names) == 1 and batch > 1  # every row has prompt 0: look it up once
+        flat = self.prompt_encoder(prompt_ids[:1] if shared else prompt_ids).to(dtype)
+        kv = flat.view(flat.shape[0], P, self._num_layers, 2, self._num_heads, head_dim)
         kv = kv.permute(2, 3, 0, 4, 1, 5)  # layers, k|v, B, heads, P, head_dim
+        if shared:  # a view per layer, not B copies of the prompt (the attention concatenates anyway)
+            kv = kv.expand(-1, -1, batch, -1, -1, -1)
         return tuple((kv[i, 0], kv[i, 1]) for i in range(self._num_layers))
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:

@@ -10,9 +10,10 @@ from typing import List, Optional
 
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Dropout, Linear, Model, Relu, chain, with_array
+from thinc.api import Dropout, Model, Relu, chain, with_array
 from thinc.types import Floats2d
 
+from .linear import TorchLinear
 from .listener import share_pooled_outputs
 
 
@@ -32,7 +33,7 @@ def create_token_ner_model_v1(
         layers.append(Relu(nO=hidden_width, dropout=dropout, normalize=True))
     else:
         layers.append(Dropout(dropout))
-    output_layer = Linear(nO=nO)
+    output_layer = TorchLinear(nO=nO)  # thinc's Linear, products in torch on CPU
     model = chain(tok2vec, with_array(chain(*layers, output_layer)))
     model.set_ref("tok2vec", tok2vec)
     model.set_ref("output_layer", output_layer)

@@ -405,3 +405,31 @@ def test_length_chunks_bound_padding_and_rows():
     assert [sorted(extents[rows].tolist()) for rows in chunks] == [[9, 10, 11], [12], [48, 50, 50]]  # 12 * 4 > 1.1 * 42
     assert [len(rows) for rows in length_chunks(extents, max_rows=3, tolerance=float("inf"))] == [3, 3, 1]
     assert length_chunks(numpy.zeros((0,), dtype=int)) == []
+
+
+def test_one_prompt_prefix_is_shared_not_copied(tiny_model):
+    """With a single prompt the deep prefix is looked up once and expanded over
+    the rows (a view); outputs and prompt gradients equal the per-row lookup."""
+    backbone, tokenizer = load(tiny_model)
+    encoder = prompted(backbone, tokenizer, prompt_depth="deep")
+    enc = batch(tokenizer)
+    ids = torch.zeros(len(TEXTS), dtype=torch.long)
+    prefix = encoder._prefix(ids, torch.float32)
+    assert prefix[0][0].shape[0] == len(TEXTS) and prefix[0][0].stride(0) == 0
+    results = []
+    for names in (["only"], ["only", "unused"]):  # two names: the per-row lookup
+        encoder._prompt_names = names
+        encoder.prompt_encoder.table.grad = None
+        encoder.train()
+        for module in encoder.modules():  # no dropout: both runs deterministic
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            if hasattr(module, "dropout_prob"):
+                module.dropout_prob = 0.0
+        out = encoder(**enc, prompt_ids=ids).last_hidden_state
+        (out**2).sum().backward()
+        results.append((out.detach(), encoder.prompt_encoder.table.grad.clone()))
+    encoder._prompt_names = ["only"]
+    torch.testing.assert_close(results[0][0], results[1][0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)
+    assert results[0][1].abs().sum() > 0

@@ -1,0 +1,53 @@
+"""thinc's ``Linear`` layer with its matrix products in torch on the CPU.
+
+thinc's ``NumpyOps.gemm`` (blis, one thread) is 1.7x slower than torch's CPU
+matmul for the heads' tall and narrow products (every token of a batch times
+a few dozen tags); torch also follows the process's thread setting
+(``torch.set_num_threads``). On other backends (cupy) the products stay with
+``ops.gemm``. Same name, dimensions, parameters and initialisation as thinc's
+layer, so saved weights load unchanged.
+"""
+from functools import partial
+from typing import Callable, Optional, Tuple
+
+import numpy
+import torch
+from thinc.api import Model, NumpyOps
+from thinc.initializers import glorot_uniform_init, zero_init
+from thinc.layers.linear import init as linear_init
+from thinc.types import Floats2d
+
+
+def TorchLinear(nO: Optional[int] = None, nI: Optional[int] = None) -> Model[Floats2d, Floats2d]:
+    """``Y = X W^T + b``, the products by torch on NumPy arrays."""
+    return Model(
+        "linear",
+        forward,
+        init=partial(linear_init, glorot_uniform_init, zero_init),
+        dims={"nO": nO, "nI": nI},
+        params={"W": None, "b": None},
+    )
+
+
+def product(ops, a: Floats2d, b: Floats2d, *, trans1: bool = False, trans2: bool = False) -> Floats2d:
+    """``op(a) @ op(b)`` as ``ops.gemm`` computes it: torch for NumPy float32 arrays."""
+    if not isinstance(ops, NumpyOps) or a.dtype != numpy.float32 or b.dtype != numpy.float32:
+        return ops.gemm(a, b, trans1=trans1, trans2=trans2)
+    left, right = torch.from_numpy(numpy.ascontiguousarray(a)), torch.from_numpy(numpy.ascontiguousarray(b))
+    with torch.no_grad():
+        out = torch.matmul(left.T if trans1 else left, right.T if trans2 else right)
+    return out.numpy()
+
+
+def forward(model: Model[Floats2d, Floats2d], X: Floats2d, is_train: bool) -> Tuple[Floats2d, Callable]:
+    W = model.get_param("W")
+    b = model.get_param("b")
+    Y = product(model.ops, X, W, trans2=True)
+    Y += b
+
+    def backprop(dY: Floats2d) -> Floats2d:
+        model.inc_grad("b", dY.sum(axis=0))
+        model.inc_grad("W", product(model.ops, dY, X, trans1=True))
+        return product(model.ops, dY, W)
+
+    return Y, backprop

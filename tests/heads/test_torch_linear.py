@@ -1,0 +1,39 @@
+"""TorchLinear computes what thinc's Linear computes and loads its weights."""
+import numpy
+import pytest
+from thinc.api import Linear, NumpyOps
+
+from spacy_softprompt.heads.linear import TorchLinear, product
+
+
+@pytest.mark.parametrize("rows", [0, 1, 37])
+def test_forward_and_gradients_match_thincs_linear(rows):
+    rng = numpy.random.default_rng(rows)
+    X = rng.normal(size=(rows, 24)).astype("float32")
+    thinc_layer, ours = Linear(nO=9), TorchLinear(nO=9)
+    thinc_layer.initialize(X=numpy.zeros((2, 24), dtype="float32"))
+    ours.from_bytes(thinc_layer.to_bytes())  # same parameters: saved weights load unchanged
+    thinc_layer.set_param("b", rng.normal(size=(9,)).astype("float32"))
+    ours.set_param("b", thinc_layer.get_param("b").copy())
+    want, want_back = thinc_layer(X, is_train=True)
+    got, got_back = ours(X, is_train=True)
+    assert got.dtype == numpy.float32 and got.shape == (rows, 9)
+    numpy.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    dY = rng.normal(size=(rows, 9)).astype("float32")
+    numpy.testing.assert_allclose(got_back(dY), want_back(dY), atol=1e-5, rtol=1e-5)
+    for name in ("W", "b"):
+        numpy.testing.assert_allclose(ours.get_grad(name), thinc_layer.get_grad(name), atol=1e-4, rtol=1e-5)
+
+
+def test_product_follows_gemm_for_every_transpose():
+    ops = NumpyOps()
+    rng = numpy.random.default_rng(0)
+    a, b = rng.normal(size=(6, 6)).astype("float32"), rng.normal(size=(6, 6)).astype("float32")  # square: every transpose fits
+    for trans1 in (False, True):
+        for trans2 in (False, True):
+            numpy.testing.assert_allclose(
+                product(ops, a, b, trans1=trans1, trans2=trans2), ops.gemm(a, b, trans1=trans1, trans2=trans2),
+                atol=1e-5, rtol=1e-5,
+            )
+    a64, b64 = a.astype("float64"), b.astype("float64")  # other dtypes go to ops.gemm unchanged
+    numpy.testing.assert_array_equal(product(ops, a64, b64), ops.gemm(a64, b64))
