@@ -100,7 +100,7 @@ def viterbi(scores, lengths, xp=numpy):
         from_closed = now[:, :1] + opening[t, :k]
         from_inside = now[:, 1:] + continuing[t, :k]
         xp.greater(from_inside, from_closed, out=continued[t, :k])
-        now[:, 0] = closing[rows[:k], best]
+        closing.max(axis=1, out=now[:, 0])  # the value at ``best``
         xp.maximum(from_closed, from_inside, out=now[:, 1:])
     back = xp.empty((T, N, S), dtype="int32")  # back[t, row, state after t] = state before t
     back[:, :, 0] = closed_from

@@ -95,3 +95,13 @@ def test_the_clinical_corpus_windows(tokenizer, corpora_dir):
     assert texts
     for start in range(0, len(texts), 32):
         assert_same_batch(tokenizer, texts[start : start + 32])
+
+
+def test_split_fast_path_premise():
+    """Texts without ``_OTHER_SPACE`` characters are chunked by ``str.split()``: it must
+    split on exactly those characters and the four of ``_CHUNK``, over all of Unicode."""
+    import sys
+
+    separators = {chr(c) for c in range(sys.maxunicode + 1) if len(("a" + chr(c) + "b").split()) == 2}
+    assert {c for c in separators if not wp._OTHER_SPACE.match(c)} == {" ", "\t", "\n", "\r"}
+    assert all(not wp._OTHER_SPACE.match(c) or c in separators for c in map(chr, range(0x3001)))
