@@ -5,6 +5,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from spacy_softprompt.encoder import PromptedEncoder, hard_prompt_block
+from spacy_softprompt.encoder import model as model_module
 from spacy_softprompt.encoder.model import length_chunks
 from spacy_softprompt.encoder.prompts import PromptTable, sample_vocab_ids
 
@@ -383,6 +384,18 @@ def test_inference_chunks_give_the_unchunked_output(tiny_model, depth, hard):
         assert sorted(shape[1] - encoder.prompt_length * (depth == "input") for shape in calls) == [
             n + len(hard_ids or []) for n in lengths
         ]
+        calls.clear()
+        encoder.inference_padding_tolerance = None  # the device's default (cpu here)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(model_module.INFERENCE_PADDING_TOLERANCE, "cpu", 0.0)
+            with torch.no_grad():
+                encoder(**enc, prompt_ids=ids)
+            assert len(calls) == len(lengths)
+            calls.clear()
+            patch.setitem(model_module.INFERENCE_PADDING_TOLERANCE, "cpu", float("inf"))
+            with torch.no_grad():
+                encoder(**enc, prompt_ids=ids)
+            assert len(calls) == 1
         calls.clear()
         encoder(**enc, prompt_ids=ids)  # gradients on (training): one call, never chunked
         assert len(calls) == 1
