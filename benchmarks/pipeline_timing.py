@@ -161,13 +161,31 @@ def bare_forward(backbone, batches: list, dtype: Optional[str] = None) -> Callab
     return run
 
 
+def fastest_bare_forward(
+    nlp, texts: Sequence[str], *, window: int = 128, rows_options: Sequence[int] = (4, 8, 16, 32, 64), repeats: int = 2
+) -> Tuple[Dict[int, float], Dict[str, int], Callable[[], None]]:
+    """``({rows per call: median CPU s}, the windows' counts, runner)`` for the fastest
+    number of windows per backbone call: the bare forward at its best is the floor."""
+    backbone = backbone_of(nlp)
+    runners, counts = {}, {}
+    for rows in rows_options:
+        batches, counts = bare_batches(nlp, texts, window=window, rows=rows)
+        runners[rows] = bare_forward(backbone, batches)
+        runners[rows]()  # warm-up
+    runs = interleaved(runners, repeats)
+    cpu_s = {rows: median([c for c, _ in values]) for rows, values in runs.items()}
+    best = min(cpu_s, key=cpu_s.get)
+    counts = dict(counts, rows_per_call=best)
+    return cpu_s, counts, runners[best]
+
+
 def forget_wordpieces(nlp) -> None:
     """Empty the transformer's wordpiece chunk cache: the next run sees every note for the first time."""
     from spacy_softprompt.encoder.wordpieces import chunk_cache
 
     cache = chunk_cache(nlp.get_pipe("transformer").model.tokenizer)
     if cache is not None:
-        cache.chunks.clear()
+        cache.clear()
 
 
 def pipe_runner(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -> Callable[[], list]:
@@ -282,15 +300,34 @@ class EncoderPositions:
         return {"backbone_calls": self.calls, "real_wordpieces": self.real, "processed_positions": self.processed}
 
 
-def stage_seconds(nlp, texts: Sequence[str], batch_size: Optional[int] = None) -> Tuple[Dict[str, float], int]:
+def prime_wordpieces(nlp, primer: Sequence[str]) -> None:
+    """Empty the wordpiece chunk cache, then fill it with the windows of ``primer``
+    (notes a worker annotated before): the steady state of a long-running worker."""
+    from spacy_softprompt.encoder.wordpieces import wordpiece_batch
+
+    forget_wordpieces(nlp)
+    model = nlp.get_pipe("transformer").model
+    docs = [nlp.make_doc(text) for text in primer]
+    for start in range(0, len(docs), nlp.batch_size):
+        spans = model.attrs["get_spans"](docs[start : start + nlp.batch_size])
+        wordpiece_batch(model.tokenizer, [span.text for doc_spans in spans for span in doc_spans])
+
+
+def stage_seconds(
+    nlp, texts: Sequence[str], batch_size: Optional[int] = None, primer: Optional[Sequence[str]] = None
+) -> Tuple[Dict[str, float], int]:
     """CPU seconds per stage, the stages run one after the other over all texts:
     ``tokenizer``, each component (its host work: the backbone's forward is
     taken out of ``transformer``), ``forward``, and two inner steps of the
     transformer's host work (:data:`TRANSFORMER_PARTS`, included in
-    ``transformer``); plus the number of words."""
+    ``transformer``); plus the number of words.  The wordpiece cache starts
+    empty, or primed with ``primer`` (:func:`prime_wordpieces`)."""
     batch_size = batch_size or nlp.batch_size
     seconds: Dict[str, float] = {}
-    forget_wordpieces(nlp)
+    if primer:
+        prime_wordpieces(nlp, primer)
+    else:
+        forget_wordpieces(nlp)
     with ForwardClock(backbone_of(nlp)) as clock, _PartClock() as parts:
         start = time.process_time()
         docs = [nlp.make_doc(text) for text in texts]
@@ -347,13 +384,13 @@ def wordpiece_seconds(nlp, texts: Sequence[str], primer: Sequence[str], repeats:
         return median(runs[1:])
 
     def prime() -> None:
-        cache.chunks.clear()
+        cache.clear()
         for window_texts in primer_batches:
             wordpiece_batch(tokenizer, window_texts)
 
     out = {"tokenizer's own batch call": timed(direct_wordpiece_batch)}
     if cache is not None:
-        out["chunk cache, no note seen before"] = timed(wordpiece_batch, cache.chunks.clear)
+        out["chunk cache, no note seen before"] = timed(wordpiece_batch, cache.clear)
         out[f"chunk cache, primed with {len(primer)} other notes"] = timed(wordpiece_batch, prime)
     return out
 

@@ -24,11 +24,15 @@ def test_speed_bench_figures_are_consistent(tmp_path):
     assert report["ratio_cpu"] == pytest.approx(speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"])
     assert set(stages) == {"tokenizer", "transformer", "forward", "token_ner", "relation_extractor"}
     assert report["host_cpu_s_per_10k_words"] == pytest.approx(sum(v for k, v in stages.items() if k != "forward"))
+    assert report["primer_notes"] > 0 and report["host_primed_cpu_s_per_10k_words"] > 0  # a worker's steady state
     assert report["get_spans"]["window"] == 128 and report["get_spans"]["stride"] == 112  # the main job's windows
     # the bare forward: windows of at most 128 wordpieces, all full but each note's last
     windows = report["bare_windows"]
     assert (windows["windows"] - 2) * 128 < windows["wordpieces"] <= windows["windows"] * 128
     assert windows["wordpieces_padded"] >= windows["wordpieces"]
+    # the floor is the fastest windows-per-call setting of the bare forward
+    tried = {int(k): v for k, v in report["bare_rows_per_call_cpu_s"].items()}
+    assert set(tried) == {4, 8, 16, 32, 64} and windows["rows_per_call"] == min(tried, key=tried.get)
     # calibration: the untrained token_ner tags about the gold share of tokens
     assert 0 < report["calibration"]["gold_entity_token_share"] < 1
     assert report["counts"]["entities"] > 0
