@@ -23,6 +23,7 @@ from spacy.training import Example
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
+from thinc.layers.linear import forward as thinc_linear_forward
 from thinc.shims.pytorch import PyTorchShim
 
 import spacy_softprompt  # noqa: F401
@@ -187,6 +188,8 @@ def _old_paths(nlp, monkeypatch):
     monkeypatch.setattr(encoder_layer, "wordpiece_batch", _old_wordpieces)
     shim = _shim(nlp)
     monkeypatch.setattr(shim, "predict", types.MethodType(PyTorchShim.predict, shim))
+    output_layer = nlp.get_pipe("token_ner").model.get_ref("output_layer")  # thinc's own Linear forward
+    monkeypatch.setattr(output_layer, "_func", thinc_linear_forward)
     for tok2vec in _heads_tok2vec(nlp):
         for node in tok2vec.walk():
             if node.name == "trfs2arrays":
