@@ -153,7 +153,7 @@ def run(
 def _run_grid_file(path: Path, *, isolation: str, retry_failed: bool, dry_run: bool) -> None:
     from .grid import estimate, format_estimate, load_grid, run_study
     from .results import latest_rows, read_results
-    from .runner import StudyError
+    from .runner import StudyError, claim_holder
 
     try:
         grid = load_grid(path)
@@ -167,7 +167,8 @@ def _run_grid_file(path: Path, *, isolation: str, retry_failed: bool, dry_run: b
                 raise typer.Exit(code=2)
         if dry_run:
             for spec in specs:
-                state = "done" if done.get(spec.key) == spec.recipe else "to run"
+                holder = claim_holder(Path(grid.work_dir) / spec.experiment / spec.run_id)
+                state = "done" if done.get(spec.key) == spec.recipe else (f"running ({holder})" if holder else "to run")
                 typer.echo(f"{spec.key}  [{spec.config}, {spec.max_steps} steps, recipe {spec.recipe}]  {state}")
             return
         summary = run_study(grid, isolation=isolation, retry_failed=retry_failed, log=typer.echo)

@@ -962,6 +962,14 @@ def claim_run(run_dir: PathLike) -> Optional[str]:
     return f"another process (claim file {path} keeps reappearing)"
 
 
+def claim_holder(run_dir: PathLike) -> Optional[str]:
+    """Who holds ``run_dir``'s run now (a live claim), without taking it; else ``None``."""
+    holder = _read_claim(Path(run_dir) / CLAIM_FILE)
+    if holder is None or _claim_is_stale(holder):
+        return None
+    return f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+
+
 def release_run(run_dir: PathLike) -> None:
     """Drop this process's claim on ``run_dir`` (a claim of another process stays)."""
     path = Path(run_dir) / CLAIM_FILE

@@ -225,10 +225,12 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     import os
     import socket
 
-    from spacy_softprompt.study.runner import CLAIM_FILE, claim_run, release_run
+    from spacy_softprompt.study.runner import CLAIM_FILE, claim_holder, claim_run, release_run
 
     run_dir = tmp_path / "exp" / "run"
+    assert claim_holder(run_dir) is None
     assert claim_run(run_dir) is None  # ours now
+    assert str(os.getpid()) in claim_holder(run_dir)  # what --dry-run shows as "running (...)"
     holder = claim_run(run_dir)  # a second claim (this process is alive) is refused
     assert holder is not None and str(os.getpid()) in holder
     release_run(run_dir)
@@ -236,6 +238,7 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
 
     claim = run_dir / CLAIM_FILE
     claim.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "since": "earlier"}))
+    assert claim_holder(run_dir) is None  # a stale claim holds nothing
     assert claim_run(run_dir) is None  # the holder is gone: taken over
     assert json.loads(claim.read_text())["pid"] == os.getpid()
     release_run(run_dir)
