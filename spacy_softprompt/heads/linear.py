@@ -33,10 +33,16 @@ def product(ops, a: Floats2d, b: Floats2d, *, trans1: bool = False, trans2: bool
     """``op(a) @ op(b)`` as ``ops.gemm`` computes it: torch for NumPy float32 arrays."""
     if not isinstance(ops, NumpyOps) or a.dtype != numpy.float32 or b.dtype != numpy.float32:
         return ops.gemm(a, b, trans1=trans1, trans2=trans2)
-    left, right = torch.from_numpy(numpy.ascontiguousarray(a)), torch.from_numpy(numpy.ascontiguousarray(b))
+    left, right = (torch.from_numpy(_torch_ready(x)) for x in (a, b))
     with torch.no_grad():
         out = torch.matmul(left.T if trans1 else left, right.T if trans2 else right)
     return out.numpy()
+
+
+def _torch_ready(array: numpy.ndarray) -> numpy.ndarray:
+    """C-contiguous and writeable (``torch.from_numpy`` shares the memory; read-only arrays are copied)."""
+    array = numpy.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 def forward(model: Model[Floats2d, Floats2d], X: Floats2d, is_train: bool) -> Tuple[Floats2d, Callable]:

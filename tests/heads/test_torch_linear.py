@@ -37,3 +37,16 @@ def test_product_follows_gemm_for_every_transpose():
             )
     a64, b64 = a.astype("float64"), b.astype("float64")  # other dtypes go to ops.gemm unchanged
     numpy.testing.assert_array_equal(product(ops, a64, b64), ops.gemm(a64, b64))
+
+
+def test_read_only_inputs_are_copied_not_shared():
+    import warnings
+
+    ops = NumpyOps()
+    a = numpy.arange(12, dtype="float32").reshape(3, 4)
+    b = numpy.ones((4, 2), dtype="float32")
+    a.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it shares a read-only NumPy array
+        out = product(ops, a, b)
+    numpy.testing.assert_array_equal(out, a @ b)
