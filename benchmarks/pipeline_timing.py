@@ -241,36 +241,71 @@ class ForwardClock:
 #: inner steps of the transformer's host work, timed inside it (``encoder.layer`` functions)
 TRANSFORMER_PARTS = {"wordpiece_batch": "transformer: wordpieces", "alignment_via_offset_mapping": "transformer: alignment"}
 
+#: array work outside the backbone that runs on the GPU when the pipeline does (module, function):
+#: the encoder's length-chunk gather / scatter, the pooling of wordpieces into tokens and the
+#: heads' matrix products; on a GPU the CPU only launches it
+DEVICE_WORK = {
+    ("spacy_softprompt.encoder.model", "_take_rows"): "encoder row gather",
+    ("spacy_softprompt.encoder.model", "_scatter_rows"): "encoder row scatter",
+    ("spacy_softprompt.heads.listener", "_pool_each_document"): "token pooling",
+    ("spacy_softprompt.heads.linear", "product"): "token_ner tag scores",
+}
+#: thinc layers of the relation classifier whose forward is array work (timed through ``model._func``)
+DEVICE_LAYERS = {"maxout": "relation classifier", "softmax": "relation classifier"}
+DEVICE_WORK_KEY = "device work"
+
 
 class _PartClock:
-    """CPU seconds inside some functions of ``spacy_softprompt.encoder.layer``."""
+    """CPU seconds inside some functions: :data:`TRANSFORMER_PARTS` of
+    ``spacy_softprompt.encoder.layer`` (each apart) and :data:`DEVICE_WORK` plus
+    the :data:`DEVICE_LAYERS` of ``nlp`` (summed under :data:`DEVICE_WORK_KEY`,
+    outermost calls only, so a nested one is not counted twice)."""
 
-    def __init__(self):
+    def __init__(self, nlp=None):
+        self.nlp = nlp
         self.cpu_s: Dict[str, float] = {}
-        self._saved: Dict[str, Callable] = {}
+        self._saved: List[Tuple[Any, str, Callable]] = []
+        self._depth = 0
+
+    def _timed(self, original: Callable, name: str, nested: bool) -> Callable:
+        def timed(*args, **kwargs):
+            if nested and self._depth:
+                return original(*args, **kwargs)
+            start = time.process_time()
+            self._depth += nested
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._depth -= nested
+                self.cpu_s[name] = self.cpu_s.get(name, 0.0) + time.process_time() - start
+
+        return timed
+
+    def _patch(self, owner: Any, attr: str, name: str, nested: bool) -> None:
+        original = getattr(owner, attr)
+        self._saved.append((owner, attr, original))
+        setattr(owner, attr, self._timed(original, name, nested))
 
     def __enter__(self) -> "_PartClock":
+        import importlib
+
         from spacy_softprompt.encoder import layer
 
         for attr, name in TRANSFORMER_PARTS.items():
-            original = getattr(layer, attr)
-            self._saved[attr] = original
-
-            def timed(*args, _original=original, _name=name, **kwargs):
-                start = time.process_time()
-                try:
-                    return _original(*args, **kwargs)
-                finally:
-                    self.cpu_s[_name] = self.cpu_s.get(_name, 0.0) + time.process_time() - start
-
-            setattr(layer, attr, timed)
+            self._patch(layer, attr, name, False)
+        for (module, attr), _ in DEVICE_WORK.items():
+            self._patch(importlib.import_module(module), attr, DEVICE_WORK_KEY, True)
+        if self.nlp is not None:
+            for _, component in self.nlp.pipeline:
+                for node in getattr(getattr(component, "model", None), "walk", lambda: [])():
+                    if node.name in DEVICE_LAYERS:
+                        self._patch(node, "_func", DEVICE_WORK_KEY, True)
         return self
 
     def __exit__(self, *exc) -> None:
-        from spacy_softprompt.encoder import layer
-
-        for attr, original in self._saved.items():
-            setattr(layer, attr, original)
+        for owner, attr, original in reversed(self._saved):
+            setattr(owner, attr, original)
+        self._saved.clear()
 
 
 class EncoderPositions:
@@ -320,7 +355,8 @@ def stage_seconds(
     ``tokenizer``, each component (its host work: the backbone's forward is
     taken out of ``transformer``), ``forward``, and two inner steps of the
     transformer's host work (:data:`TRANSFORMER_PARTS`, included in
-    ``transformer``); plus the number of words.  The wordpiece cache starts
+    ``transformer``) and the array work a GPU would do (:data:`DEVICE_WORK_KEY`,
+    included in the stages); plus the number of words.  The wordpiece cache starts
     empty, or primed with ``primer`` (:func:`prime_wordpieces`)."""
     batch_size = batch_size or nlp.batch_size
     seconds: Dict[str, float] = {}
@@ -328,7 +364,7 @@ def stage_seconds(
         prime_wordpieces(nlp, primer)
     else:
         forget_wordpieces(nlp)
-    with ForwardClock(backbone_of(nlp)) as clock, _PartClock() as parts:
+    with ForwardClock(backbone_of(nlp)) as clock, _PartClock(nlp) as parts:
         start = time.process_time()
         docs = [nlp.make_doc(text) for text in texts]
         seconds["tokenizer"] = time.process_time() - start

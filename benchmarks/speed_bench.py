@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     stage_runs = [pt.stage_seconds(nlp, texts)[0] for _ in range(args.repeats)]
     stages = {name: pt.per_words(pt.median([r[name] for r in stage_runs]), words) for name in stage_runs[0]}
     parts = {name: stages.pop(name) for name in pt.TRANSFORMER_PARTS.values() if name in stages}
+    device_work = stages.pop(pt.DEVICE_WORK_KEY, 0.0)
     host = sum(v for k, v in stages.items() if k != "forward")
     # side by side: the same tokenizer with spaCy's whitespace special cases (they switch its cache off)
     tokenizer_ab = {
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
     primed_runs = [pt.stage_seconds(nlp, texts, primer=primer)[0] for _ in range(args.repeats)] if primer else []
     host_primed = (
         pt.per_words(sum(pt.median([r[k] for r in primed_runs]) for k in primed_runs[0]
-                         if k != "forward" and k not in pt.TRANSFORMER_PARTS.values()), words)
+                         if k != "forward" and k != pt.DEVICE_WORK_KEY and k not in pt.TRANSFORMER_PARTS.values()), words)
         if primed_runs else None
     )
     bare_per_words = pt.per_words(speed["bare forward"]["median_cpu_s"], words)
@@ -147,6 +148,9 @@ def main(argv=None) -> int:
         "stages_cpu_s_per_10k_words": stages, "transformer_parts_cpu_s_per_10k_words": parts,
         "host_cpu_s_per_10k_words": host,
         "host_without_tokenizer_cpu_s_per_10k_words": host - stages["tokenizer"],
+        # of the host work, the array work a GPU takes over (pt.DEVICE_WORK), and what stays on the CPU
+        "host_device_work_cpu_s_per_10k_words": device_work,
+        "host_cpu_only_cpu_s_per_10k_words": host - device_work,
         "host_primed_cpu_s_per_10k_words": host_primed,
         "primer_notes": len(primer),
         "tokenizer_side_by_side_cpu_s_per_10k_words": tokenizer_ab,
@@ -170,6 +174,8 @@ def main(argv=None) -> int:
     bc.print_table(("stage", "CPU s per 10k words"), [(k, f"{v:.4f}") for k, v in stages.items()] + [
         (f"  (inside transformer) {k}", f"{v:.4f}") for k, v in parts.items()] + [
         ("host (all but forward)", f"{host:.4f}"),
+        ("  of which array work a GPU takes over (gather/scatter, pooling, head products)", f"{device_work:.4f}"),
+        ("  host work that stays on the CPU with a GPU", f"{host - device_work:.4f}"),
         (f"host, wordpiece cache primed with {len(primer)} other notes", "n/a" if host_primed is None else f"{host_primed:.4f}"),
         ("bare forward", f"{bare_per_words:.4f}"),
         ("transformer stage / bare forward", f"{transformer_stage / bare_per_words:.3f}x"),

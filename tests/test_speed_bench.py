@@ -24,6 +24,10 @@ def test_speed_bench_figures_are_consistent(tmp_path):
     assert report["ratio_cpu"] == pytest.approx(speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"])
     assert set(stages) == {"tokenizer", "transformer", "forward", "token_ner", "relation_extractor"}
     assert report["host_cpu_s_per_10k_words"] == pytest.approx(sum(v for k, v in stages.items() if k != "forward"))
+    # the array work a GPU takes over is part of the host total; the rest stays on the CPU
+    device = report["host_device_work_cpu_s_per_10k_words"]
+    assert 0 < device < report["host_cpu_s_per_10k_words"]
+    assert report["host_cpu_only_cpu_s_per_10k_words"] == pytest.approx(report["host_cpu_s_per_10k_words"] - device)
     assert report["primer_notes"] > 0 and report["host_primed_cpu_s_per_10k_words"] > 0  # a worker's steady state
     assert report["get_spans"]["window"] == 128 and report["get_spans"]["stride"] == 112  # the main job's windows
     # the bare forward: windows of at most 128 wordpieces, all full but each note's last
