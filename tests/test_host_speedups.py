@@ -24,6 +24,7 @@ from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
 from thinc.layers.linear import forward as thinc_linear_forward
+from thinc.layers.maxout import forward as thinc_maxout_forward
 from thinc.shims.pytorch import PyTorchShim
 
 import spacy_softprompt  # noqa: F401
@@ -190,6 +191,10 @@ def _old_paths(nlp, monkeypatch):
     monkeypatch.setattr(shim, "predict", types.MethodType(PyTorchShim.predict, shim))
     output_layer = nlp.get_pipe("token_ner").model.get_ref("output_layer")  # thinc's own Linear forward
     monkeypatch.setattr(output_layer, "_func", thinc_linear_forward)
+    maxouts = [node for node in nlp.get_pipe("relation_extractor").model.walk() if node.name == "maxout"]
+    assert maxouts, "the relation classifier has a Maxout layer"
+    for node in maxouts:  # thinc's own Maxout forward
+        monkeypatch.setattr(node, "_func", thinc_maxout_forward)
     for tok2vec in _heads_tok2vec(nlp):
         for node in tok2vec.walk():
             if node.name == "trfs2arrays":

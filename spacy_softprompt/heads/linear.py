@@ -1,11 +1,14 @@
-"""thinc's ``Linear`` layer with its matrix products in torch on the CPU.
+"""thinc's ``Linear`` and ``Maxout`` layers with their matrix products in torch on the CPU.
 
 thinc's ``NumpyOps.gemm`` (blis, one thread) is 1.7x slower than torch's CPU
 matmul for the heads' tall and narrow products (every token of a batch times
-a few dozen tags); torch also follows the process's thread setting
+a few dozen tags; every candidate pair times the relation classifier's hidden
+units); torch also follows the process's thread setting
 (``torch.set_num_threads``). On other backends (cupy) the products stay with
-``ops.gemm``. Same name, dimensions, parameters and initialisation as thinc's
-layer, so saved weights load unchanged.
+``ops.gemm``. :func:`TorchLinear` has the same name, dimensions, parameters
+and initialisation as thinc's ``Linear``; :func:`use_torch_products` gives a
+thinc ``Maxout`` this module's forward and keeps everything else, so saved
+weights load unchanged.
 """
 from functools import partial
 from typing import Callable, Optional, Tuple
@@ -57,3 +60,33 @@ def forward(model: Model[Floats2d, Floats2d], X: Floats2d, is_train: bool) -> Tu
         return product(model.ops, dY, W)
 
     return Y, backprop
+
+
+def use_torch_products(model: Model) -> Model:
+    """Give every thinc ``maxout`` layer inside ``model`` :func:`maxout_forward`; returns ``model``."""
+    from thinc.layers.maxout import forward as thinc_maxout_forward
+
+    for node in model.walk():
+        if node.name == "maxout" and node._func is thinc_maxout_forward:
+            node._func = maxout_forward
+    return model
+
+
+def maxout_forward(model: Model[Floats2d, Floats2d], X: Floats2d, is_train: bool) -> Tuple[Floats2d, Callable]:
+    """thinc's ``Maxout`` (``W: [nO, nP, nI]``, ``b: [nO, nP]``): the best of ``nP``
+    affine pieces per output unit, the products by :func:`product`."""
+    ops = model.ops
+    nO, nP, nI = model.get_dim("nO"), model.get_dim("nP"), model.get_dim("nI")
+    W = ops.reshape2f(model.get_param("W"), nO * nP, nI)
+    pieces = product(ops, X, W, trans2=True)
+    pieces += ops.reshape1f(model.get_param("b"), nO * nP)
+    best, which = ops.maxout(ops.reshape3f(pieces, pieces.shape[0], nO, nP))
+
+    def backprop(d_best: Floats2d) -> Floats2d:
+        d_pieces = ops.backprop_maxout(d_best, which, nP)
+        model.inc_grad("b", d_pieces.sum(axis=0))
+        d_flat = ops.reshape2f(d_pieces, d_pieces.shape[0], nO * nP)
+        model.inc_grad("W", ops.reshape3f(product(ops, d_flat, X, trans1=True), nO, nP, nI))
+        return product(ops, d_flat, W)
+
+    return best, backprop

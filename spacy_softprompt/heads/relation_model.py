@@ -19,6 +19,7 @@ from thinc.api import Model, chain, Maxout, Softmax, Dropout
 from thinc.types import Floats2d, Ints2d
 
 from .listener import share_pooled_outputs
+from .linear import use_torch_products
 
 PairInput = Tuple[List[Doc], List[Ints2d]]
 
@@ -40,7 +41,7 @@ def create_relation_model_v1(
     pair_repr = pair_representation(share_pooled_outputs(tok2vec), distance_width)
     model = chain(
         pair_repr,
-        Maxout(nO=hidden_width, nP=2, dropout=dropout, normalize=True),
+        use_torch_products(Maxout(nO=hidden_width, nP=2, dropout=dropout, normalize=True)),
         Dropout(dropout),
         Softmax(nO=nO),
     )

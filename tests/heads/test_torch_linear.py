@@ -62,3 +62,29 @@ def test_read_only_inputs_are_copied_not_shared():
         warnings.simplefilter("error")  # torch warns when it shares a read-only NumPy array
         out = product(ops, a, b)
     numpy.testing.assert_array_equal(out, a @ b)
+
+
+@pytest.mark.parametrize("rows", [1, 53])  # thinc's own backprop_maxout refuses 0 rows
+def test_maxout_forward_matches_thincs_and_loads_its_weights(rows):
+    from thinc.api import Maxout
+
+    from spacy_softprompt.heads.linear import maxout_forward, use_torch_products
+
+    rng = numpy.random.default_rng(rows)
+    X = rng.normal(size=(rows, 40)).astype("float32")
+    thinc_model = Maxout(nO=12, nP=2, normalize=True, dropout=0.0)
+    ours = use_torch_products(Maxout(nO=12, nP=2, normalize=True, dropout=0.0))
+    assert [n._func for n in ours.walk() if n.name == "maxout"] == [maxout_forward]
+    thinc_model.initialize(X=numpy.zeros((2, 40), dtype="float32"))
+    thinc_inner = [n for n in thinc_model.walk() if n.name == "maxout"][0]
+    thinc_inner.set_param("b", rng.normal(size=(12, 2)).astype("float32"))
+    ours.from_bytes(thinc_model.to_bytes())  # same layers and parameters: saved weights load unchanged
+    want, want_back = thinc_model(X, is_train=True)
+    got, got_back = ours(X, is_train=True)
+    assert got.dtype == numpy.float32 and got.shape == (rows, 12)
+    numpy.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    dY = rng.normal(size=(rows, 12)).astype("float32")
+    numpy.testing.assert_allclose(got_back(dY), want_back(dY), atol=1e-4, rtol=1e-4)
+    ours_inner = [n for n in ours.walk() if n.name == "maxout"][0]
+    for name in ("W", "b"):
+        numpy.testing.assert_allclose(ours_inner.get_grad(name), thinc_inner.get_grad(name), atol=1e-4, rtol=1e-4)
