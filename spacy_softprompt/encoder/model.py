@@ -160,9 +160,11 @@ def _take_rows(tensor: Optional[torch.Tensor], index: torch.Tensor, width: int) 
 def _scatter_rows(parts, shape) -> torch.Tensor:
     """``[B, L, H]`` from chunks ``(row index, width, [n, width, H])``; padding columns are 0."""
     first = parts[0][2]
-    out = first.new_zeros((shape[0], shape[1], first.shape[-1]))
+    out = first.new_empty((shape[0], shape[1], first.shape[-1]))  # every element written once below
     for index, width, hidden in parts:
         out[index, :width] = hidden
+        if width < shape[1]:
+            out[index, width:] = 0
     return out
 
 

@@ -407,6 +407,7 @@ def test_inference_chunks_give_the_unchunked_output(tiny_model, depth, hard):
         for mine, theirs in zip(chunked.hidden_states, whole.hidden_states):
             torch.testing.assert_close(mine[real], theirs[real], atol=ATOL, rtol=0)
     assert not by_length.last_hidden_state[~real].any()
+    assert not any(layer[~real].any() for layer in by_length.hidden_states)  # the scatter zeroes padding itself
 
 
 def test_length_chunks_bound_padding_and_rows():
