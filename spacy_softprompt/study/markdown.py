@@ -179,7 +179,7 @@ def prompt_shape_section(table, image: Optional[str]) -> List[str]:
     def value(cells, p, name: str, per_cell: bool) -> str:
         if name == "trainable_params":
             return fmt_int(cells[p][name].mean) if p in cells and cells[p][name] else "–"
-        return pct(cells.get(p, {}).get(name), n=per_cell)
+        return pct(cells.get(p, {}).get(name), n=per_cell) + (" †" if cells.get(p, {}).get("unconverged") else "")
 
     lengths = sorted({p for by_series in table.values() for cells in by_series.values() for p in cells})
     lines += _curve_tables(

@@ -169,12 +169,15 @@ def transfer_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[str, Any]]:
 
 
 def prompt_shape_table(rows: List[Dict[str, Any]]) -> Dict[Tuple, Dict[Tuple[bool, str], Dict[int, Dict[str, Any]]]]:
-    """context -> (frozen, depth) -> P -> {metric: Stat, "trainable_params": Stat}."""
+    """context -> (frozen, depth) -> P -> {metric: Stat, "trainable_params": Stat, "unconverged": int}."""
     return _curve_table(
         ok_rows(rows, "prompt-shape"),
         lambda r: (bool(r.get("frozen")), str(r.get("prompt_depth") or "none")),
         lambda r: int(r.get("prompt_length") or 0),
-        lambda members: {"trainable_params": make_stat(r.get("trainable_params") for r in members)},
+        lambda members: {
+            "trainable_params": make_stat(r.get("trainable_params") for r in members),
+            "unconverged": unconverged(members),
+        },
     )
 
 

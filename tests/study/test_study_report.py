@@ -207,10 +207,13 @@ def test_runs_that_did_not_converge_are_flagged(tmp_path):
         synthetic.row("strategies", "soft-frozen", 0, 0.4, 0.2, convergence=still_rising),
         synthetic.row("fewshot", "soft-frozen", 0, 0.3, 0.1, k=10, convergence=still_rising),
         synthetic.row("fewshot", "soft", 0, 0.3, 0.1, k=10, convergence=flat),
+        synthetic.row("prompt-shape", "soft-frozen", 0, 0.45, 0.3, prompt_length=5, convergence=still_rising),
+        synthetic.row("prompt-shape", "soft-frozen", 0, 0.55, 0.3, prompt_length=20, convergence=flat),
     ]
     summary = render_report(synthetic.write(rows, tmp_path / "r.jsonl"), tmp_path / "out", plots=False)
     assert sorted(summary["not_converged"]) == sorted(r["key"] for r in rows if r["convergence"] is still_rising)
     text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
     assert "| soft-frozen † | 1 |" in text and "| soft | 1 |" in text
     assert "| single · small · maccrobat → maccrobat-test | soft-frozen | 30.0 † |" in text
-    assert "2 of 4 trained runs converged" in text and "| +2.0 | no |" in text
+    assert "| deep | yes | 45.0 † | 55.0 |" in text  # prompt shape: the P=5 cell only
+    assert "3 of 6 trained runs converged" in text and "| +2.0 | no |" in text
