@@ -6,15 +6,21 @@
 # VARIANT: stride128 (strided windows 128 / 128), sentences (spacy_softprompt.sentence_windows.v1,
 # window 128), sentences256 (the same, window 256), or default (the main job's own windows 128 / 112: more seeds of the reference beside
 # the stored three). Resumable: a seed whose metrics file exists is skipped.
-# usage: [SEEDS="0 1 2"] scripts/window_check.sh stride128|sentences|sentences256|default
-# outputs: benchmarks/results/<VARIANT>/soft-<VARIANT>-seed<S>.json and runs/…curve.json
+# STEPS (default 600, the main job's): training steps; another value trains the configs' own early
+# stopping (patience 800) up to STEPS and tags the outputs <VARIANT>-steps<STEPS> (e.g. STEPS=1600
+# default: is the main job's 600-step schedule converged?).
+# usage: [SEEDS="0 1 2"] [STEPS=600] scripts/window_check.sh stride128|sentences|sentences256|default
+# outputs: benchmarks/results/<TAG>/soft-<TAG>-seed<S>.json and runs/…curve.json (TAG: VARIANT[-steps<STEPS>])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 VARIANT=${1:?usage: scripts/window_check.sh stride128|sentences|sentences256|default}
 TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
 DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
-RESULTS=benchmarks/results/$VARIANT
+STEPS=${STEPS:-600}
+TAG=$VARIANT
+[ "$STEPS" != 600 ] && TAG="$VARIANT-steps$STEPS"
+RESULTS=benchmarks/results/$TAG
 mkdir -p "$RESULTS/runs" training/windows
 CONFIG=configs/tok_soft_cpu.cfg
 OVERRIDES=()
@@ -35,13 +41,13 @@ PY
   *) echo "unknown VARIANT $VARIANT (stride128 | sentences | sentences256 | default)" >&2; exit 2 ;;
 esac
 for seed in ${SEEDS:-0 1 2}; do
-  out="$RESULTS/soft-$VARIANT-seed$seed.json"
-  if [ -f "$out" ]; then echo "== $VARIANT seed $seed: done ($out)"; continue; fi
-  echo "== $VARIANT seed $seed: start $(date -u +%H:%M:%S)"
-  rm -rf "training/windows/$VARIANT-seed$seed"
-  $PYTHON -m spacy_softprompt train "$CONFIG" --output "training/windows/$VARIANT-seed$seed" \
-    --curve "$RESULTS/runs/soft-$VARIANT-seed$seed.curve.json" \
-    --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" --training.max_steps 600 ${OVERRIDES[@]+"${OVERRIDES[@]}"}
-  $PYTHON -m spacy_softprompt evaluate "training/windows/$VARIANT-seed$seed/model-best" "$DEV" --output "$out.partial"
+  out="$RESULTS/soft-$TAG-seed$seed.json"
+  if [ -f "$out" ]; then echo "== $TAG seed $seed: done ($out)"; continue; fi
+  echo "== $TAG seed $seed: start $(date -u +%H:%M:%S)"
+  rm -rf "training/windows/$TAG-seed$seed"
+  $PYTHON -m spacy_softprompt train "$CONFIG" --output "training/windows/$TAG-seed$seed" \
+    --curve "$RESULTS/runs/soft-$TAG-seed$seed.curve.json" \
+    --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" --training.max_steps "$STEPS" ${OVERRIDES[@]+"${OVERRIDES[@]}"}
+  $PYTHON -m spacy_softprompt evaluate "training/windows/$TAG-seed$seed/model-best" "$DEV" --output "$out.partial"
   mv "$out.partial" "$out"
 done
