@@ -1,9 +1,23 @@
-"""TorchLinear computes what thinc's Linear computes and loads its weights."""
+"""TorchLinear and the torch Maxout forward compute what thinc's layers compute and load their weights."""
 import numpy
 import pytest
 from thinc.api import Linear, NumpyOps
 
 from spacy_softprompt.heads.linear import TorchLinear, product
+
+
+def assert_same_as_thinc(ours, theirs, X, rng, nO, grads, back_tol, grad_rtol):
+    """Forward, input gradient and parameter gradients of ``ours`` equal ``theirs``'s;
+    ``grads``: ``(our node, their node)`` pairs whose ``W`` and ``b`` gradients are compared."""
+    want, want_back = theirs(X, is_train=True)
+    got, got_back = ours(X, is_train=True)
+    assert got.dtype == numpy.float32 and got.shape == (X.shape[0], nO)
+    numpy.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    dY = rng.normal(size=(X.shape[0], nO)).astype("float32")
+    numpy.testing.assert_allclose(got_back(dY), want_back(dY), atol=back_tol, rtol=back_tol)
+    for our_node, their_node in grads:
+        for name in ("W", "b"):
+            numpy.testing.assert_allclose(our_node.get_grad(name), their_node.get_grad(name), atol=1e-4, rtol=grad_rtol)
 
 
 @pytest.mark.parametrize("rows", [0, 1, 37])
@@ -15,14 +29,7 @@ def test_forward_and_gradients_match_thincs_linear(rows):
     ours.from_bytes(thinc_layer.to_bytes())  # same parameters: saved weights load unchanged
     thinc_layer.set_param("b", rng.normal(size=(9,)).astype("float32"))
     ours.set_param("b", thinc_layer.get_param("b").copy())
-    want, want_back = thinc_layer(X, is_train=True)
-    got, got_back = ours(X, is_train=True)
-    assert got.dtype == numpy.float32 and got.shape == (rows, 9)
-    numpy.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    dY = rng.normal(size=(rows, 9)).astype("float32")
-    numpy.testing.assert_allclose(got_back(dY), want_back(dY), atol=1e-5, rtol=1e-5)
-    for name in ("W", "b"):
-        numpy.testing.assert_allclose(ours.get_grad(name), thinc_layer.get_grad(name), atol=1e-4, rtol=1e-5)
+    assert_same_as_thinc(ours, thinc_layer, X, rng, 9, [(ours, thinc_layer)], back_tol=1e-5, grad_rtol=1e-5)
 
 
 def test_product_follows_gemm_for_every_transpose():
@@ -79,12 +86,5 @@ def test_maxout_forward_matches_thincs_and_loads_its_weights(rows):
     thinc_inner = [n for n in thinc_model.walk() if n.name == "maxout"][0]
     thinc_inner.set_param("b", rng.normal(size=(12, 2)).astype("float32"))
     ours.from_bytes(thinc_model.to_bytes())  # same layers and parameters: saved weights load unchanged
-    want, want_back = thinc_model(X, is_train=True)
-    got, got_back = ours(X, is_train=True)
-    assert got.dtype == numpy.float32 and got.shape == (rows, 12)
-    numpy.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    dY = rng.normal(size=(rows, 12)).astype("float32")
-    numpy.testing.assert_allclose(got_back(dY), want_back(dY), atol=1e-4, rtol=1e-4)
     ours_inner = [n for n in ours.walk() if n.name == "maxout"][0]
-    for name in ("W", "b"):
-        numpy.testing.assert_allclose(ours_inner.get_grad(name), thinc_inner.get_grad(name), atol=1e-4, rtol=1e-4)
+    assert_same_as_thinc(ours, thinc_model, X, rng, 12, [(ours_inner, thinc_inner)], back_tol=1e-4, grad_rtol=1e-4)
