@@ -17,6 +17,7 @@ STRATEGIES = ["finetune", "hard", "soft", "soft-frozen", "soft-lora"]
 #: what a frozen strategy's recipe may change besides the strategy values (make_configs.RECIPES)
 RECIPE_KEYS = {
     "training.max_steps",
+    "training.patience",
     "training.eval_frequency",
     *(f"training.optimizer.{rate}.{key}" for rate in ("learn_rate", "head_learn_rate", "prompt_learn_rate")
       for key in ("warmup_steps", "initial_rate")),
@@ -70,6 +71,7 @@ def test_frozen_recipes_are_hotter_and_longer_than_fine_tuning():
     for strategy in ("soft-frozen", "soft-lora"):
         cfg = load_config(CONFIGS / f"{strategy}_cpu.cfg", interpolate=False)["training"]
         assert cfg["max_steps"] > base["max_steps"]
+        assert cfg["patience"] >= base["patience"]
         for rate in ("head_learn_rate", "prompt_learn_rate"):
             assert cfg["optimizer"][rate]["initial_rate"] > base["optimizer"][rate]["initial_rate"]
 

