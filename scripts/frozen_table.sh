@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The frozen-backbone table: soft-frozen and soft-lora (configs' own recipes), the PEFT peers
-# (prefix tuning, LoRA; benchmarks/baseline_peft.py) and the unfrozen main job (soft, 600 steps),
+# (prefix tuning, LoRA; benchmarks/baseline_peft.py) and the unfrozen main job (soft, its config's
+# schedule: up to 1,600 steps, early stopping),
 # SEEDS seeds each, on MACCROBAT train/dev with MiniLM; then mean ± sd and paired bootstrap
 # intervals (python -m spacy_softprompt compare) against soft-frozen.
 #
@@ -39,12 +40,10 @@ run_one() {  # run_one SYSTEM SEED
         --output "$RESULTS/runs/$system-seed$seed.json" --metrics-output "$out.partial"
       ;;
     *)
-      local steps=()
-      [ "$system" = soft ] && steps=(--training.max_steps 600)  # the main job's budget (project.yml)
       rm -rf "training/frozen/$system-seed$seed"
       $PYTHON -m spacy_softprompt train "configs/tok_${system}_cpu.cfg" --output "training/frozen/$system-seed$seed" \
         --curve "$RESULTS/runs/$system-seed$seed.curve.json" \
-        --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" "${steps[@]}"
+        --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed"
       $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"
       $PYTHON scripts/frozen_report.py --run-info "training/frozen/$system-seed$seed/model-best" \
         --wall-s $((SECONDS - start)) > "$RESULTS/runs/$system-seed$seed.json"

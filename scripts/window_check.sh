@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Accuracy of the main job with other span windows: the main job (configs/tok_soft_cpu.cfg,
-# 600 steps) trained with VARIANT's windows, SEEDS seeds, evaluated on maccrobat2020 dev; compare
-# with the stored main job (benchmarks/results/frozen/soft-seed*.json, windows 128 / stride 112):
-#   python -m spacy_softprompt compare VARIANT files --vs benchmarks/results/frozen/soft-seed?.json
+# Accuracy of the main job with other span windows: the main job (configs/tok_soft_cpu.cfg)
+# trained with VARIANT's windows for STEPS steps, SEEDS seeds, evaluated on maccrobat2020 dev;
+# compare with the stored main job of the same budget (windows 128 / stride 112):
+#   python -m spacy_softprompt compare VARIANT files --vs benchmarks/results/main-600steps/soft-seed?.json
+#   (STEPS=1600, the main job's schedule since 2026-12-03: --vs benchmarks/results/frozen/soft-seed?.json)
 # VARIANT: stride128 (strided windows 128 / 128), sentences (spacy_softprompt.sentence_windows.v1,
 # window 128), sentences256 (the same, window 256), or default (the main job's own windows 128 / 112: more seeds of the reference beside
 # the stored three). Resumable: a seed whose metrics file exists is skipped.
-# STEPS (default 600, the main job's): training steps; another value trains the configs' own early
-# stopping (patience 800) up to STEPS and tags the outputs <VARIANT>-steps<STEPS> (e.g. STEPS=1600
-# default: is the main job's 600-step schedule converged?).
+# STEPS (default 600, the main job's budget until 2026-12-03, which the stored window checks used):
+# training steps, with the configs' early stopping; a value other than 600 tags the outputs
+# <VARIANT>-steps<STEPS> (STEPS=1600 default made the main job's 1,600-step seeds, now stored as
+# benchmarks/results/frozen/soft-seed*.json; docs/main-job.md).
 # usage: [SEEDS="0 1 2"] [STEPS=600] scripts/window_check.sh stride128|sentences|sentences256|default
 # outputs: benchmarks/results/<TAG>/soft-<TAG>-seed<S>.json and runs/…curve.json (TAG: VARIANT[-steps<STEPS>])
 set -euo pipefail
