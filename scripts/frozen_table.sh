@@ -6,7 +6,8 @@
 # intervals (python -m spacy_softprompt compare) against soft-frozen.
 #
 # Resumable: a run whose metrics file exists is skipped, so rerunning after a kill goes on where it
-# stopped (a killed run restarts from its beginning). Runs one after the other, at the priority the
+# stopped (a killed run of ours goes on from its last dev evaluation: `train --resume`; a PEFT peer
+# restarts from its beginning). Runs one after the other, at the priority the
 # caller gives (e.g. `nice -n 19`).
 # usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix22 peft-lora soft"] [PEFT_ARGS="..."] scripts/frozen_table.sh
 # peft-prefix<N>: prefix tuning with N virtual tokens (peft-prefix: 20; peft-prefix22: 22, the
@@ -40,8 +41,7 @@ run_one() {  # run_one SYSTEM SEED
         --output "$RESULTS/runs/$system-seed$seed.json" --metrics-output "$out.partial"
       ;;
     *)
-      rm -rf "training/frozen/$system-seed$seed"
-      $PYTHON -m spacy_softprompt train "configs/tok_${system}_cpu.cfg" --output "training/frozen/$system-seed$seed" \
+      $PYTHON -m spacy_softprompt train "configs/tok_${system}_cpu.cfg" --output "training/frozen/$system-seed$seed" --resume \
         --curve "$RESULTS/runs/$system-seed$seed.curve.json" \
         --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed"
       $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"

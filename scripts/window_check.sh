@@ -6,7 +6,8 @@
 #   (STEPS=1600, the main job's schedule since 2026-12-03: --vs benchmarks/results/frozen/soft-seed?.json)
 # VARIANT: stride128 (strided windows 128 / 128), sentences (spacy_softprompt.sentence_windows.v1,
 # window 128), sentences256 (the same, window 256), or default (the main job's own windows 128 / 112: more seeds of the reference beside
-# the stored three). Resumable: a seed whose metrics file exists is skipped.
+# the stored three). Resumable: a seed whose metrics file exists is skipped, a killed seed goes on
+# from its last dev evaluation (train --resume).
 # STEPS (default 600, the main job's budget until 2026-12-03, which the stored window checks used):
 # training steps, with the configs' early stopping; a value other than 600 tags the outputs
 # <VARIANT>-steps<STEPS> (STEPS=1600 default made the main job's 1,600-step seeds, now stored as
@@ -46,8 +47,7 @@ for seed in ${SEEDS:-0 1 2}; do
   out="$RESULTS/soft-$TAG-seed$seed.json"
   if [ -f "$out" ]; then echo "== $TAG seed $seed: done ($out)"; continue; fi
   echo "== $TAG seed $seed: start $(date -u +%H:%M:%S)"
-  rm -rf "training/windows/$TAG-seed$seed"
-  $PYTHON -m spacy_softprompt train "$CONFIG" --output "training/windows/$TAG-seed$seed" \
+  $PYTHON -m spacy_softprompt train "$CONFIG" --output "training/windows/$TAG-seed$seed" --resume \
     --curve "$RESULTS/runs/soft-$TAG-seed$seed.curve.json" \
     --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" --training.max_steps "$STEPS" ${OVERRIDES[@]+"${OVERRIDES[@]}"}
   $PYTHON -m spacy_softprompt evaluate "training/windows/$TAG-seed$seed/model-best" "$DEV" --output "$out.partial"

@@ -292,43 +292,43 @@ def train(
     curve: Optional[Path] = typer.Option(
         None, "--curve", help="Also write the dev curve (step, score, entity and relation strict F1, seconds) to this JSON file, updated at every evaluation."
     ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Go on from the checkpoint a killed run left in --output (same config and overrides); without it an old checkpoint is discarded."
+    ),
 ) -> None:
-    """``spacy train`` with ``package:`` backbone names resolved to folders, so plain
-    spacy-transformers architectures (the baseline) can use the offline backbone too.
-    Extra ``--section.key value`` overrides are passed on."""
-    from spacy.cli._util import parse_config_overrides
-    from spacy.cli.train import train as spacy_train
+    """``spacy train`` with ``package:`` backbone names resolved to folders (so plain
+    spacy-transformers architectures, the baseline, can use the offline backbone too)
+    and a checkpoint in ``--output/checkpoint`` after every dev evaluation, which
+    ``--resume`` continues from. Extra ``--section.key value`` overrides are passed on."""
+    from spacy.cli._util import parse_config_overrides, setup_gpu, show_validation_error
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config
 
     from .backbones import resolve_backbone
+    from .training_loop import train_pipeline
 
+    if not config_path.is_file():
+        raise CliUsageError(f"config file not found: {config_path}")
     overrides = parse_config_overrides(ctx.args)
     if "paths.backbone" in overrides:
         overrides["paths.backbone"] = resolve_backbone(overrides["paths.backbone"])
     else:
-        from spacy.util import load_config
-
         backbone = load_config(config_path, interpolate=False)["paths"].get("backbone")
         if isinstance(backbone, str):
             overrides["paths.backbone"] = resolve_backbone(backbone)
-    if curve is None:
-        spacy_train(config_path, output_path, use_gpu=gpu_id, overrides=overrides)
-        return
-    import tempfile
+    setup_gpu(gpu_id)
+    with show_validation_error(config_path):
+        config = load_config(config_path, overrides=overrides, interpolate=False)
+    if curve is not None:
+        from .study.curve import LOGGER_NAME, register
 
-    from spacy.util import load_config
-
-    from .study.curve import LOGGER_NAME, register
-
-    # the config's own logger keeps logging; the curve logger wraps it (a merged copy of the
-    # config, since an override cannot replace a registered function's arguments)
-    register()
-    config = load_config(config_path, overrides=overrides, interpolate=False)
-    config["training"]["logger"] = {"@loggers": LOGGER_NAME, "path": str(curve), "inner": dict(config["training"]["logger"])}
-    curve.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        merged = Path(tmp) / "config.cfg"
-        config.to_disk(merged)
-        spacy_train(merged, output_path, use_gpu=gpu_id, overrides={})
+        # the config's own logger keeps logging; the curve logger wraps it
+        register()
+        config["training"]["logger"] = {"@loggers": LOGGER_NAME, "path": str(curve), "inner": dict(config["training"]["logger"])}
+        curve.parent.mkdir(parents=True, exist_ok=True)
+    with show_validation_error(config_path, hint_fill=False):
+        nlp = init_nlp(config, use_gpu=gpu_id)
+    train_pipeline(nlp, output_path, use_gpu=gpu_id, stdout=sys.stdout, stderr=sys.stderr, resume=resume)
 
 
 @app.command(
@@ -375,6 +375,7 @@ def _user_errors() -> tuple:
 
     from .backbones import BackboneNotFound
     from .bench import BenchmarkError
+    from .checkpoint import CheckpointError
     from .compat import UnsupportedTransformersError
     from .data.errors import BratError
     from .encoder import BackboneChecksumError, BackboneNotFoundError, CorruptModelError
@@ -385,6 +386,7 @@ def _user_errors() -> tuple:
 
     return (
         CliUsageError,
+        CheckpointError,
         AnnotateError,
         PipelineLoadError,
         BratError,

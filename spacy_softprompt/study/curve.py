@@ -5,6 +5,10 @@ unchanged) and writes every evaluation -- step, dev score, entity and relation
 strict F1, seconds since the start -- to a JSON file as training goes, so a
 killed run still leaves its curve. :func:`convergence` reads such a curve.
 
+A run resumed from a checkpoint (:mod:`spacy_softprompt.training_loop`) keeps
+the points of its curve file before its first new evaluation; a fresh run's
+first evaluation is step 0, so it starts the file again.
+
 Convergence rule: a run is **converged** when its best dev score did not
 improve by ``min_gain`` (0.5 F1 points) or more over the last ``tail`` (a
 quarter) of its schedule, i.e. ``best(all evaluations) - best(evaluations at
@@ -56,14 +60,18 @@ def curve_logger(path: str, inner: Callable) -> Callable:
 
     def setup(nlp, stdout, stderr):
         log_inner, finalize_inner = inner(nlp, stdout, stderr)
-        points: List[Dict[str, Any]] = []
+        points: Optional[List[Dict[str, Any]]] = None
         target = Path(path)
 
         def log_step(info: Optional[Dict[str, Any]]) -> None:
+            nonlocal points
             log_inner(info)
             if info is None:
                 return
-            point: Dict[str, Any] = {"step": int(info["step"]), "score": float(info.get("score") or 0.0)}
+            step = int(info["step"])
+            if points is None:  # a resumed run keeps the evaluations before its own
+                points = [p for p in read_curve(target) if int(p.get("step", -1)) < step]
+            point: Dict[str, Any] = {"step": step, "score": float(info.get("score") or 0.0)}
             if info.get("seconds") is not None:
                 point["seconds"] = float(info["seconds"])
             other = info.get("other_scores") or {}

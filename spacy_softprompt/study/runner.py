@@ -652,9 +652,9 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, work_dir: Path) -> Dict[st
     import spacy
     from spacy import util
     from spacy.training.initialize import init_nlp
-    from spacy.training.loop import train as train_nlp
 
     from ..evaluation import evaluate_pipeline, load_gold_docs
+    from ..training_loop import train_pipeline
     from .curve import read_curve, record_curve
     from .params import count_parameters
 
@@ -668,15 +668,20 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, work_dir: Path) -> Dict[st
     config = util.load_config(spec.config, overrides=overrides, interpolate=False)
     nlp = init_nlp(config, use_gpu=spec.gpu_id)
     curve_path = run_dir / "curve.json"
-    curve_path.unlink(missing_ok=True)
+    resumed = _checkpoint_progress(run_dir, nlp)
+    if resumed is None:
+        curve_path.unlink(missing_ok=True)
+    else:  # a runner that was stopped (a session's end, a kill) left this run's checkpoint
+        out["resumed_after_step"] = int(resumed["step"])
     record_curve(nlp, curve_path)
     loop_start = time.perf_counter()
-    train_nlp(nlp, run_dir, use_gpu=spec.gpu_id, stdout=sys.stdout, stderr=sys.stderr)
-    out["train_seconds"] = round(time.perf_counter() - start, 2)
+    train_pipeline(nlp, run_dir, use_gpu=spec.gpu_id, stdout=sys.stdout, stderr=sys.stderr, resume=resumed is not None)
+    earlier = float(resumed["seconds"]) if resumed is not None else 0.0  # loop seconds before the checkpoint
+    out["train_seconds"] = round(time.perf_counter() - start + earlier, 2)
     out["dev_curve"] = read_curve(curve_path)
     last_step = max((int(p["step"]) for p in out["dev_curve"]), default=0)
     if last_step > 0:  # the loop's time per step, dev evaluations included
-        out["seconds_per_step"] = round((time.perf_counter() - loop_start) / last_step, 3)
+        out["seconds_per_step"] = round((time.perf_counter() - loop_start + earlier) / last_step, 3)
     del nlp
     model_dir = run_dir / "model-best"
     if not (model_dir / "meta.json").is_file():
@@ -701,6 +706,20 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, work_dir: Path) -> Dict[st
     out["eval_seconds"] = round(time.perf_counter() - start, 2)
     out["evaluations"] = evaluations
     return out
+
+
+def _checkpoint_progress(run_dir: Path, nlp) -> Optional[Dict[str, Any]]:
+    """The loop position of ``run_dir``'s checkpoint when it was written by this run's
+    config (the run goes on from it), else ``None``; a checkpoint of another recipe is
+    removed (the run starts again)."""
+    from ..checkpoint import CheckpointError, config_fingerprint, read_checkpoint, remove_checkpoint
+
+    try:
+        state = read_checkpoint(run_dir, config_fingerprint(nlp.config))
+    except CheckpointError:
+        remove_checkpoint(run_dir)
+        return None
+    return None if state is None else state["progress"]
 
 
 # ------------------------------------------------------------------ runner side

@@ -281,3 +281,40 @@ def test_a_run_claimed_by_a_live_runner_is_left_to_it(toy_corpus, tiny_megatron,
     again = run_grid(specs, results, work, isolation="inline", log=lambda m: None)
     assert (again.ran, again.busy, again.skipped) == (1, 0, 1)
     assert sorted(r["key"] for r in read_results(results)) == sorted(s.key for s in specs)
+
+
+@pytest.mark.slow
+def test_a_stopped_run_goes_on_from_its_checkpoint(toy_corpus, tiny_megatron, tmp_path, monkeypatch):
+    """A runner killed mid-run (a session's end) leaves the run's checkpoint; the next
+    runner that takes the run over resumes it instead of training from step 0."""
+    from spacy.language import Language
+
+    from spacy_softprompt.checkpoint import CHECKPOINT_DIR
+    from spacy_softprompt.study.runner import execute_run
+
+    study = StudySettings(
+        experiment="strategies", train=str(toy_corpus), dev=str(toy_corpus), max_steps=4, eval_frequency=2,
+        overrides=dict(TINY), configs_dir=str(CONFIGS),
+    )
+    (spec,) = plan_runs(study, strategies=["soft"], backbones=[str(tiny_megatron)], seeds=[0])
+    run_dir, work = tmp_path / "run", tmp_path / "work"
+    update, calls = Language.update, {"n": 0}
+
+    def dies_at_step_3(self, *args, **kwargs):
+        if calls["n"] == 3:
+            raise RuntimeError("runner killed")
+        calls["n"] += 1
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(Language, "update", dies_at_step_3)
+    stopped = execute_run(spec, run_dir, work)
+    assert stopped["status"] == "failed" and "runner killed" in stopped["error"]
+    assert json.loads((run_dir / CHECKPOINT_DIR / "state.json").read_text())["progress"]["step"] == 2
+    monkeypatch.setattr(Language, "update", update)
+    calls["n"] = 0
+
+    resumed = execute_run(spec, run_dir, work)
+    assert resumed["status"] == "ok", resumed.get("error")
+    assert resumed["resumed_after_step"] == 2
+    assert [p["step"] for p in resumed["dev_curve"]] == [0, 2, 4]
+    assert not (run_dir / CHECKPOINT_DIR).exists()
