@@ -83,7 +83,6 @@ def _curve(path: Path) -> list:
     return [{k: v for k, v in p.items() if k != "seconds"} for p in json.loads(path.read_text())]
 
 
-@pytest.mark.slow
 def test_a_killed_run_resumed_ends_like_an_uninterrupted_one(toy, tiny_megatron, tmp_path, one_thread):
     straight = _pipeline(toy, tiny_megatron, tmp_path / "a.curve.json")
     train_pipeline(straight, tmp_path / "a")
