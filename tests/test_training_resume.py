@@ -31,7 +31,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _pipeline(toy: Path, backbone: Path, curve: Path, **extra):
+def _pipeline(toy: Path, backbone: Path, curve: Path, config: str = "tok_soft_cpu.cfg", **extra):
     overrides = {
         "paths.train": str(toy),
         "paths.dev": str(toy),
@@ -43,8 +43,9 @@ def _pipeline(toy: Path, backbone: Path, curve: Path, **extra):
         "components.transformer.model.get_spans.stride": 16,
         **extra,
     }
-    config = load_config(REPO / "configs" / "tok_soft_cpu.cfg", overrides=overrides, interpolate=False)
-    nlp = init_nlp(config, use_gpu=-1)
+    if config.startswith("mrc_"):  # MRC components have no span windows
+        overrides = {k: v for k, v in overrides.items() if "get_spans" not in k}
+    nlp = init_nlp(load_config(REPO / "configs" / config, overrides=overrides, interpolate=False), use_gpu=-1)
     record_curve(nlp, curve)
     return nlp
 
@@ -83,12 +84,21 @@ def _curve(path: Path) -> list:
     return [{k: v for k, v in p.items() if k != "seconds"} for p in json.loads(path.read_text())]
 
 
-def test_a_killed_run_resumed_ends_like_an_uninterrupted_one(toy, tiny_megatron, tmp_path, one_thread):
-    straight = _pipeline(toy, tiny_megatron, tmp_path / "a.curve.json")
+@pytest.mark.parametrize(
+    "config",
+    [
+        "tok_soft_cpu.cfg",
+        # a frozen backbone (no backbone moments) and MRC (two prompted encoders)
+        pytest.param("tok_soft-frozen_cpu.cfg", marks=pytest.mark.slow),
+        pytest.param("mrc_soft_cpu.cfg", marks=pytest.mark.slow),
+    ],
+)
+def test_a_killed_run_resumed_ends_like_an_uninterrupted_one(config, toy, tiny_megatron, tmp_path, one_thread):
+    straight = _pipeline(toy, tiny_megatron, tmp_path / "a.curve.json", config)
     train_pipeline(straight, tmp_path / "a")
     expected = _weights(straight)
 
-    killed = _pipeline(toy, tiny_megatron, tmp_path / "b.curve.json")
+    killed = _pipeline(toy, tiny_megatron, tmp_path / "b.curve.json", config)
     _kill_at(killed, 5)
     with pytest.raises(RuntimeError, match="killed"):
         train_pipeline(killed, tmp_path / "b")
@@ -96,7 +106,7 @@ def test_a_killed_run_resumed_ends_like_an_uninterrupted_one(toy, tiny_megatron,
     assert state["progress"]["step"] == 4  # the last evaluation before the kill
     assert [p["step"] for p in json.loads((tmp_path / "b.curve.json").read_text())] == [0, 2, 4]
 
-    resumed = _pipeline(toy, tiny_megatron, tmp_path / "b.curve.json")
+    resumed = _pipeline(toy, tiny_megatron, tmp_path / "b.curve.json", config)
     train_pipeline(resumed, tmp_path / "b", resume=True)
     got = _weights(resumed)
     assert got.keys() == expected.keys()
