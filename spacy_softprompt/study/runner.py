@@ -963,7 +963,7 @@ def claim_run(run_dir: PathLike) -> Optional[str]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CLAIM_FILE
-    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "process": _process_identity(os.getpid())}
     for _ in range(2):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -1012,16 +1012,31 @@ def _age_seconds(path: Path) -> float:
         return float("inf")
 
 
+def _process_identity(pid: int) -> Optional[str]:
+    """``boot id:start time`` of a process (Linux ``/proc``), which a reused pid does
+    not share with the process that held it before; ``None`` where there is no ``/proc``."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        stat = Path(f"/proc/{int(pid)}/stat").read_text(encoding="ascii", errors="replace")
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22: start time after boot
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _claim_is_stale(holder: Dict[str, Any]) -> bool:
+    """A claim of this host whose process is gone: no such pid, or the pid now names
+    another process (a reboot or a new session reused it)."""
     if holder.get("host") != socket.gethostname():
         return False
     try:
-        os.kill(int(holder.get("pid")), 0)
+        pid = int(holder.get("pid"))
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (PermissionError, TypeError, ValueError):
         return False
-    return False
+    recorded = holder.get("process")
+    return recorded is not None and _process_identity(pid) not in (None, recorded)
 
 
 def _fmt(value: Any) -> str:

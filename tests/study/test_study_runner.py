@@ -243,6 +243,15 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     assert json.loads(claim.read_text())["pid"] == os.getpid()
     release_run(run_dir)
 
+    # a live pid that named another process when it claimed (a reboot or a new session reused it)
+    assert claim_run(run_dir) is None
+    mine = json.loads(claim.read_text())
+    if mine["process"] is not None:  # Linux: the claim names the process, not only its pid
+        claim.write_text(json.dumps(dict(mine, process=mine["process"] + "0")))
+        assert claim_holder(run_dir) is None and claim_run(run_dir) is None  # taken over
+        assert json.loads(claim.read_text())["process"] == mine["process"]
+    release_run(run_dir)
+
     claim.write_text(json.dumps({"pid": _dead_pid(), "host": "another-host", "since": "earlier"}))
     assert "another-host" in claim_run(run_dir)  # cannot check another host's process: respected
     release_run(run_dir)
