@@ -35,19 +35,11 @@ STRATEGIES = {
 # A frozen backbone's trainable part (prompts, adapters, heads) learns from scratch: it wants
 # hotter rates and a longer schedule than fine-tuning (P-tuning v2; README "Strategies").
 # Per strategy and device, these values replace the device's (DEVICES below).
+FROZEN_CPU = dict(max_steps=2400, patience=800, eval_frequency=200, warmup=100, head_rate="0.003", prompt_rate="0.03")
 RECIPES = {
-    ("soft-frozen", "cpu"): dict(
-        max_steps=2400, patience=800, eval_frequency=200, warmup=100, head_rate="0.003", prompt_rate="0.03"
-    ),
-    ("soft-lora", "cpu"): dict(
-        max_steps=2400,
-        patience=800,
-        eval_frequency=200,
-        warmup=100,
-        learn_rate="0.001",
-        head_rate="0.003",
-        prompt_rate="0.03",
-    ),
+    ("soft-frozen", "cpu"): FROZEN_CPU,
+    # with a frozen backbone `learn_rate` is the LoRA adapters'
+    ("soft-lora", "cpu"): dict(FROZEN_CPU, learn_rate="0.001"),
     ("soft-lora", "gpu"): dict(learn_rate="0.0005"),
 }
 

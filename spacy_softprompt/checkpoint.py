@@ -181,10 +181,12 @@ def read_checkpoint(output_path: Path, fingerprint: str) -> Optional[Dict[str, A
 def restore_checkpoint(state: Dict[str, Any], nlp, optimizer) -> None:
     """Load the weights and the optimizer's moments of ``state`` (from
     :func:`read_checkpoint`) into ``nlp`` and ``optimizer``."""
+    from thinc.api import get_current_ops
+
     folder = Path(state["folder"])
     nlp.from_disk(folder / _MODEL)
     ids = {place: owner for owner, place in parameter_places(nlp).items()}
-    ops = None
+    ops = get_current_ops()
     for entry in state["optimizer"]["moments"]:
         place, _, param = entry["key"].partition("::")
         if place not in ids:
@@ -192,10 +194,6 @@ def restore_checkpoint(state: Dict[str, Any], nlp, optimizer) -> None:
         key = (ids[place], param)
         mom1 = numpy.load(folder / _ARRAYS / f"{entry['file']}.mom1.npy", allow_pickle=False)
         mom2_path = folder / _ARRAYS / f"{entry['file']}.mom2.npy"
-        if ops is None:
-            from thinc.api import get_current_ops
-
-            ops = get_current_ops()
         optimizer.mom1[key] = ops.asarray(mom1)
         if mom2_path.is_file():
             optimizer.mom2[key] = ops.asarray(numpy.load(mom2_path, allow_pickle=False))

@@ -12,6 +12,7 @@ on CPU the resumed run ends with the same weights as an uninterrupted one
 (``tests/test_training_resume.py``). The checkpoint is removed when training
 ends normally.
 """
+import shutil
 import sys
 from pathlib import Path
 from timeit import default_timer as timer
@@ -56,8 +57,6 @@ def train_pipeline(
     """Train an initialised pipeline as ``spacy.training.loop.train`` does, with
     checkpoints in ``output_path``; ``resume``: go on from ``output_path``'s checkpoint
     when it has one (without it, an old checkpoint there is discarded)."""
-    import shutil
-
     msg = Printer(no_print=True)
     output_path = Path(output_path) if output_path is not None else None
     config = nlp.config.interpolate()
@@ -207,12 +206,13 @@ def _train_steps(
             else:
                 score, other_scores = evaluate()
             results.append((score, step))
+            progress["results"].append([score, step])
             is_best = score == max(results)[0]
         else:
             score, other_scores, is_best = None, None, None
         progress["words"] += sum(len(eg) for eg in batch)
         seconds = timer() - start_time
-        progress.update(step=step, epoch=epoch, results=[list(r) for r in results], seconds=seconds)
+        progress.update(step=step, epoch=epoch, seconds=seconds)
         info = {
             "epoch": epoch,
             "step": step,
