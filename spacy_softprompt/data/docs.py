@@ -95,8 +95,9 @@ def brat_to_doc(
 
     ``nlp_or_tokenizer`` is a pipeline (its ``make_doc`` is used) or any
     ``str -> Doc`` callable. With ``schema=None`` everything is kept.
-    Unalignable entities are reported to ``collector`` (kind ``alignment``);
-    counts are added to ``stats``.
+    Unalignable entities are reported to ``collector`` (kind ``alignment``), and
+    so are entities of a valued type without a usable attribute value (kind
+    ``value``; they are dropped); counts are added to ``stats``.
     """
     collector = collector if collector is not None else IssueCollector()
     stats = stats if stats is not None else ConversionStats()
@@ -108,6 +109,11 @@ def brat_to_doc(
     stats.entities_dropped += mapped.entities_dropped
     stats.relations_dropped += mapped.relations_dropped
     stats.relations_unresolved += mapped.relations_unresolved
+    for ent, why in mapped.entities_unvalued:  # a valued type without a usable value: reported, never silent
+        collector.report(
+            brat_doc.source or f"{brat_doc.doc_id}.ann", ent.line, ent.id, f"entity dropped: {why}",
+            text[ent.start : ent.end], kind="value",
+        )
 
     starts, ends = _edges(doc)
     candidates = [(e, lab) for e, lab in mapped.entities if _alignable(text, e.start, e.end)]

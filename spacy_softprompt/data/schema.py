@@ -9,7 +9,11 @@ also reachable as ``configs/schemas/``)::
       "corpus": "free text (source, licence)",
       "entities": {                      # source type -> target label; unlisted types are dropped
         "Medication": "Medication",
-        "Administration": "Route"
+        "Administration": "Route",
+        "StatusTime": {                  # or: the label follows an attribute's value
+          "attribute": "StatusTimeVal",
+          "values": {"current": "StatusTime_current", "past": "StatusTime_past"}
+        }
       },
       "relations": {                     # target label -> definition
         "Route-Drug": {
@@ -33,6 +37,15 @@ also reachable as ``configs/schemas/``)::
       }
     }
 
+Valued entities
+  An ``entities`` entry that is an object takes its target label from the
+  value of one brat attribute (``A`` line) on the entity: ``values`` maps each
+  value to a label (e.g. n2c2 2022 SDoH: ``StatusTime`` with
+  ``StatusTimeVal current`` becomes ``StatusTime_current``). An entity of that
+  type without the attribute, with a value not in ``values`` or with two
+  different values is dropped and listed in
+  :attr:`MappedDocument.entities_unvalued` with the reason (conversion
+  reports each one with its file and line).
 Rules
   ``relation`` matches brat ``R`` lines of that type: source arg1/arg2 are the
   ``Arg1``/``Arg2`` of the line. ``event`` (with ``role``) matches each
@@ -113,6 +126,15 @@ class MappedDocument:
     entities_dropped: int = 0
     relations_dropped: int = 0
     relations_unresolved: int = 0
+    entities_unvalued: List[Tuple[Entity, str]] = field(default_factory=list)  # (entity, why), in entities_dropped
+
+
+@dataclass(frozen=True)
+class ValuedType:
+    """A source entity type whose target label follows the value of one attribute."""
+
+    attribute: str
+    values: Dict[str, str]  # attribute value -> target label
 
 
 @dataclass
@@ -127,18 +149,35 @@ class Schema:
     description: str = ""
     corpus: str = ""
     path: Optional[str] = None
+    valued: Dict[str, ValuedType] = field(default_factory=dict)  # source type -> its attribute and labels
+    source_order: List[str] = field(default_factory=list)  # source types as the file lists them
+
+    @property
+    def source_types(self) -> List[str]:
+        """Every source entity type the schema keeps (plain and valued), in file order."""
+        known = list(self.entities) + [t for t in self.valued if t not in self.entities]
+        return [t for t in self.source_order if t in known] or known
 
     @property
     def entity_labels(self) -> List[str]:
         """Target entity labels, in first-seen order."""
-        return list(dict.fromkeys(self.entities.values()))
+        return list(dict.fromkeys(label for source in self.source_types for label in self.targets_of(source)))
 
     @property
     def relation_labels(self) -> List[str]:
         return list(self.pairs)
 
-    def entity_label(self, source_type: str) -> Optional[str]:
-        """The target label of a source entity type (None: dropped)."""
+    def targets_of(self, source_type: str) -> List[str]:
+        """The target labels a source entity type can become (empty: dropped)."""
+        if source_type in self.valued:
+            return list(dict.fromkeys(self.valued[source_type].values.values()))
+        return [self.entities[source_type]] if source_type in self.entities else []
+
+    def entity_label(self, source_type: str, value: Optional[str] = None) -> Optional[str]:
+        """The target label of a source entity type (None: dropped); a valued type
+        needs the value of its attribute."""
+        if source_type in self.valued:
+            return self.valued[source_type].values.get(value) if value is not None else None
         return self.entities.get(source_type)
 
     def question(self, kind: str, label: str) -> Optional[str]:
@@ -182,11 +221,17 @@ class Schema:
                     out["swap"] = True
                 rules.append(out)
             relations[label] = {"pairs": [list(p) for p in pairs], "rules": rules}
+        entities: Dict[str, Any] = {}
+        for source in self.source_types:
+            valued = self.valued.get(source)
+            entities[source] = (
+                {"attribute": valued.attribute, "values": dict(valued.values)} if valued else self.entities[source]
+            )
         return {
             "name": self.name,
             "description": self.description,
             "corpus": self.corpus,
-            "entities": dict(self.entities),
+            "entities": entities,
             "relations": relations,
             "questions": self.questions,
         }
@@ -232,13 +277,21 @@ def schema_from_dict(data: Any, path: Optional[str] = None) -> Schema:
     if not isinstance(data, dict):
         raise fail("a schema is a JSON object")
     _check_keys(data, _TOP_KEYS, "top level", fail)
-    entities = data.get("entities")
-    if not isinstance(entities, dict) or not entities:
+    raw_entities = data.get("entities")
+    if not isinstance(raw_entities, dict) or not raw_entities:
         raise fail("'entities' must be a non-empty object mapping source type -> target label")
-    for src, tgt in entities.items():
-        if not isinstance(tgt, str) or not tgt or not src:
-            raise fail(f"'entities': {src!r} must map to a non-empty label string")
-    targets = set(entities.values())
+    entities: Dict[str, str] = {}
+    valued: Dict[str, ValuedType] = {}
+    for src, tgt in raw_entities.items():
+        if isinstance(tgt, dict) and src:
+            valued[src] = _parse_valued(src, tgt, fail)
+        elif not isinstance(tgt, str) or not tgt or not src:
+            raise fail(f"'entities': {src!r} must map to a non-empty label string or an attribute object")
+        else:
+            entities[src] = tgt
+    targets_of: Dict[str, List[str]] = {src: [tgt] for src, tgt in entities.items()}
+    targets_of.update({src: list(v.values.values()) for src, v in valued.items()})
+    targets = {label for labels in targets_of.values() for label in labels}
 
     relations = data.get("relations", {})
     if not isinstance(relations, dict):
@@ -252,14 +305,14 @@ def schema_from_dict(data: Any, path: Optional[str] = None) -> Schema:
         raw_rules = spec.get("rules", [{"relation": label}])
         if not isinstance(raw_rules, list) or not raw_rules:
             raise fail(f"relation {label!r}: 'rules' must be a non-empty list")
-        label_rules = [_parse_rule(label, i, r, entities, fail) for i, r in enumerate(raw_rules, start=1)]
-        derived = _derived_pairs(label_rules, entities)
+        label_rules = [_parse_rule(label, i, r, targets_of, fail) for i, r in enumerate(raw_rules, start=1)]
+        derived = _derived_pairs(label_rules, targets_of)
         if "pairs" in spec:
             explicit = _parse_pairs(label, spec["pairs"], targets, fail)
             for i, rule in enumerate(label_rules, start=1):
                 if rule.arg1 is None or rule.arg2 is None:
                     continue
-                extra = [p for p in _derived_pairs([rule], entities) or [] if p not in explicit]
+                extra = [p for p in _derived_pairs([rule], targets_of) or [] if p not in explicit]
                 if extra:
                     raise fail(f"relation {label!r}: rule {i} produces pairs {extra} that 'pairs' does not allow")
             pairs[label] = explicit
@@ -282,14 +335,30 @@ def schema_from_dict(data: Any, path: Optional[str] = None) -> Schema:
             raise fail(f"'questions.{kind}' names labels not in the schema: {unknown}")
     return Schema(
         name=str(data.get("name") or (Path(path).stem if path else "schema")),
-        entities=dict(entities),
+        entities=entities,
         pairs=pairs,
         rules=rules,
         questions=questions,
         description=str(data.get("description", "")),
         corpus=str(data.get("corpus", "")),
         path=path,
+        valued=valued,
+        source_order=list(raw_entities),
     )
+
+
+def _parse_valued(source: str, raw: Dict[str, Any], fail: Any) -> ValuedType:
+    where = f"'entities': {source!r}"
+    _check_keys(raw, {"attribute", "values"}, where, fail)
+    attribute, values = raw.get("attribute"), raw.get("values")
+    if not isinstance(attribute, str) or not attribute:
+        raise fail(f"{where}: 'attribute' must name the brat attribute whose value gives the label")
+    if not isinstance(values, dict) or not values:
+        raise fail(f"{where}: 'values' must be a non-empty object mapping attribute value -> target label")
+    for value, label in values.items():
+        if not isinstance(label, str) or not label:
+            raise fail(f"{where}: value {value!r} must map to a non-empty label string")
+    return ValuedType(attribute=attribute, values=dict(values))
 
 
 def _check_keys(obj: Dict[str, Any], allowed: set, where: str, fail: Any) -> None:
@@ -298,7 +367,7 @@ def _check_keys(obj: Dict[str, Any], allowed: set, where: str, fail: Any) -> Non
         raise fail(f"unknown key(s) in {where}: {unknown} (allowed: {sorted(allowed)})")
 
 
-def _parse_rule(label: str, i: int, raw: Any, entities: Dict[str, str], fail: Any) -> RelationRule:
+def _parse_rule(label: str, i: int, raw: Any, entities: Dict[str, List[str]], fail: Any) -> RelationRule:
     where = f"relation {label!r} rule {i}"
     if not isinstance(raw, dict):
         raise fail(f"{where}: a rule is an object")
@@ -351,17 +420,18 @@ def _parse_pairs(label: str, raw: Any, targets: set, fail: Any) -> List[Pair]:
     return pairs
 
 
-def _derived_pairs(rules: Sequence[RelationRule], entities: Dict[str, str]) -> Optional[List[Pair]]:
+def _derived_pairs(rules: Sequence[RelationRule], targets_of: Dict[str, List[str]]) -> Optional[List[Pair]]:
     pairs: List[Pair] = []
     for rule in rules:
         if rule.arg1 is None or rule.arg2 is None:
             return None
         for t1 in sorted(rule.arg1):
             for t2 in sorted(rule.arg2):
-                a, b = entities[t1], entities[t2]
-                pair = (b, a) if rule.swap else (a, b)
-                if pair not in pairs:
-                    pairs.append(pair)
+                for a in targets_of[t1]:
+                    for b in targets_of[t2]:
+                        pair = (b, a) if rule.swap else (a, b)
+                        if pair not in pairs:
+                            pairs.append(pair)
     return pairs
 
 
@@ -376,8 +446,16 @@ def apply_schema(doc: BratDocument, schema: Optional[Schema]) -> MappedDocument:
     out = MappedDocument()
     entities = doc.entity_map()
     labels: Dict[str, str] = {}
+    values = _attribute_values(doc) if schema is not None and schema.valued else {}
     for ent in doc.entities:
-        label = ent.type if schema is None else schema.entity_label(ent.type)
+        if schema is not None and ent.type in schema.valued:
+            label, why = _valued_label(schema, ent, values.get(ent.id, {}))
+            if label is None:
+                out.entities_dropped += 1
+                out.entities_unvalued.append((ent, why))
+                continue
+        else:
+            label = ent.type if schema is None else schema.entity_label(ent.type)
         if label is None:
             out.entities_dropped += 1
             continue
@@ -413,6 +491,29 @@ def apply_schema(doc: BratDocument, schema: Optional[Schema]) -> MappedDocument:
             rule = schema.match_event_arg(ev.type, role, trigger.type, arg.type)
             _add_mapped(out, schema, labels, rule, trigger, arg, None, f"{ev.id}:{role}")
     return out
+
+
+def _attribute_values(doc: BratDocument) -> Dict[str, Dict[str, List[Optional[str]]]]:
+    """entity id -> attribute name -> the values given to it (``None`` for a binary attribute)."""
+    values: Dict[str, Dict[str, List[Optional[str]]]] = {}
+    for att in doc.attributes:
+        values.setdefault(att.target, {}).setdefault(att.name, []).append(att.value)
+    return values
+
+
+def _valued_label(schema: Schema, ent: Entity, given: Dict[str, List[Optional[str]]]) -> Tuple[Optional[str], str]:
+    """(target label, "") of a valued entity, or (None, why it has none)."""
+    valued = schema.valued[ent.type]
+    found = list(dict.fromkeys(given.get(valued.attribute, [])))
+    if not found:
+        return None, f"{ent.type} entity has no {valued.attribute} attribute (the schema labels it by that value)"
+    if len(found) > 1:
+        return None, f"{ent.type} entity has {len(found)} different {valued.attribute} values: {sorted(map(str, found))}"
+    label = schema.entity_label(ent.type, found[0])
+    if label is None:
+        known = ", ".join(sorted(valued.values))
+        return None, f"{valued.attribute} value {found[0]!r} is not in the schema ({known})"
+    return label, ""
 
 
 def _add_mapped(
@@ -459,7 +560,7 @@ def mapped_annotations(
     targets = set(schema.entity_labels)
     direct = apply_schema(doc, None)
     for ent, _ in direct.entities:
-        if ent.type not in schema.entities and ent.type in targets:
+        if ent.type not in schema.source_types and ent.type in targets:
             labels.setdefault(ent.id, ent.type)
             entities.append((ent.start, ent.end, ent.type))
     for rel in direct.relations:

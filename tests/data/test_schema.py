@@ -14,7 +14,7 @@ from spacy_softprompt.data.schema import (
     schema_from_dict,
 )
 
-SHIPPED = ["chia", "ddi2013", "fda_ars", "maccrobat_medication", "n2c2_2018"]
+SHIPPED = ["chia", "ddi2013", "fda_ars", "maccrobat_medication", "n2c2_2018", "n2c2_2022_sdoh"]
 
 
 def test_shipped_schemas_load():
