@@ -44,11 +44,15 @@ def convert(
 def export(
     in_path: Path = typer.Argument(..., help="A .spacy DocBin (gold or predicted)."),
     out_dir: Path = typer.Argument(..., help="Folder for the .txt/.ann pairs."),
+    schema: Optional[str] = typer.Option(
+        None, "--schema", "-s",
+        help="Write in this schema's source form (e.g. n2c2_2022_sdoh: StatusTime + StatusTimeVal attribute + events) instead of the target labels.",
+    ),
 ) -> None:
     """DocBin -> brat (entities, relations, discontinuous fragments preserved)."""
     from .data.readers import export_docbin
 
-    written = export_docbin(in_path, out_dir)
+    written = export_docbin(in_path, out_dir, schema=schema)
     typer.echo(f"wrote {len(written)} documents to {out_dir}")
 
 

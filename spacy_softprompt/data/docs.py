@@ -324,11 +324,13 @@ def _restore_order(annotations: List[Any], original_ids: List[str]) -> None:
     annotations.sort(key=lambda ann: rank.get(ann.id, len(rank)))
 
 
-def docs_to_brat_dir(docs: Iterable[Doc], out_dir: Union[str, Path]) -> List[Path]:
+def docs_to_brat_dir(docs: Iterable[Doc], out_dir: Union[str, Path], schema: Optional[Schema] = None) -> List[Path]:
     """Write Docs as ``NAME.txt`` + ``NAME.ann`` (NAME from ``doc._.brat``, else ``doc00001``;
     an id that is not a safe relative file name gets :func:`~spacy_softprompt.safe_io.hashed_name`,
-    so nothing is written outside ``out_dir``)."""
+    so nothing is written outside ``out_dir``). With ``schema``, the annotations are written
+    in the corpus's source form (:func:`~.source_form.to_source_form`)."""
     from ..safe_io import hashed_name, is_plain_name
+    from .source_form import to_source_form
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -336,6 +338,8 @@ def docs_to_brat_dir(docs: Iterable[Doc], out_dir: Union[str, Path]) -> List[Pat
     taken: set = set()
     for i, doc in enumerate(docs, start=1):
         brat_doc = doc_to_brat(doc)
+        if schema is not None:
+            brat_doc = to_source_form(brat_doc, schema)
         name = brat_doc.doc_id or f"doc{i:05d}"
         if not is_plain_name(name):
             name = hashed_name(name)

@@ -202,7 +202,11 @@ def load_docbin(in_path: PathLike, nlp: Optional[Language] = None) -> List[Doc]:
     return docs
 
 
-def export_docbin(in_path: PathLike, out_dir: PathLike, nlp: Optional[Language] = None) -> List[Path]:
+def export_docbin(
+    in_path: PathLike, out_dir: PathLike, nlp: Optional[Language] = None, schema: SchemaLike = None
+) -> List[Path]:
     """Write the Docs of a ``.spacy`` file (gold or predicted) as brat ``.txt``/``.ann``
-    pairs named after ``doc._.brat["doc_id"]``; returns the ``.txt`` paths."""
-    return docs_to_brat_dir(load_docbin(in_path, nlp), out_dir)
+    pairs named after ``doc._.brat["doc_id"]``; returns the ``.txt`` paths. With
+    ``schema``, in the corpus's source form (types, attributes and events the
+    schema maps from), else in the target labels."""
+    return docs_to_brat_dir(load_docbin(in_path, nlp), out_dir, schema=load_schema(schema))

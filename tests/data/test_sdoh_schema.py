@@ -181,3 +181,123 @@ def test_valued_schema_round_trips_and_derives_pairs_for_every_value(tmp_path):
 def test_invalid_valued_entries_raise_clear_errors(entry, message):
     with pytest.raises(BratError, match=message):
         schema_from_dict({"entities": {"Alcohol": "Alcohol", "StatusTime": entry}}, path="my.json")
+
+
+def _pipeline_output(nlp, text, ann):
+    """A Doc as a pipeline leaves it: entities and relations in target labels, no brat extras."""
+    from spacy_softprompt.annotations import make_relation, set_entities
+
+    gold = brat_to_doc(nlp, parse_ann(ann, text, strict=True), load_schema("n2c2_2022_sdoh"), collector=IssueCollector(log=False))
+    doc = nlp.make_doc(text)
+    set_entities(doc, [doc.char_span(s.start_char, s.end_char, label=s.label_) for s in gold.spans["entities"]])
+    doc._.relations = [make_relation(r["label"], tuple(r["arg1"]), tuple(r["arg2"])) for r in gold._.relations]
+    return doc
+
+
+def test_export_writes_the_shac_form_back_and_it_maps_to_the_same_annotations(nlp, tmp_path):
+    from spacy.tokens import DocBin
+
+    from spacy_softprompt.data.brat import read_brat_dir
+    from spacy_softprompt.data.readers import export_docbin
+
+    doc = _pipeline_output(nlp, TEXT, SHAC_ANN)
+    assert any(s.label_ == "StatusTime_current" for s in doc.spans["entities"])
+    path = tmp_path / "pred.spacy"
+    DocBin(docs=[doc], store_user_data=True).to_disk(path)
+    schema = load_schema("n2c2_2022_sdoh")
+    export_docbin(path, tmp_path / "shac", schema=schema)
+    export_docbin(path, tmp_path / "folded")
+    shac = read_brat_dir(tmp_path / "shac", strict=True)[0]
+    ann = (tmp_path / "shac" / "doc00001.ann").read_text()
+    assert "StatusTime_" not in ann and "\tStatusTimeVal T" in ann and "\tTypeLivingVal T" in ann
+    assert sorted(e.type for e in shac.events) == ["Alcohol", "Drug", "Employment", "LivingStatus", "Tobacco"]
+    tobacco = next(e for e in shac.events if e.type == "Tobacco")
+    assert sorted(role for role, _ in tobacco.args) == ["Amount", "Duration", "Status"]
+    assert not shac.relations  # every relation became an event argument
+    # the SHAC form maps to exactly the annotations of the gold file
+    gold = apply_schema(parse_ann(SHAC_ANN, TEXT, strict=True), schema)
+    back = apply_schema(shac, schema)
+
+    def items(mapped):
+        ents = sorted((e.start, e.end, label) for e, label in mapped.entities)
+        rels = sorted((r.label, r.arg1.start, r.arg2.start, r.arg2.end) for r in mapped.relations)
+        return ents, rels
+
+    assert items(back) == items(gold)
+    folded = (tmp_path / "folded" / "doc00001.ann").read_text()
+    assert "StatusTime_current" in folded and "\tStatus Arg1:" in folded and "StatusTimeVal" not in folded
+
+
+def test_source_form_numbers_repeated_roles_and_keeps_what_it_cannot_map():
+    from spacy_softprompt.data.brat import write_ann
+    from spacy_softprompt.data.source_form import to_source_form
+
+    text = "Drinks beer and wine, smokes."
+    predicted = parse_ann(
+        "T1\tAlcohol 0 6\tDrinks\nT2\tType 7 11\tbeer\nT3\tType 16 20\twine\nT4\tTobacco 22 28\tsmokes\n"
+        "T5\tStatusTime_someday 22 28\tsmokes\n"  # a label the schema does not know: kept
+        "R1\tType Arg1:T1 Arg2:T2\nR2\tType Arg1:T1 Arg2:T3\n"
+        "R3\tAmount Arg1:T4 Arg2:T2\n"  # Tobacco-Type is no Amount pair of the schema: kept as it is
+        "R4\tStatus Arg1:T4 Arg2:T5\n",
+        text,
+        strict=True,
+    )
+    shac = to_source_form(predicted, load_schema("n2c2_2022_sdoh"))
+    alcohol = next(e for e in shac.events if e.type == "Alcohol")
+    assert alcohol.args == [("Type", "T2"), ("Type2", "T3")]
+    assert [r.id for r in shac.relations] == ["R3", "R4"] and not next(e for e in shac.events if e.type == "Tobacco").args
+    assert [e.type for e in shac.entities][-1] == "StatusTime_someday" and not shac.attributes
+    assert predicted.events == [] and predicted.entities[0].type == "Alcohol"  # the input is left as it was
+    assert "E1\tAlcohol:T1 Type:T2 Type2:T3" in write_ann(shac)
+
+
+def test_source_form_undoes_renames_and_swaps_of_relation_rules():
+    from spacy_softprompt.data.source_form import to_source_form
+
+    text = "aspirin 81 mg orally gave a rash"
+    predicted = parse_ann(
+        "T1\tMedication 0 7\taspirin\nT2\tDosage 8 13\t81 mg\nT3\tRoute 14 20\torally\nT4\tSign_symptom 28 32\trash\n"
+        "R1\tDosage-Drug Arg1:T2 Arg2:T1\nR2\tRoute-Drug Arg1:T3 Arg2:T1\nR3\tADE-Drug Arg1:T4 Arg2:T1\n",
+        text,
+        strict=True,
+    )
+    schema = load_schema("maccrobat_medication")
+    source = to_source_form(predicted, schema)
+    assert [(e.id, e.type) for e in source.entities][2] == ("T3", "Administration")
+    assert [(r.id, r.type, r.arg1, r.arg2) for r in source.relations] == [
+        ("R1", "MODIFY", "T2", "T1"),
+        ("R2", "MODIFY", "T3", "T1"),
+        ("R3", "CAUSE", "T1", "T4"),  # the schema swaps CAUSE(drug, sign) into ADE-Drug(sign, drug)
+    ]
+    again = apply_schema(source, schema)
+    assert sorted((r.label, r.arg1.id, r.arg2.id) for r in again.relations) == [
+        ("ADE-Drug", "T4", "T1"), ("Dosage-Drug", "T2", "T1"), ("Route-Drug", "T3", "T1")
+    ]
+    assert sorted(label for _, label in again.entities) == ["Dosage", "Medication", "Route", "Sign_symptom"]
+
+
+def test_cli_convert_then_export_round_trips_a_shac_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_softprompt.cli import app
+    from spacy_softprompt.data.brat import read_brat_dir
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "n1.txt").write_text(TEXT, encoding="utf-8")
+    (notes / "n1.ann").write_text(SHAC_ANN, encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(notes), str(tmp_path / "c.spacy"), "--schema", "n2c2_2022_sdoh"])
+    assert result.exit_code == 0, result.output
+    assert "entities: 15 kept" in result.output and "relations: 10 kept" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "c.spacy"), str(tmp_path / "out"), "--schema", "n2c2_2022_sdoh"])
+    assert result.exit_code == 0, result.output
+    schema = load_schema("n2c2_2022_sdoh")
+    written = apply_schema(read_brat_dir(tmp_path / "out", strict=True)[0], schema)
+    gold = apply_schema(parse_ann(SHAC_ANN, TEXT, strict=True), schema)
+    assert sorted((e.start, e.end, label) for e, label in written.entities) == sorted(
+        (e.start, e.end, label) for e, label in gold.entities
+    )
+    assert sorted((r.label, r.arg1.start, r.arg2.start) for r in written.relations) == sorted(
+        (r.label, r.arg1.start, r.arg2.start) for r in gold.relations
+    )
