@@ -799,6 +799,7 @@ def make_row(spec: RunSpec, result: Dict[str, Any], wall_seconds: float) -> Dict
         "model",
         "dev_curve",
         "seconds_per_step",
+        "resumed_after_step",
     ):
         if key in result:
             row[key] = result[key]

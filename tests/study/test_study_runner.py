@@ -299,7 +299,7 @@ def test_a_stopped_run_goes_on_from_its_checkpoint(toy_corpus, tiny_megatron, tm
     from spacy.language import Language
 
     from spacy_softprompt.checkpoint import CHECKPOINT_DIR
-    from spacy_softprompt.study.runner import execute_run
+    from spacy_softprompt.study.runner import execute_run, make_row
 
     study = StudySettings(
         experiment="strategies", train=str(toy_corpus), dev=str(toy_corpus), max_steps=4, eval_frequency=2,
@@ -325,5 +325,6 @@ def test_a_stopped_run_goes_on_from_its_checkpoint(toy_corpus, tiny_megatron, tm
     resumed = execute_run(spec, run_dir, work)
     assert resumed["status"] == "ok", resumed.get("error")
     assert resumed["resumed_after_step"] == 2
+    assert make_row(spec, resumed, 1.0)["resumed_after_step"] == 2  # the results row says so too
     assert [p["step"] for p in resumed["dev_curve"]] == [0, 2, 4]
     assert not (run_dir / CHECKPOINT_DIR).exists()
