@@ -28,6 +28,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from .annotations import get_entities, get_relations
+from .data.schema import Schema
 from .parallel import Result, WorkerPool, available_cores
 from .safe_io import (
     PARTIAL_SUFFIX,
@@ -145,24 +146,31 @@ def doc_to_record(doc_id: str, doc: Doc) -> Dict[str, Any]:
     return {"id": doc_id, "text": doc.text, "entities": entities, "relations": get_relations(doc)}
 
 
-def write_brat_files(folder: Path, name: str, doc_id: str, doc: Doc) -> None:
+def write_brat_files(folder: Path, name: str, doc_id: str, doc: Doc, schema: Optional[Schema] = None) -> None:
     """``name.txt`` then ``name.ann`` under ``folder``, each atomically; the
     ``.ann`` comes last, so its presence marks the note as done. ``name`` comes
-    from :class:`~spacy_softprompt.safe_io.FileNames` and is checked to stay inside ``folder``."""
+    from :class:`~spacy_softprompt.safe_io.FileNames` and is checked to stay inside ``folder``.
+    With ``schema``, the annotations are in its source form
+    (:func:`~spacy_softprompt.data.source_form.to_source_form`), else in the pipeline's labels."""
     from .data.brat import write_ann
     from .data.docs import doc_to_brat
+    from .data.source_form import to_source_form
 
     txt, ann = path_inside(folder, name, ".txt"), path_inside(folder, name, ".ann")
     data_txt = doc.text.encode("utf8")  # an unencodable text fails here, before anything is written
-    data_ann = write_ann(doc_to_brat(doc, doc_id)).encode("utf8")
+    brat_doc = doc_to_brat(doc, doc_id)
+    if schema is not None:
+        brat_doc = to_source_form(brat_doc, schema)
+    data_ann = write_ann(brat_doc).encode("utf8")
     txt.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(txt, data_txt)
     atomic_write(ann, data_ann)
 
 
 class _BratSink:
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, schema: Optional[Schema] = None):
         self.out_dir = out_dir
+        self.schema = schema
         self.names = FileNames(out_dir)
         self._name: Dict[str, str] = {}
 
@@ -172,7 +180,7 @@ class _BratSink:
         return {doc_id for doc_id, name in self._name.items() if (self.out_dir / (name + ".ann")).is_file()}
 
     def write(self, doc_id: str, doc: Doc) -> None:
-        write_brat_files(self.out_dir, self._name[doc_id], doc_id, doc)
+        write_brat_files(self.out_dir, self._name[doc_id], doc_id, doc, self.schema)
 
 
 class _JsonlSink:
@@ -270,6 +278,22 @@ def errors_path_for(output: Path, output_format: str) -> Path:
     return output / ERRORS_FILE if output_format == "brat" else output.with_name(output.stem + ".errors.jsonl")
 
 
+def check_brat_schema(brat_schema: Union[None, str, Path, Schema], output_format: str) -> Optional[Schema]:
+    """The schema the brat files are written in (None: the pipeline's labels); refused for
+    an output that is not brat, and a bad schema fails before anything is written."""
+    from .data.errors import BratError
+    from .data.schema import load_schema
+
+    if brat_schema is None:
+        return None
+    if output_format != "brat":
+        raise AnnotateError(f"a schema for the output applies to brat files, not to --format {output_format}")
+    try:
+        return load_schema(brat_schema)
+    except BratError as err:
+        raise AnnotateError(str(err)) from None
+
+
 def check_output(output: Path, output_format: str) -> Path:
     """``output`` as a Path, or :class:`AnnotateError` when its kind does not fit the format."""
     if output_format not in OUTPUT_FORMATS:
@@ -306,6 +330,7 @@ def annotate(
     n_process: int = 1,
     progress: bool = True,
     gpu_id: int = -1,
+    brat_schema: Union[None, str, Path, Schema] = None,
 ) -> AnnotateReport:
     """Annotate every input not yet in ``output``; report failures, never stop on one.
 
@@ -314,8 +339,11 @@ def annotate(
     ``n_process > 1`` (-1: one per core) runs spawned CPU workers, each loading a copy
     of ``nlp`` with ``cores // n_process`` torch threads; outputs are the same as with one.
     ``gpu_id >= 0`` with ``n_process > 1``: the workers share that GPU (``parallel.WorkerPool``).
+    ``brat_schema`` (brat output only): write the files in that schema's source form
+    (e.g. ``n2c2_2022_sdoh``: types, attribute lines and events as in SHAC).
     """
     output = check_output(output, output_format)
+    schema = check_brat_schema(brat_schema, output_format)
     source = check_source(source)
     is_file = output_format == "jsonl"
     check_apart(source, output, output_is_folder=not is_file)
@@ -325,7 +353,7 @@ def annotate(
             remove_partial_files(output.parent, f".{output.name}.*{PARTIAL_SUFFIX}")
         else:
             remove_partial_files(output)
-        sink = _JsonlSink(output) if is_file else _BratSink(output)
+        sink = _JsonlSink(output) if is_file else _BratSink(output, schema)
         errors = ErrorLog(errors_path_for(output, output_format))
         try:
             return _annotate_locked(nlp, source, sink, errors, batch_size, n_process, progress, gpu_id)

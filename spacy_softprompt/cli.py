@@ -194,6 +194,10 @@ def annotate(
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="ray: CPUs (and torch threads) per worker."),
     shard_size: int = typer.Option(1000, "--shard-size", help="ray: notes per shard."),
     code: Optional[Path] = typer.Option(None, "--code", help="ray: Python file with custom components, imported by each worker."),
+    schema: Optional[str] = typer.Option(
+        None, "--schema", "-s",
+        help="brat output: write it in this schema's source form (e.g. n2c2_2022_sdoh: StatusTime + StatusTimeVal attribute + events), not the pipeline's labels.",
+    ),
 ) -> None:
     """Annotate notes; resumable (skips documents already written), failures reported, never lost.
     One run per output at a time; see docs/guarantees.md for what is guaranteed."""
@@ -203,21 +207,22 @@ def annotate(
         raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
     if engine == "ray":
         _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
-                         gpus_per_worker, cpus_per_worker, shard_size, code)
+                         gpus_per_worker, cpus_per_worker, shard_size, code, schema)
         return
     from .annotate import annotate as run_annotate
-    from .annotate import check_apart, check_output, check_source, errors_path_for
+    from .annotate import check_apart, check_brat_schema, check_output, check_source, errors_path_for
 
     if output_format not in ("brat", "jsonl"):
         raise CliUsageError(f"--format {output_format!r}: use brat or jsonl (parquet needs --engine ray)")
     check_source(source)
     check_output(output, output_format)
     check_apart(source, output, output_is_folder=output_format == "brat")
+    brat_schema = check_brat_schema(schema, output_format)  # before the pipeline loads
     # with --n-process N the spawned workers take the GPU; this process stays on the CPU
     nlp = _load_model(model, gpu_id if n_process == 1 else -1)
     report = run_annotate(
         nlp, source, output, output_format=output_format, batch_size=batch_size, n_process=n_process,
-        progress=not quiet, gpu_id=gpu_id,
+        progress=not quiet, gpu_id=gpu_id, brat_schema=brat_schema,
     )
     typer.echo(
         f"written {report.written}, already there {report.skipped_existing}, failed {len(report.failed)}"
@@ -239,8 +244,8 @@ def _load_model(model: str, gpu_id: int = -1):
 
 
 def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
-                     gpus_per_worker, cpus_per_worker, shard_size, code) -> None:
-    from .annotate import check_apart, check_source
+                     gpus_per_worker, cpus_per_worker, shard_size, code, schema=None) -> None:
+    from .annotate import check_apart, check_brat_schema, check_source
     from .scale import annotate_on_ray
 
     if output_format not in ("brat", "jsonl", "parquet"):
@@ -248,6 +253,7 @@ def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, ad
     if workers < 1 or shard_size < 1:
         raise CliUsageError("--workers and --shard-size must be at least 1")
     check_source(source, extra_suffixes=(".parquet",))
+    brat_schema = check_brat_schema(schema, output_format)
     check_apart(source, output, output_is_folder=True)
     if output.exists() and not output.is_dir():
         raise CliUsageError(f"{output}: the ray engine writes a folder, and this is a file")
@@ -261,7 +267,7 @@ def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, ad
         model, source, output, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, batch_size=batch_size, code=code,
         output_format="jsonl" if output_format == "brat" else output_format, brat=output_format == "brat",
-        progress=not quiet,
+        brat_schema=brat_schema, progress=not quiet,
     )
     run = result["run"]
     typer.echo(

@@ -117,3 +117,47 @@ def test_worker_processes_load_test_components_and_isolate_a_failure(notes, tmp_
     assert two.to_dict() == one.to_dict()
     assert two.written == 5 and [f["id"] for f in two.failed] == ["boom"]
     assert (tmp_path / "two.jsonl").read_text(encoding="utf8") == (tmp_path / "one.jsonl").read_text(encoding="utf8")
+
+
+def test_a_schema_for_brat_output_is_checked_before_anything_is_written(notes, tmp_path):
+    from spacy_softprompt.safe_io import AnnotateError
+
+    with pytest.raises(AnnotateError, match="applies to brat files"):
+        annotate(make_nlp(), notes, tmp_path / "out.jsonl", output_format="jsonl", progress=False, brat_schema="n2c2_2018")
+    with pytest.raises(AnnotateError, match="no shipped schema of that name"):
+        annotate(make_nlp(), notes, tmp_path / "out", progress=False, brat_schema="no_such_schema")
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out").exists()
+
+
+def test_brat_output_in_the_sdoh_source_form(tmp_path):
+    from spacy_softprompt.data.schema import apply_schema, load_schema
+
+    @Language.component("test_sdoh_status_relation")
+    def status_relation(doc):
+        from spacy_softprompt.annotations import make_relation
+
+        alcohol = [e for e in doc.ents if e.label_ == "Alcohol"]
+        status = [e for e in doc.ents if e.label_.startswith("StatusTime_")]
+        doc._.relations = [make_relation("Status", a, s) for a in alcohol for s in status]
+        return doc
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns(
+        [{"label": "Alcohol", "pattern": "alcohol"}, {"label": "StatusTime_none", "pattern": "Denies"}]
+    )
+    nlp.add_pipe("test_sdoh_status_relation")
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "n1.txt").write_text("Denies alcohol.", encoding="utf8")
+    annotate(nlp, folder, tmp_path / "out", progress=False, brat_schema="n2c2_2022_sdoh")
+    ann = (tmp_path / "out" / "n1.ann").read_text(encoding="utf8")
+    assert ann.splitlines() == [
+        "T1\tStatusTime 0 6\tDenies",
+        "T2\tAlcohol 7 14\talcohol",
+        "E1\tAlcohol:T2 Status:T1",
+        "A1\tStatusTimeVal T1 none",
+    ]
+    doc = read_brat_dir(tmp_path / "out", strict=True)[0]
+    mapped = apply_schema(doc, load_schema("n2c2_2022_sdoh"))
+    assert sorted(label for _, label in mapped.entities) == ["Alcohol", "StatusTime_none"]
+    assert [r.label for r in mapped.relations] == ["Status"]

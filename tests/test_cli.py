@@ -44,6 +44,21 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     assert lines[0].startswith("error: ") and "n2c2_2019" in lines[0] and "Traceback" not in captured.err
 
 
+@pytest.mark.parametrize(
+    "fmt,schema,expected",
+    [("jsonl", "n2c2_2018", "applies to brat files"), ("brat", "no_such_schema", "no_such_schema")],
+)
+def test_annotate_checks_its_output_schema_before_loading_the_model(tmp_path, capsys, fmt, schema, expected):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("aspirin", encoding="utf8")
+    out = tmp_path / ("out.jsonl" if fmt == "jsonl" else "out")
+    code, captured = _run_main(["annotate", str(tmp_path / "no_model"), str(notes), str(out), "--format", fmt, "--schema", schema], capsys)
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert not out.exists()
+
+
 def test_traceback_hint_is_in_the_help():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "SPACY_SOFTPROMPT_TRACEBACK" in " ".join(result.output.split())

@@ -16,11 +16,12 @@ context attributes, and Spark or Ray could not read the folder as one table).
 """
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from spacy.tokens import Doc
 
 from ..annotate import doc_to_record, write_brat_files
+from ..data.schema import Schema
 from ..safe_io import OutputCorruptError, atomic_path
 
 OK, FAILED = "ok", "failed"
@@ -101,8 +102,8 @@ def read_records(path: Path) -> Iterator[Dict[str, Any]]:
 
 
 # ---- brat ---------------------------------------------------------------------------
-def write_brat(folder: Path, name: str, doc_id: str, doc: Doc) -> None:
+def write_brat(folder: Path, name: str, doc_id: str, doc: Doc, schema: Optional[Schema] = None) -> None:
     """``name.txt`` and ``name.ann`` under ``folder`` (see
-    :func:`spacy_softprompt.annotate.write_brat_files`); rewriting a note of a
-    redone shard gives the same bytes."""
-    write_brat_files(Path(folder), name, doc_id, doc)
+    :func:`spacy_softprompt.annotate.write_brat_files`; ``schema``: in its source
+    form); rewriting a note of a redone shard gives the same bytes."""
+    write_brat_files(Path(folder), name, doc_id, doc, schema)

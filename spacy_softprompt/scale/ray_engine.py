@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from ..annotate import check_apart
+from ..data.schema import Schema, load_schema, schema_from_dict
 from ..safe_io import LOCK_FILE, OutputLock, remove_partial_files
 from .errors import ScaleError, WorkerSetupError
 from .shards import ShardPlan, pack, read_shard
@@ -39,6 +40,7 @@ class ShardAnnotator:
         use_gpu: bool,
         torch_threads: int,
         code: Optional[str] = None,
+        brat_schema: Optional[Dict[str, Any]] = None,
     ) -> None:
         import spacy
 
@@ -62,12 +64,14 @@ class ShardAnnotator:
         self.output_format = output_format
         self.batch_size = batch_size
         self.brat_dir = Path(brat_dir) if brat_dir else None
+        self.brat_schema = schema_from_dict(brat_schema) if brat_schema is not None else None
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
         results = [
             annotate_shard(self.nlp, Path(shard_in), Path(shard_out), output_format=self.output_format,
                            batch_size=self.batch_size, brat_dir=self.brat_dir,
-                           brat_names=json.loads(names) if self.brat_dir is not None else None).to_dict()
+                           brat_names=json.loads(names) if self.brat_dir is not None else None,
+                           brat_schema=self.brat_schema).to_dict()
             for shard_in, shard_out, names in zip(batch["shard_in"], batch["shard_out"], batch["brat_names"])
         ]
         return {key: [r[key] for r in results] for key in ShardResult.__dataclass_fields__}
@@ -85,6 +89,7 @@ def annotate_on_ray(
     shard_size: int = 1000,
     output_format: str = "jsonl",
     brat: bool = False,
+    brat_schema: Union[None, str, Path, Schema] = None,
     batch_size: int = 64,
     code: Optional[Union[str, Path]] = None,
     runtime_env: Optional[Dict[str, Any]] = None,
@@ -100,6 +105,9 @@ def annotate_on_ray(
         raise ValueError(f"Unknown output format '{output_format}': use 'jsonl' or 'parquet' (and brat=True for brat files).")
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    if brat_schema is not None and not brat:
+        raise ValueError("brat_schema applies to brat files: give brat=True")
+    schema = load_schema(brat_schema)  # a bad schema fails here, before a cluster starts
     start = time.perf_counter()
     output = Path(output).resolve()  # workers may run elsewhere: absolute paths only
     if output.exists() and not output.is_dir():
@@ -126,6 +134,7 @@ def annotate_on_ray(
                 "model": model, "output_format": output_format, "batch_size": batch_size,
                 "brat_dir": str(brat_dir) if brat_dir else None, "use_gpu": gpus_per_worker > 0,
                 "torch_threads": max(1, int(cpus_per_worker)), "code": str(Path(code).resolve()) if code else None,
+                "brat_schema": schema.to_dict() if schema is not None else None,  # plain data: workers may run elsewhere
             }
             run.update(_run_on_ray(plan, pending, output_format, actor_kwargs, names, address=address, workers=workers,
                                    gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,

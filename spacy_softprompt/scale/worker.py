@@ -19,6 +19,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..annotate import pipe_isolating, safe_error
+from ..data.schema import Schema
 from ..safe_io import FileNames, OutputCorruptError
 from .outputs import FAILED, failed_record, ok_record, read_records, write_brat, write_records
 from .shards import read_shard
@@ -49,13 +50,15 @@ def annotate_shard(
     batch_size: int = 64,
     brat_dir: Optional[Path] = None,
     brat_names: Optional[Mapping[str, str]] = None,
+    brat_schema: Optional[Schema] = None,
 ) -> ShardResult:
     """Annotate the notes of ``shard_in`` into ``shard_out`` (format from its
     suffix unless given); skip when ``shard_out`` already exists. With
     ``brat_dir``, also write each ok note's ``.txt``/``.ann`` there, named by
     ``brat_names`` (the ids whose file name is not the id itself, as
     :func:`brat_names_for` gives them; None: assigned here through
-    :class:`~spacy_softprompt.safe_io.FileNames`, for a single-process caller).
+    :class:`~spacy_softprompt.safe_io.FileNames`, for a single-process caller), in
+    ``brat_schema``'s source form when given.
     A note that cannot be written fails alone."""
     start, cpu = time.perf_counter(), time.process_time()
     shard_in, shard_out = Path(shard_in), Path(shard_out)
@@ -92,7 +95,7 @@ def annotate_shard(
             record = ok_record(doc_id, doc)
             json.dumps(record, ensure_ascii=False).encode("utf8")  # a lone surrogate fails this note, not the shard
             if brat_dir is not None:
-                write_brat(Path(brat_dir), brat_names.get(doc_id, doc_id), doc_id, doc)
+                write_brat(Path(brat_dir), brat_names.get(doc_id, doc_id), doc_id, doc, brat_schema)
         except Exception as err:  # noqa: BLE001 - this note fails, the shard goes on
             records.append(failed_record(doc_id, f"could not write: {safe_error(err, note.get('text'))}"))
             continue

@@ -109,3 +109,33 @@ def test_safe_error_scrubs_words_of_the_note():
     text = "Patient Smith took aspirin 5 mg"
     assert safe_error(ValueError("token 'aspirin' unknown near Smith"), text) == "ValueError: token '[note text]' unknown near [note text]"
     assert safe_error(KeyError("x" * 500), None).endswith("...")
+
+
+MEDICATION_EVENTS = {  # a corpus where drugs are events and strengths their arguments
+    "entities": {"Medication": "Drug", "Strength": "Strength"},
+    "relations": {
+        "Strength-Drug": {"rules": [{"event": "Medication", "role": "Strength", "arg1": ["Medication"], "arg2": ["Strength"], "swap": True}]}
+    },
+}
+
+
+def test_brat_files_in_a_schemas_source_form_match_the_local_engine(pipeline, components, notes, tmp_path):
+    from spacy_softprompt.data.schema import apply_schema, schema_from_dict
+
+    schema = schema_from_dict(MEDICATION_EVENTS)
+    src = write_jsonl(tmp_path / "in.jsonl", notes)
+    nlp = spacy.load(pipeline)
+    plan = pack(src, tmp_path / "out", shard_size=16)
+    run_plain_loop(nlp, plan, brat_dir=tmp_path / "out" / "brat", brat_schema=schema)
+    annotate(nlp, src, tmp_path / "local", progress=False, brat_schema=schema)
+    sharded, local = tmp_path / "out" / "brat", tmp_path / "local"
+    names = sorted(p.name for p in sharded.glob("*.ann"))
+    assert names == sorted(p.name for p in local.glob("*.ann")) and len(names) == 29
+    assert all((sharded / n).read_bytes() == (local / n).read_bytes() for n in names)
+    doc = {d.doc_id: d for d in read_brat_dir(local, strict=True)}["note-0001"]
+    assert sorted(e.type for e in doc.entities) == ["Medication", "Medication", "Strength"]
+    assert not doc.relations  # the relation became an argument of the drug's event
+    assert sorted((ev.type, [role for role, _ in ev.args]) for ev in doc.events) == [("Medication", []), ("Medication", ["Strength"])]
+    mapped = apply_schema(doc, schema)  # read back through the schema: the pipeline's own labels and relation
+    assert sorted(label for _, label in mapped.entities) == ["Drug", "Drug", "Strength"]
+    assert [(r.label, doc.text[r.arg1.start : r.arg1.end]) for r in mapped.relations] == [("Strength-Drug", "6 mg")]
