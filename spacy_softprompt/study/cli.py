@@ -182,7 +182,7 @@ def _print_report_summary(summary) -> None:
     typer.echo(f"{summary['runs']} runs ({summary['failed']} failed, {len(summary.get('stale', []))} stale left out, "
                f"{len(summary.get('not_converged', []))} not converged) -> {summary['report']}")
     for c in summary["conclusions"]:
-        typer.echo(f"  ({c['number']}) {c['claim']}: {c['verdict']}")
+        typer.echo(f"  ({c['number']}) {c['claim']}: {c.get('verdict_text', c['verdict'])}")
 
 
 @study_app.command("split")

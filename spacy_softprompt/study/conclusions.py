@@ -79,6 +79,11 @@ class Conclusion:
     evidence: List[str] = field(default_factory=list)
     source_claim: str = ""
     comparisons: List[Dict[str, Any]] = field(default_factory=list)
+    provisional: Optional[str] = None  # set while the grid's runs for this question are not all in
+
+    @property
+    def verdict_text(self) -> str:
+        return self.verdict + (f" (provisional: {self.provisional})" if self.provisional else "")
 
 
 def _conclusion(number: int, comparisons: List[Comparison], missing: str) -> Conclusion:
@@ -198,14 +203,29 @@ def frozen_transfer_better(rows: List[Dict[str, Any]]) -> Conclusion:
     return _conclusion(4, comparisons, "needs transfer runs of soft-frozen and an unfrozen strategy scored in-domain and on another source")
 
 
-def check_conclusions(rows: List[Dict[str, Any]]) -> List[Conclusion]:
+#: the grid experiment whose runs answer each question
+QUESTION_EXPERIMENTS = {1: "strategies", 2: "strategies", 3: "fewshot", 4: "transfer"}
+
+
+def check_conclusions(rows: List[Dict[str, Any]], planned: Optional[Sequence[str]] = None) -> List[Conclusion]:
+    """The four verdicts; with ``planned`` (the run keys a grid plans), a verdict
+    reached before all of its experiment's planned runs succeeded is marked provisional."""
     rows = latest_rows(rows)
-    return [
+    conclusions = [
         soft_beats_hard_and_finetune(rows),
         frozen_small_models_lag(rows),
         frozen_learn_better_few_shot(rows),
         frozen_transfer_better(rows),
     ]
+    if planned is not None:
+        done = {str(r.get("key")) for r in rows if r.get("status") == "ok"}
+        for conclusion in conclusions:
+            experiment = QUESTION_EXPERIMENTS[conclusion.number]
+            keys = [k for k in planned if k.split("/", 1)[0] == experiment]
+            missing = [k for k in keys if k not in done]
+            if missing and conclusion.verdict != NO_DATA:
+                conclusion.provisional = f"{len(keys) - len(missing)} of {len(keys)} planned {experiment} runs in"
+    return conclusions
 
 
-__all__ = ["Comparison", "Conclusion", "NO_DATA", "QUESTIONS", "SOURCE", "SOURCE_CLAIMS", "check_conclusions", "compare_runs"]
+__all__ = ["Comparison", "Conclusion", "NO_DATA", "QUESTION_EXPERIMENTS", "QUESTIONS", "SOURCE", "SOURCE_CLAIMS", "check_conclusions", "compare_runs"]

@@ -205,6 +205,10 @@ def failed_section(rows: List[Dict[str, Any]]) -> List[str]:
     return ["## Failed runs", "", markdown_table(["run", "error type", "error"], body), ""]
 
 
+def _provisional(c: Conclusion) -> str:
+    return f" (provisional: {c.provisional})" if c.provisional else ""
+
+
 def conclusions_section(conclusions: List[Conclusion], image: Optional[str] = None) -> List[str]:
     lines = [
         "## The study's questions, answered from intervals",
@@ -215,17 +219,19 @@ def conclusions_section(conclusions: List[Conclusion], image: Optional[str] = No
         "sqrt(sd_A² + sd_B²)). **held**: the interval is above 0 and the seed means differ by more than their "
         "spread; **not held**: the interval is below 0 (seeds agreeing), or inside ±1 point with a seed spread under "
         "1 point (equal within a point); "
-        "**inconclusive**: otherwise. A question is held when all its comparisons are, not held when one is not.",
+        "**inconclusive**: otherwise. A question is held when all its comparisons are, not held when one is not."
+        + (" **provisional**: the grid's runs for the question are not all in yet; the verdict may change."
+           if any(c.provisional for c in conclusions) else ""),
         "",
         "| # | question | verdict here | source study |",
         "| --- | --- | --- | --- |",
     ]
-    lines += [f"| {c.number} | {c.claim} | **{c.verdict}** | {c.source_claim} |" for c in conclusions]
+    lines += [f"| {c.number} | {c.claim} | **{c.verdict}**{_provisional(c)} | {c.source_claim} |" for c in conclusions]
     lines += ["", f"Source study: {SOURCE}.", ""]
     if image:
         lines += [f"![the comparisons and their intervals]({image})", ""]
     for c in conclusions:
-        lines.append(f"{c.number}. **{c.claim}: {c.verdict}.**")
+        lines.append(f"{c.number}. **{c.claim}: {c.verdict}.**{_provisional(c)}")
         lines += [f"   - {text}" for text in c.evidence]
     return lines + [""]
 

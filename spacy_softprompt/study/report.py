@@ -85,7 +85,7 @@ def render_report(
     fewshot = fewshot_table(rows)
     transfer = transfer_table(rows)
     shape = prompt_shape_table(rows)
-    conclusions = check_conclusions(rows)
+    conclusions = check_conclusions(rows, planned=list(current_recipes) if current_recipes is not None else None)
     images: Dict[str, Optional[str]] = {"strategies": None, "fewshot": None, "transfer": None, "prompt_shape": None, "answers": None}
     plot_note = None
     if plots:
@@ -137,7 +137,7 @@ def render_report(
             for r in rows
             if r.get("status") == "ok" and not r.get("reused_from") and (r.get("convergence") or {}).get("converged") is not True
         ],
-        "conclusions": [asdict(c) for c in conclusions],
+        "conclusions": [dict(asdict(c), verdict_text=c.verdict_text) for c in conclusions],
         "transfer_drops": [
             {"group": list(key), "target": target, "drop": value.to_dict() if hasattr(value, "to_dict") else value}
             for key, by_target in transfer_intervals.items()

@@ -217,3 +217,26 @@ def test_runs_that_did_not_converge_are_flagged(tmp_path):
     assert "| single · small · maccrobat → maccrobat-test | soft-frozen | 30.0 † |" in text
     assert "| deep | yes | 45.0 † | 55.0 |" in text  # prompt shape: the P=5 cell only
     assert "3 of 6 trained runs converged" in text and "| +2.0 | no |" in text
+
+
+def test_verdicts_before_the_grid_is_done_are_provisional(tmp_path):
+    from spacy_softprompt.study.report import render_report
+
+    rows = [synthetic.row("strategies", "soft", s, 0.6, 0.6, docs=synthetic.DOCS) for s in (0, 1)]
+    rows += [synthetic.row("strategies", "hard", s, 0.4, 0.4, docs=synthetic.DOCS) for s in (0, 1)]
+    keys = [r["key"] for r in rows]
+    planned = keys + ["strategies/single-hard-s2", "fewshot/single-soft-k10-s0"]
+    verdicts = check_conclusions(rows, planned=planned)
+    assert verdicts[0].verdict == HELD and verdicts[0].provisional == "4 of 5 planned strategies runs in"
+    assert verdicts[0].verdict_text == "held (provisional: 4 of 5 planned strategies runs in)"
+    assert verdicts[2].verdict == NO_DATA and verdicts[2].provisional is None  # nothing to call provisional
+    assert check_conclusions(rows, planned=keys)[0].provisional is None  # every planned run is in
+    assert check_conclusions(rows)[0].provisional is None  # no grid given: nothing is known to be missing
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf8")
+    current = {r["key"]: r.get("recipe") for r in rows}
+    current["strategies/single-hard-s2"] = rows[0].get("recipe")
+    summary = render_report(results, tmp_path / "out", plots=False, current_recipes=current)
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+    assert "| **held** (provisional: 4 of 5 planned strategies runs in) |" in text
+    assert summary["conclusions"][0]["verdict_text"].startswith("held (provisional")
