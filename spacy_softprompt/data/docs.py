@@ -214,7 +214,7 @@ def get_fragments(doc: Doc, span: Span) -> List[Tuple[int, int]]:
     return [(span.start_char, span.end_char)]
 
 
-class _Ids:
+class AnnotationIds:
     """brat ids for writing: ids read from the file are claimed by their own annotations;
     new annotations get fresh numbers that collide with none of them."""
 
@@ -252,7 +252,7 @@ def doc_to_brat(doc: Doc, doc_id: Optional[str] = None) -> BratDocument:
     raw_relations = info.get("relations", [])
     events = [event_from_dict(e) for e in info.get("events", [])]
     out = BratDocument(text=doc.text, doc_id=doc_id or info.get("doc_id", ""))
-    ids = _Ids([r["id"] for r in records] + [r["id"] for r in raw_relations] + [e.id for e in events])
+    ids = AnnotationIds([r["id"] for r in records] + [r["id"] for r in raw_relations] + [e.id for e in events])
 
     pool: Dict[Key, List[Dict[str, Any]]] = defaultdict(list)
     for rec in records:

@@ -13,28 +13,13 @@ unchanged, so nothing is lost; existing events, attributes, notes and
 equivalences are kept.
 """
 from dataclasses import replace
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .brat import Attribute, BratDocument, Event, Relation, base_role
+from .docs import AnnotationIds
 from .schema import RelationRule, Schema
 
 SourceForm = Tuple[str, Optional[str], Optional[str]]  # (source type, attribute, value)
-
-
-class _Ids:
-    """Fresh annotation ids (``A3``, ``E7``) that no existing id uses."""
-
-    def __init__(self, used: Iterable[str]) -> None:
-        self.used = set(used)
-        self.next: Dict[str, int] = {}
-
-    def new(self, prefix: str) -> str:
-        n = self.next.get(prefix, 1)
-        while f"{prefix}{n}" in self.used:
-            n += 1
-        self.next[prefix] = n + 1
-        self.used.add(f"{prefix}{n}")
-        return f"{prefix}{n}"
 
 
 def label_sources(schema: Schema) -> Dict[str, SourceForm]:
@@ -69,7 +54,7 @@ def source_rule(schema: Schema, label: str, type1: Optional[str], type2: Optiona
 def to_source_form(doc: BratDocument, schema: Schema) -> BratDocument:
     """``doc`` (entities and ``R`` lines in ``schema``'s target labels) in the source form."""
     sources = label_sources(schema)
-    ids = _Ids([a.id for group in (doc.entities, doc.relations, doc.events, doc.attributes) for a in group])
+    ids = AnnotationIds([a.id for group in (doc.entities, doc.relations, doc.events, doc.attributes) for a in group])
     out = replace(
         doc, entities=[], relations=[], events=[replace(ev, args=list(ev.args)) for ev in doc.events], attributes=list(doc.attributes)
     )
