@@ -20,7 +20,7 @@ study_app = typer.Typer(
 
 @study_app.command("run")
 def run(
-    grid: Optional[Path] = typer.Option(None, "--grid", help="A whole study (YAML grid file, e.g. docs/study_cpu/grid.yml): run every experiment, resumably, then write its report; the other options are ignored except --isolation, --retry-failed, --dry-run."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="A whole study (YAML grid file, e.g. docs/study_cpu/grid.yml): run every experiment, resumably, then write its report; the other options are ignored except --isolation, --retry-failed, --dry-run, --threads (overrides the file's) and --experiment (run only that experiment; the report still covers the whole grid)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="strategies | fewshot | transfer | prompt-shape | mrc"),
     train: Optional[Path] = typer.Option(None, "--train", help="Training DocBin (.spacy)."),
     dev: Optional[Path] = typer.Option(None, "--dev", help="Dev DocBin (early stopping; scored when there is no --test or with --eval-dev)."),
@@ -60,7 +60,8 @@ def run(
     row to the results file. Runs already recorded with the current recipe are
     skipped, so the command resumes after an interruption."""
     if grid is not None:
-        _run_grid_file(grid, isolation=isolation, retry_failed=retry_failed, dry_run=dry_run)
+        _run_grid_file(grid, isolation=isolation, retry_failed=retry_failed, dry_run=dry_run,
+                       threads=threads or None, experiment=experiment)
         return
     if experiment is None or train is None or dev is None:
         typer.echo("error: give --grid, or --experiment, --train and --dev", err=True)
@@ -150,16 +151,23 @@ def run(
     typer.echo(f"results: {results}")
 
 
-def _run_grid_file(path: Path, *, isolation: str, retry_failed: bool, dry_run: bool) -> None:
+def _run_grid_file(
+    path: Path, *, isolation: str, retry_failed: bool, dry_run: bool, threads: Optional[int] = None,
+    experiment: Optional[str] = None,
+) -> None:
     from .grid import estimate, format_estimate, load_grid, run_study
     from .results import latest_rows, read_results
     from .runner import StudyError, claim_holder
 
     try:
-        grid = load_grid(path)
-        specs = grid.plan(warn=lambda message: typer.echo(f"warning: {message}", err=True))
-        done = {r["key"]: r.get("recipe") for r in latest_rows(read_results(grid.results)) if r.get("status") == "ok"}
-        typer.echo(format_estimate(estimate(grid, done)))
+        grid = load_grid(path, threads=threads)
+        only = [experiment] if experiment else None
+        selected = grid.only(only)
+        specs = selected.plan(warn=lambda message: typer.echo(f"warning: {message}", err=True))
+        ok_rows = [r for r in latest_rows(read_results(grid.results)) if r.get("status") == "ok"]
+        done = {r["key"]: r.get("recipe") for r in ok_rows}
+        finished = {(r.get("signature"), r.get("recipe")) for r in ok_rows}
+        typer.echo(format_estimate(estimate(selected, done, finished)))
         if not dry_run:
             missing = sorted({p for s in specs for p in [s.train, s.dev] + [path for _, path in s.tests] if not Path(p).is_file()})
             if missing:
@@ -168,10 +176,15 @@ def _run_grid_file(path: Path, *, isolation: str, retry_failed: bool, dry_run: b
         if dry_run:
             for spec in specs:
                 holder = claim_holder(Path(grid.work_dir) / spec.experiment / spec.run_id)
-                state = "done" if done.get(spec.key) == spec.recipe else (f"running ({holder})" if holder else "to run")
+                if done.get(spec.key) == spec.recipe:
+                    state = "done"
+                elif (spec.signature, spec.recipe) in finished:
+                    state = "done in another experiment (copied when the grid runs)"
+                else:
+                    state = f"running ({holder})" if holder else "to run"
                 typer.echo(f"{spec.key}  [{spec.config}, {spec.max_steps} steps, recipe {spec.recipe}]  {state}")
             return
-        summary = run_study(grid, isolation=isolation, retry_failed=retry_failed, log=typer.echo)
+        summary = run_study(grid, isolation=isolation, retry_failed=retry_failed, log=typer.echo, only=only)
     except (StudyError, ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2)

@@ -14,9 +14,9 @@ and ``eval_frequency`` as a number, ``config`` (the config file's own value) or
 ``project`` (``vars.max_steps`` / ``vars.eval_frequency`` of ``project.yml``,
 the main job's budget), so the study follows the product's recipe when it moves.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .runner import (
     DEFAULT_DEPTHS,
@@ -56,6 +56,19 @@ class Grid:
             specs += plan_runs(settings, warn=warn, **kwargs)
         return specs
 
+    @property
+    def experiment_names(self) -> List[str]:
+        return list(dict.fromkeys(settings.experiment for settings, _ in self.experiments))
+
+    def only(self, names: Optional[Sequence[str]]) -> "Grid":
+        """The same grid with only the experiments ``names`` (all when None)."""
+        if not names:
+            return self
+        unknown = sorted(set(names) - set(self.experiment_names))
+        if unknown:
+            raise StudyError(f"{self.path}: no experiment {', '.join(unknown)} (it has {', '.join(self.experiment_names)})")
+        return replace(self, experiments=[(s, k) for s, k in self.experiments if s.experiment in names])
+
 
 def _budget_value(value: Any, name: str, project_vars: Dict[str, Any]) -> Optional[int]:
     if value == "config" or value is None:
@@ -78,7 +91,9 @@ def read_recipes(raw: Dict[str, Any], project_vars: Dict[str, Any]) -> Tuple[Dic
     return default, per_strategy
 
 
-def load_grid(path: PathLike, project: PathLike = "project.yml") -> Grid:
+def load_grid(path: PathLike, project: PathLike = "project.yml", *, threads: Optional[int] = None) -> Grid:
+    """The grid file at ``path``; ``threads`` (torch threads per run) overrides the
+    file's ``threads``: it changes how fast a run goes, not its recipe."""
     import srsly
 
     path = Path(path)
@@ -86,6 +101,8 @@ def load_grid(path: PathLike, project: PathLike = "project.yml") -> Grid:
     project_vars = srsly.read_yaml(project).get("vars", {}) if Path(project).is_file() else {}
     default, per_strategy = read_recipes(raw.get("recipes") or {}, project_vars)
     shared = {k: raw[k] for k in SETTING_KEYS if k in raw}
+    if threads is not None:
+        shared["threads"] = int(threads)
     datasets = raw.get("data") or {}
     experiments = []
     for entry in raw.get("experiments") or []:
@@ -144,11 +161,15 @@ def step_kind(spec: RunSpec, known: Dict[str, float]) -> str:
     return spec.mode
 
 
-def estimate(grid: Grid, done: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def estimate(
+    grid: Grid, done: Optional[Dict[str, str]] = None, finished: Optional[set] = None
+) -> Dict[str, Any]:
     """Training runs (identical runs of several experiments counted once), steps and
-    hours per experiment; ``done``: key -> recipe of finished runs (not counted)."""
+    hours per experiment; ``done``: key -> recipe of finished runs, ``finished``:
+    their ``(signature, recipe)`` (a run another experiment finished is copied,
+    not trained); neither is counted."""
     done = done or {}
-    trained: set = set()
+    trained: set = set(finished or ())
     per_experiment: Dict[str, Dict[str, float]] = {}
     for spec in grid.plan():
         entry = per_experiment.setdefault(spec.experiment, {"runs": 0, "trained": 0, "steps": 0, "hours": 0.0})
@@ -184,14 +205,19 @@ def run_study(
     retry_failed: bool = False,
     plots: bool = True,
     log: Callable[[str], None] = print,
+    only: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
-    """Run every experiment of the grid (resumable), then write the report; returns the report summary."""
+    """Run every experiment of the grid (``only``: just those) resumably, then write
+    the report of the whole grid; returns the report summary."""
     from .report import render_report
 
+    grid.only(only)  # names checked before anything runs
     current: Dict[str, str] = {}
     for settings, kwargs in grid.experiments:
         specs = plan_runs(settings, warn=lambda m: log(f"warning: {m}"), **kwargs)
         current.update({spec.key: spec.recipe for spec in specs})
+        if only and settings.experiment not in only:
+            continue
         log(f"== {settings.experiment}: {len(specs)} runs")
         summary = run_grid(
             specs, grid.results, grid.work_dir, isolation=isolation, retry_failed=retry_failed, timeout=grid.timeout, log=log

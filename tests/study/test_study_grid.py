@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 #: stopping 400 steps after the best), which lifts the bound to 14.3 h (docs/study.md, "Budget").
 #: This guards against the grid growing further without a decision.
 BUDGET_HOURS = 14.5
+#: The MRC run's schedule: the longest that fits one uninterrupted stretch of the 2-core machine
+#: (13.3 s per MRC step, 9.3x the single pass; docs/study.md, "Budget").
+MRC_BUDGET = (600, 100)
 
 
 def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch):
@@ -33,7 +36,12 @@ def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch)
         name = Path(spec.config).name
         assert name.startswith("tok_" if spec.mode == "single" else "mrc_"), name
         own = load_config(spec.config)["training"]
-        budget = (frozen["max_steps"], frozen["eval_frequency"]) if spec.strategy == "soft-frozen" else (project["max_steps"], project["eval_frequency"])
+        if spec.mode == "mrc":
+            budget = MRC_BUDGET
+        elif spec.strategy == "soft-frozen":
+            budget = (frozen["max_steps"], frozen["eval_frequency"])
+        else:
+            budget = (project["max_steps"], project["eval_frequency"])
         resolved = (spec.max_steps, spec.overrides.get("training.eval_frequency", own["eval_frequency"]))
         assert resolved == budget, (spec.key, resolved, budget)
     by_experiment = {}
@@ -73,6 +81,33 @@ def test_prompt_shape_grid_trains_the_frozen_recipe_into_the_study_results(monke
     }
     assert all(s.frozen and s.max_steps == frozen["max_steps"] for s in specs)
     assert estimate(grid)["total"]["trained"] == 12
+
+def test_grid_runs_only_the_chosen_experiment_with_the_given_threads(monkeypatch, tmp_path):
+    """``study run --grid G --experiment E --threads N``: only E's runs train, each with N torch
+    threads (not part of the recipe), and the report still knows every experiment's recipe; a run
+    another experiment finished costs nothing in the estimate (it is copied)."""
+    import spacy_softprompt.study.grid as grid_module
+    import spacy_softprompt.study.report as report_module
+    from spacy_softprompt.study.runner import StudyError
+
+    monkeypatch.chdir(REPO)
+    ran, reported = [], {}
+    monkeypatch.setattr(grid_module, "run_grid", lambda specs, *a, **k: ran.extend(specs) or {})
+    monkeypatch.setattr(report_module, "render_report", lambda *a, current_recipes=None, **k: reported.update(current_recipes) or {})
+    full = load_grid("docs/study_cpu/grid.yml")
+    grid = load_grid("docs/study_cpu/grid.yml", threads=1)
+    run_study(grid, log=lambda m: None, only=["mrc"])
+    assert {s.experiment for s in ran} == {"mrc"} and {s.threads for s in ran} == {1}
+    assert set(reported) == {s.key for s in full.plan()}  # the whole grid's recipes, for the report
+    assert [s.recipe for s in grid.plan()] == [s.recipe for s in full.plan()]  # threads: speed, not recipe
+    assert {s.threads for s in full.plan()} == {0}
+    with pytest.raises(StudyError, match="no experiment nope"):
+        run_study(grid, log=lambda m: None, only=["nope"])
+    mrc = grid.only(["mrc"])
+    single, = [s for s in mrc.plan() if s.mode == "single"]
+    assert estimate(mrc)["total"]["trained"] == 2
+    assert estimate(mrc, finished={(single.signature, single.recipe)})["total"]["trained"] == 1
+
 
 def _mini_grid(tmp_path: Path, corpus: Path, backbone: Path, max_steps: int) -> Path:
     grid = {
@@ -126,3 +161,22 @@ def test_miniature_grid_from_runs_to_answers(toy_corpus, tiny_megatron, tmp_path
     done = {r["key"]: r["recipe"] for r in rows}
     assert estimate(longer, done)["total"]["trained"] == 2 and estimate(grid, done)["total"]["trained"] == 0
     assert json.loads((grid.report / "summary.json").read_text())["conclusions"][1]["number"] == 2
+
+
+def test_grid_dry_run_of_one_experiment_lists_only_its_runs(monkeypatch):
+    """The committed grid's MRC experiment: its single-pass run is the strategies soft seed-0 run,
+    already in the results, so the dry run counts at most one run to train (the MRC one)."""
+    from typer.testing import CliRunner
+
+    from spacy_softprompt.study.cli import study_app
+
+    monkeypatch.chdir(REPO)
+    result = CliRunner().invoke(study_app, ["run", "--grid", "docs/study_cpu/grid.yml", "--experiment", "mrc", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.output.splitlines() if line.startswith(("strategies/", "fewshot/", "transfer/", "mrc/"))]
+    assert [line.split("/")[0] for line in listed] == ["mrc", "mrc"]
+    assert "done in another experiment" in listed[0] and listed[1].startswith("mrc/mrc-soft")
+    runs, trained, steps = next(line.split()[1:4] for line in result.output.splitlines() if line.startswith("mrc "))
+    assert (runs, trained, steps) in {("2", "1", "600"), ("2", "0", "0")}  # the single pass is never trained again
+    bad = CliRunner().invoke(study_app, ["run", "--grid", "docs/study_cpu/grid.yml", "--experiment", "nope", "--dry-run"])
+    assert bad.exit_code == 2 and "no experiment nope" in bad.output
