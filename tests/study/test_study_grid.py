@@ -175,7 +175,8 @@ def test_grid_dry_run_of_one_experiment_lists_only_its_runs(monkeypatch):
     assert result.exit_code == 0, result.output
     listed = [line for line in result.output.splitlines() if line.startswith(("strategies/", "fewshot/", "transfer/", "mrc/"))]
     assert [line.split("/")[0] for line in listed] == ["mrc", "mrc"]
-    assert "done in another experiment" in listed[0] and listed[1].startswith("mrc/mrc-soft")
+    assert listed[0].startswith("mrc/single-soft") and listed[1].startswith("mrc/mrc-soft")
+    assert listed[0].endswith(("done", "done in another experiment (copied when the grid runs)"))
     runs, trained, steps = next(line.split()[1:4] for line in result.output.splitlines() if line.startswith("mrc "))
     assert (runs, trained, steps) in {("2", "1", "600"), ("2", "0", "0")}  # the single pass is never trained again
     bad = CliRunner().invoke(study_app, ["run", "--grid", "docs/study_cpu/grid.yml", "--experiment", "nope", "--dry-run"])
