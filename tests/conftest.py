@@ -4,6 +4,14 @@ from pathlib import Path
 
 import pytest
 
+try:  # property tests check behaviour, not time: no per-example deadline (a loaded CI machine is slow)
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("softprompt", deadline=None)
+    _hypothesis_settings.load_profile("softprompt")
+except ImportError:  # pragma: no cover - hypothesis comes with the test extra
+    pass
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPORA = Path(os.environ.get("SPACY_SOFTPROMPT_CORPORA", REPO_ROOT.parent / "shared" / "corpora"))
 
