@@ -203,13 +203,20 @@ def frozen_transfer_better(rows: List[Dict[str, Any]]) -> Conclusion:
     return _conclusion(4, comparisons, "needs transfer runs of soft-frozen and an unfrozen strategy scored in-domain and on another source")
 
 
+def _run_id(key: str) -> str:
+    """``experiment/run_id`` -> ``run_id`` (identical runs of two experiments share it)."""
+    return key.split("/", 1)[-1]
+
+
 #: the grid experiment whose runs answer each question
 QUESTION_EXPERIMENTS = {1: "strategies", 2: "strategies", 3: "fewshot", 4: "transfer"}
 
 
 def check_conclusions(rows: List[Dict[str, Any]], planned: Optional[Sequence[str]] = None) -> List[Conclusion]:
     """The four verdicts; with ``planned`` (the run keys a grid plans), a verdict
-    reached before all of its experiment's planned runs succeeded is marked provisional."""
+    reached before all of its experiment's planned runs succeeded is marked provisional.
+    A planned run that another experiment already trained (same run id, ``rows``
+    holding only current recipes) counts as in: the grid copies it, never trains it again."""
     rows = latest_rows(rows)
     conclusions = [
         soft_beats_hard_and_finetune(rows),
@@ -218,11 +225,11 @@ def check_conclusions(rows: List[Dict[str, Any]], planned: Optional[Sequence[str
         frozen_transfer_better(rows),
     ]
     if planned is not None:
-        done = {str(r.get("key")) for r in rows if r.get("status") == "ok"}
+        done = {_run_id(str(r.get("key"))) for r in rows if r.get("status") == "ok"}
         for conclusion in conclusions:
             experiment = QUESTION_EXPERIMENTS[conclusion.number]
             keys = [k for k in planned if k.split("/", 1)[0] == experiment]
-            missing = [k for k in keys if k not in done]
+            missing = [k for k in keys if _run_id(k) not in done]
             if missing and conclusion.verdict != NO_DATA:
                 conclusion.provisional = f"{len(keys) - len(missing)} of {len(keys)} planned {experiment} runs in"
     return conclusions

@@ -232,6 +232,12 @@ def test_verdicts_before_the_grid_is_done_are_provisional(tmp_path):
     assert verdicts[2].verdict == NO_DATA and verdicts[2].provisional is None  # nothing to call provisional
     assert check_conclusions(rows, planned=keys)[0].provisional is None  # every planned run is in
     assert check_conclusions(rows)[0].provisional is None  # no grid given: nothing is known to be missing
+    # a planned run that another experiment already trained (same run id) is in: the grid copies it
+    trained_elsewhere = dict(synthetic.row("strategies", "hard", 2, 0.4, 0.4, docs=synthetic.DOCS))
+    run_id = trained_elsewhere["key"].split("/", 1)[1]
+    trained_elsewhere.update(key=f"fewshot/{run_id}", experiment="fewshot")
+    both = check_conclusions(rows + [trained_elsewhere], planned=keys + [f"strategies/{run_id}"])
+    assert both[0].verdict == HELD and both[0].provisional is None
     results = tmp_path / "results.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf8")
     current = {r["key"]: r.get("recipe") for r in rows}
