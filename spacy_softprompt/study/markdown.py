@@ -304,7 +304,8 @@ def mrc_section(entries: List[Dict[str, Any]]) -> List[str]:
         "F1 in %, mean over seeds; MRC − single: paired bootstrap over the test documents, seeds pooled (points, 95% "
         "interval; bold when it excludes 0). Inference ×: single-pass words/s over MRC words/s on the test set (how "
         "many times slower MRC annotates); train step ×: MRC seconds per training step over single-pass ones. "
-        "†: a run that did not converge."
+        "Both ratios come from each run's own timings, taken under whatever else ran on the machine then; "
+        "for a side-by-side measurement see docs/mrc.md. †: a run that did not converge."
     ]
     return lines + [""]
 
