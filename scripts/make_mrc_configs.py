@@ -13,8 +13,9 @@ The no-prompt fine-tuning baseline is the single-pass pipeline
 
 Each MRC config *is* the single-pass config of the same strategy and device
 (rendered by ``scripts/make_configs.py``) with the pipeline swapped: the
-training schedule, optimizer (learning rates of backbone / heads / prompts),
-batcher, corpora, tokenizer and score weights stay in sync by construction.
+training schedule, optimizer (learning rates of heads and prompts; the
+backbone's, capped at ``MAX_BACKBONE_LEARN_RATE``), batcher, corpora,
+tokenizer and score weights stay in sync by construction.
 What MRC adds: the two components below, ``paths.schema`` (a shipped schema
 name or a JSON path; it gives labels and questions at initialisation, null =
 labels from the data and generic questions) and
@@ -75,11 +76,8 @@ SHARED = {
     "scorer": {"@scorers": "spacy_softprompt.n2c2_scorer.v1"},
 }
 # The backbone's peak learning rate in MRC mode, at most: the single-pass CPU
-# configs train MiniLM at 2e-4, but an MRC run at 2e-4 (soft, seed 0, 2026-12-03)
-# collapsed after step 100: its start heads stopped telling gold positions from
-# others (mean probability 0.26 vs 0.03 at step 100, 0.09 vs 0.04 at step 300)
-# and dev entity F1 fell from 7.3 to 0 (docs/mrc.md, learning rate).  5e-5 is the
-# rate of the GatorTron configs and of the CPU configs before they moved to 2e-4.
+# configs train MiniLM at 2e-4, at which an MRC run collapsed after step 100
+# (docs/mrc.md, learning rate); 5e-5 is the GatorTron configs' rate.
 MAX_BACKBONE_LEARN_RATE = 5e-5
 NER_ONLY = {"set_ents": True, "window_overlap": 16}
 REL_ONLY = {
@@ -127,9 +125,8 @@ def render(strategy: str, device: str) -> str:
     cfg = Config().from_str(_SINGLE.render(s["like"], device), interpolate=False)
     single_model = cfg["components"]["transformer"]["model"]
     cfg["paths"]["schema"] = None
-    backbone_rate = cfg["training"]["optimizer"].get("learn_rate")
-    if isinstance(backbone_rate, dict) and "initial_rate" in backbone_rate:
-        backbone_rate["initial_rate"] = min(float(backbone_rate["initial_rate"]), MAX_BACKBONE_LEARN_RATE)
+    backbone_rate = cfg["training"]["optimizer"]["learn_rate"]
+    backbone_rate["initial_rate"] = min(float(backbone_rate["initial_rate"]), MAX_BACKBONE_LEARN_RATE)
     cfg["nlp"]["pipeline"] = ["mrc_ner", "mrc_relations"]
     cfg["components"] = {
         "mrc_ner": _component("mrc_ner", s, device, single_model, NER_ONLY),
