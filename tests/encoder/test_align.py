@@ -67,3 +67,25 @@ def test_alignment_of_hand_made_offsets():
     _same(alignment_via_offset_mapping(spans, offsets), get_alignment_via_offset_mapping(spans, offsets))
     with pytest.raises(ValueError):
         alignment_via_offset_mapping(spans, offsets[:1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_alignment_of_random_offsets_over_several_docs(seed):
+    """Windows of several docs (one doc twice, an empty one) with arbitrary offsets: negative,
+    past the window's text, overlapping, empty, ragged rows."""
+    rng = numpy.random.default_rng(seed)
+    nlp = spacy.blank("en")
+    docs = list(nlp.pipe(_texts(seed, n=5) + [""]))
+    docs.append(docs[1])
+    spans = [s for doc_spans in configure_strided_spans(7, 5)(docs) for s in doc_spans]
+    width = 14
+    offsets = []
+    for span in spans:
+        n_chars = span.end_char - span.start_char
+        a = rng.integers(-3, n_chars + 4, size=width)
+        b = a + rng.integers(-2, 6, size=width)
+        offsets.append(numpy.stack([a, b], axis=1))
+    _same(alignment_via_offset_mapping(spans, numpy.asarray(offsets)),
+          get_alignment_via_offset_mapping(spans, numpy.asarray(offsets)))
+    ragged = [o[: rng.integers(0, width + 1)] for o in offsets]
+    _same(alignment_via_offset_mapping(spans, ragged), get_alignment_via_offset_mapping(spans, ragged))
