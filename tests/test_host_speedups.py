@@ -10,7 +10,8 @@ identical, hidden states and pooled vectors equal at every real position.
 
 The per-Doc split of the transformer's batch (``SoftPromptTransformerBatch``) is
 compared to spacy-transformers' ``FullTransformerBatch.split_by_doc``; the
-decoding (``biluo_decoding.viterbi``) and the relation head's pair vectors
+decoding (``biluo_decoding.viterbi``, and ``biluo_decoding.decode``, which runs it
+on the doubtful pieces only) and the relation head's pair vectors
 (``relation_model._pair_forward``) are compared to verbatim copies of the code
 they replaced (``_reference_viterbi``, ``_reference_pair_forward`` below).
 """
@@ -32,7 +33,8 @@ from spacy_softprompt.annotations import get_relations
 from spacy_softprompt.encoder import layer as encoder_layer
 from spacy_softprompt.encoder.batch import SoftPromptTransformerBatch
 from spacy_softprompt.heads import token_ner as token_ner_module
-from spacy_softprompt.heads.biluo_decoding import B, I, L, N_PARTS, U, _NEG, n_tags, viterbi
+from spacy_softprompt.heads import biluo_decoding
+from spacy_softprompt.heads.biluo_decoding import B, I, L, N_PARTS, U, _NEG, decode, n_tags, viterbi
 from spacy_softprompt.heads.listener import POOLED_CACHE_ATTR
 from spacy_softprompt.heads.relation_model import distance_buckets
 from spacy_softprompt.testing import toy_docs
@@ -182,7 +184,7 @@ def _pair_layer(nlp):
 
 def _old_paths(nlp, monkeypatch):
     encoder = nlp.get_pipe("transformer").model.encoder
-    monkeypatch.setattr(token_ner_module, "viterbi", _reference_viterbi)
+    monkeypatch.setattr(token_ner_module, "decode", _reference_flat_decode)
     monkeypatch.setattr(SoftPromptTransformerBatch, "split_by_doc", FullTransformerBatch.split_by_doc)
     monkeypatch.setattr(_pair_layer(nlp), "_func", _reference_pair_forward)
     monkeypatch.setattr(encoder, "forward", encoder._forward_in_row_chunks)
@@ -317,6 +319,95 @@ def test_viterbi_on_pipeline_scores_matches_the_reference(trained):
     expected = _reference_viterbi(padded, lengths)
     numpy.testing.assert_array_equal(viterbi(padded, lengths), expected)
     assert (expected > 0).any()
+
+
+def _reference_flat_decode(flat, lengths):
+    """The dense reference Viterbi on rows laid end to end (token_ner's old decoding)."""
+    lengths = numpy.asarray(lengths)
+    rows, columns = _rows_columns(lengths)
+    padded = numpy.zeros((len(lengths), int(lengths.max(initial=0)), flat.shape[1]), dtype="float32")
+    padded[rows, columns] = flat
+    return _reference_viterbi(padded, lengths)[rows, columns]
+
+
+def _rows_columns(lengths):
+    rows = numpy.repeat(numpy.arange(len(lengths)), lengths)
+    return rows, numpy.arange(int(numpy.sum(lengths))) - numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)
+
+
+def _flat(padded, lengths):
+    return padded[_rows_columns(lengths)]
+
+
+def _peaked_scores(rng, n_labels, lengths, noise):
+    """Scores of a confident tagger: a random valid path leads by a few points, plus noise
+    (some tokens then prefer an invalid tag, some ties when rounded)."""
+    K = n_tags(n_labels)
+    scores = rng.normal(scale=noise, size=(len(lengths), max(lengths, default=0), K))
+    for row, n in enumerate(lengths):
+        t = 0
+        while t < n:
+            label, kind = rng.randint(n_labels), rng.rand()
+            size = 1 if kind < 0.85 else (1 if kind < 0.92 else rng.randint(2, 6))
+            if kind < 0.85:
+                tags = [0]
+            elif size == 1:
+                tags = [1 + N_PARTS * label + U]
+            else:
+                tags = [1 + N_PARTS * label + B] + [1 + N_PARTS * label + I] * (size - 2) + [1 + N_PARTS * label + L]
+            for tag in tags[: n - t]:
+                scores[row, t, tag] += rng.uniform(2, 8)
+                t += 1
+    if rng.rand() < 0.3:
+        scores = numpy.round(scores)
+    return scores.astype("float32")
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_decode_gives_the_viterbi_paths(seed):
+    """Random and confident-tagger scores (ties included): the piecewise decoding returns
+    the Viterbi's tags exactly."""
+    rng = numpy.random.RandomState(seed)
+    n_labels = int(rng.randint(1, 8))
+    lengths = rng.randint(0, 40 if seed % 4 else 400, size=int(rng.randint(1, 12)))
+    if seed % 2:
+        scores = _peaked_scores(rng, n_labels, lengths, noise=rng.choice([0.3, 1.0, 2.0]))
+    else:
+        scores = _random_scores(rng, n_labels, lengths)[:, : max(lengths, default=0)]
+    numpy.testing.assert_array_equal(decode(_flat(scores, lengths), lengths), _flat(viterbi(scores, lengths), lengths))
+
+
+def test_decode_runs_the_viterbi_on_short_pieces_only(monkeypatch):
+    """A confident tagger's rows are cut at settled O tokens: the Viterbi sees pieces far
+    shorter than the rows (or nothing at all), and the tags are still the Viterbi's."""
+    rng = numpy.random.RandomState(0)
+    lengths = numpy.asarray([600, 450, 0, 37, 600])
+    scores = _peaked_scores(rng, 7, lengths, noise=1.0)
+    seen = []
+    original = biluo_decoding.viterbi
+    monkeypatch.setattr(biluo_decoding, "viterbi", lambda s, n: seen.append(s.shape) or original(s, n))
+    tags = decode(_flat(scores, lengths), lengths)
+    numpy.testing.assert_array_equal(tags, _flat(original(scores, lengths), lengths))
+    assert seen and all(shape[1] < 60 for shape in seen), seen
+    with pytest.raises(ValueError):
+        decode(_flat(scores, lengths)[:-1], lengths)
+
+
+def test_decode_edge_shapes():
+    for K, lengths in [(5, []), (9, [0, 0, 0]), (29, [1]), (5, [0, 3, 0])]:
+        lengths = numpy.asarray(lengths, dtype="int64")
+        scores = numpy.random.RandomState(0).normal(size=(int(lengths.sum()), K)).astype("float32")
+        numpy.testing.assert_array_equal(decode(scores, lengths), _reference_flat_decode(scores, lengths))
+    assert decode(numpy.ones((5, 1), dtype="float32"), numpy.asarray([2, 3])).tolist() == [0] * 5  # no labels: O
+
+
+def test_decode_on_pipeline_scores_matches_the_reference(trained):
+    nlp, texts = trained
+    ner = nlp.get_pipe("token_ner")
+    scores = ner.model.predict(list(nlp.pipe(texts, disable=["token_ner", "relation_extractor"])))
+    lengths = numpy.asarray([s.shape[0] for s in scores])
+    flat = numpy.concatenate([s for s in scores if len(s)])
+    numpy.testing.assert_array_equal(decode(flat, lengths), _reference_flat_decode(flat, lengths))
 
 
 def _fixed_vectors_layer(vectors, width):

@@ -126,6 +126,131 @@ def viterbi(scores, lengths, xp=numpy):
     return out
 
 
+#: Float slack of :func:`decode`, as a share of a row's summed score magnitudes: a
+#: margin counts only when it beats its bound by that much (rounding of the Viterbi's sums).
+SETTLED_SLACK = 1e-4
+#: :func:`decode` runs the Viterbi on the whole batch when its longest doubtful piece is
+#: longer than this share of the batch's longest row (cutting would save little).
+PIECE_SHARE = 0.5
+
+
+def decode(scores: numpy.ndarray, lengths) -> numpy.ndarray:
+    """The tags :func:`viterbi` gives, for a batch laid end to end (host numpy
+    arrays): ``scores`` ``[sum(lengths), K]``, rows one after the other; returns
+    ``[sum(lengths)]`` int32 tag ids. The Viterbi runs only over the pieces of
+    the rows where the per-token argmax is in doubt.
+
+    **Settled O.** Take a token ``t`` whose best tag is ``O`` by a margin ``m``.
+    If the best valid path tagged it otherwise, ``t`` would lie in one of that
+    path's entities; setting the entity's tokens to ``O`` gives a valid path,
+    and it must not score higher. Against ``O``, the entity loses at least
+    ``m`` at ``t``, at most gains ``best − O`` at a token whose argmax is not
+    ``O``, and loses at least that token's margin at any other token. So when
+    ``m`` beats the best such gain over the stretches ending next to ``t`` on
+    either side (two running-sum bounds, computed with cumulative sums), the
+    best valid path has ``O`` at ``t``. Likewise when ``m`` beats what
+    splitting the entity at ``t`` could cost at its two neighbours (``B-x`` or
+    ``I-x`` before ``t`` becoming ``U-x`` or ``L-x``, ``I-x`` or ``L-x`` after
+    it becoming ``B-x`` or ``U-x``).
+
+    **Pieces.** Settled ``O`` tokens close whatever comes before them and open
+    nothing, so they cut a row into pieces that decode independently. A piece
+    whose argmax tags are a valid sequence with a clear lead at every token is
+    its own best path; the others go through :func:`viterbi` as the rows of one
+    short batch. The result equals :func:`viterbi`'s: the same comparisons,
+    shifted by a constant; :data:`SETTLED_SLACK` keeps float rounding out of
+    the bounds."""
+    scores = numpy.asarray(scores, dtype="float32")
+    lengths = numpy.asarray(lengths, dtype="int64").reshape(-1)
+    total, K = scores.shape
+    N, n_labels = lengths.shape[0], (K - 1) // N_PARTS
+    if total != int(lengths.sum()):
+        raise ValueError(f"{total} rows of scores for lengths summing to {int(lengths.sum())}")
+    if total == 0 or n_labels == 0:  # nothing to tag, or only O
+        return numpy.zeros((total,), dtype="int32")
+    by_tag = numpy.ascontiguousarray(scores.T)  # [K, total]: reductions over tags run along rows
+    outside = by_tag[0]
+    tagged_best = by_tag[1:].max(axis=0)
+    is_o = outside >= tagged_best  # argmax: O wins ties
+    best = numpy.zeros(total, dtype="int32")
+    entity = numpy.flatnonzero(~is_o)
+    best[entity] = scores[entity, 1:].argmax(axis=1) + 1
+    lead = outside.astype("float64") - tagged_best  # O's lead (> 0) or deficit
+    row = numpy.repeat(numpy.arange(N), lengths)
+    magnitude = numpy.maximum(by_tag.max(axis=0), -by_tag.min(axis=0))
+    slack = SETTLED_SLACK * numpy.bincount(row, weights=magnitude, minlength=N)[row]
+    # the rows on one line with a separator after each (never in a piece; an O for the transitions)
+    E = total + N
+    at = numpy.arange(total) + row  # each token's place on that line
+    row_at = numpy.repeat(numpy.arange(N), lengths + 1)
+    gain = numpy.zeros(E)  # what an entity gains against O: best - O where that is not O, -margin where it is
+    gain[at] = -lead
+    # running sums with every row shifted far below the ones before it, so the minimum of the
+    # sums before t and the maximum of the sums after t stay inside t's row
+    running = numpy.zeros(E + 1)
+    numpy.cumsum(gain, out=running[1:])
+    running -= numpy.append(row_at, N - 1) * (2.0 * (numpy.abs(gain).sum() + 1.0))
+    before = running[at] - numpy.minimum.accumulate(running)[at]  # best stretch ending at t - 1
+    after = numpy.maximum.accumulate(running[::-1])[::-1][at + 1] - running[at + 1]  # from t + 1
+    # or: split the entity at t (B-x / I-x before t -> U-x / L-x, I-x / L-x after it -> B-x / U-x)
+    ending, starting = numpy.zeros(E + 2), numpy.zeros(E + 2)  # one O place before and after the line
+    part = {k: by_tag[1 + k :: N_PARTS] for k in (B, I, L, U)}  # [labels, total] each
+    ending[at + 1] = numpy.maximum(part[B] - part[U], part[I] - part[L]).max(axis=0)
+    starting[at + 1] = numpy.maximum(part[I] - part[B], part[L] - part[U]).max(axis=0)
+    split = numpy.maximum(ending[at], 0.0) + numpy.maximum(starting[at + 2], 0.0)
+    cut = numpy.zeros(E, dtype=bool)
+    cut[at] = is_o & (lead > numpy.minimum(before + after, split) + slack)
+    # pieces: maximal runs of uncut tokens on the line
+    piece = numpy.zeros(E, dtype=bool)
+    piece[at] = True
+    piece &= ~cut
+    edges = numpy.diff(piece.astype("int8"), prepend=0, append=0)
+    starts, ends = numpy.flatnonzero(edges == 1), numpy.flatnonzero(edges == -1)
+    if not len(starts):
+        return best
+    # a piece keeps its argmax when every step (into it, within it, out of it) is allowed ...
+    allowed, _, _ = transition_constraints(n_labels)
+    line = numpy.zeros(E + 1, dtype="int32")  # an O before the line, separators O
+    line[at + 1] = best
+    broken_before = numpy.concatenate([[0], numpy.cumsum(~allowed[line[:-1], line[1:]])])
+    doubtful = broken_before[ends + 1] > broken_before[starts]
+    sizes = ends - starts
+    longest = int(lengths.max())
+    if doubtful.any() and int(sizes[doubtful].max()) > PIECE_SHARE * longest:
+        return _viterbi_flat(scores, lengths)
+    # ... and every token's best tag leads its runner-up (checked in the pieces not in doubt yet)
+    piece_of = numpy.repeat(numpy.arange(len(starts)), sizes)
+    within = numpy.arange(int(sizes.sum())) - numpy.repeat(numpy.cumsum(sizes) - sizes, sizes)
+    token = numpy.repeat(starts, sizes) + within
+    token -= row_at[token]  # from the line back to the batch
+    clear = ~doubtful[piece_of]
+    top = numpy.partition(scores[token[clear]], K - 2, axis=1)
+    unclear = (top[:, K - 1].astype("float64") - top[:, K - 2]) <= slack[token[clear]]
+    doubtful |= numpy.bincount(piece_of[clear], weights=unclear, minlength=len(starts)) > 0
+    if not doubtful.any():
+        return best
+    if int(sizes[doubtful].max()) > PIECE_SHARE * longest:
+        return _viterbi_flat(scores, lengths)
+    keep = doubtful[piece_of]
+    token, rank, within = token[keep], (numpy.cumsum(doubtful) - 1)[piece_of[keep]], within[keep]
+    pieces = numpy.zeros((int(doubtful.sum()), int(sizes[doubtful].max()), K), dtype="float32")
+    pieces[rank, within] = scores[token]
+    best[token] = viterbi(pieces, sizes[doubtful])[rank, within]
+    return best
+
+
+def _viterbi_flat(scores: numpy.ndarray, lengths: numpy.ndarray) -> numpy.ndarray:
+    """:func:`viterbi` of rows laid end to end (``[sum(lengths), K]`` -> ``[sum(lengths)]``)."""
+    N, total = lengths.shape[0], scores.shape[0]
+    if total == 0:
+        return numpy.zeros((0,), dtype="int32")
+    rows = numpy.repeat(numpy.arange(N), lengths)
+    columns = numpy.arange(total) - numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)
+    padded = numpy.zeros((N, int(lengths.max()), scores.shape[1]), dtype="float32")
+    padded[rows, columns] = scores
+    return viterbi(padded, lengths)[rows, columns]
+
+
 def path_spans(paths, lengths, xp=numpy) -> numpy.ndarray:
     """``[n, 4]`` numpy int array of ``(row, start, end, label)`` entities of valid
     paths (``end`` exclusive), sorted by row then start."""

@@ -33,7 +33,7 @@ from thinc.types import Floats2d
 from ..annotations import ENTITY_SPANS_KEY
 from ..pipe_base import HeadPipe, pipe_settings
 from ..scoring import ENTITY_SCORE_WEIGHTS
-from .biluo_decoding import n_tags, path_spans, tag_names, viterbi
+from .biluo_decoding import decode, n_tags, path_spans, tag_names
 from .listener import LISTENER_TOK2VEC
 
 DEFAULT_TOKEN_NER_MODEL = (
@@ -110,20 +110,21 @@ class TokenEntityRecognizer(HeadPipe):
         return self.decode(scores)
 
     def decode(self, scores: List[Floats2d]) -> numpy.ndarray:
-        """Constrained Viterbi over a batch of per-Doc tag scores, on the host: the
+        """Constrained decoding of a batch of per-Doc tag scores, on the host: the
         scores come over in one copy (one device sync per batch, not one per Doc);
-        a loop over token positions on a GPU would launch kernels at every position."""
+        a loop over token positions on a GPU would launch kernels at every position.
+        :func:`biluo_decoding.decode` gives the Viterbi's paths, running it only
+        where the argmax is in doubt."""
         ops = self.model.ops
         lengths = numpy.asarray([s.shape[0] for s in scores], dtype="int64")
         K = n_tags(len(self.labels))
         total = int(lengths.sum())
-        padded = numpy.zeros((len(scores), int(lengths.max(initial=0)), K), dtype="float32")
+        paths = numpy.zeros((len(scores), int(lengths.max(initial=0))), dtype="int32")
         if total:
             flat = ops.to_numpy(ops.xp.concatenate([s.reshape(-1, K) for s in scores if s.shape[0]]))
             rows = numpy.repeat(numpy.arange(len(scores)), lengths)
             columns = numpy.arange(total) - numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)
-            padded[rows, columns] = flat
-        paths = viterbi(padded, lengths)
+            paths[rows, columns] = decode(flat, lengths)
         return path_spans(paths, lengths)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: numpy.ndarray) -> None:
