@@ -185,6 +185,7 @@ def _pair_layer(nlp):
 def _old_paths(nlp, monkeypatch):
     encoder = nlp.get_pipe("transformer").model.encoder
     monkeypatch.setattr(token_ner_module, "decode", _reference_flat_decode)
+    monkeypatch.setattr(token_ner_module.TokenEntityRecognizer, "tag_scores", lambda self, docs: self.model.predict(docs))
     monkeypatch.setattr(SoftPromptTransformerBatch, "split_by_doc", FullTransformerBatch.split_by_doc)
     monkeypatch.setattr(_pair_layer(nlp), "_func", _reference_pair_forward)
     monkeypatch.setattr(encoder, "forward", encoder._forward_in_row_chunks)
@@ -261,6 +262,18 @@ def test_heads_pool_each_document_once(trained):
         numpy.testing.assert_array_equal(a, b)
     training, _ = ner_tok2vec.begin_update(docs)  # training pools afresh (its own gradients)
     assert all(a is not b for a, b in zip(training, first))
+
+
+def test_tag_scores_per_doc_equal_the_batched_model(trained):
+    """token_ner's inference scores each Doc's vectors on their own: the batched model's scores."""
+    nlp, texts = trained
+    ner = nlp.get_pipe("token_ner")
+    docs = list(nlp.pipe(texts, disable=["token_ner", "relation_extractor"]))
+    per_doc, batched = ner.tag_scores(docs), ner.model.predict(docs)
+    assert len(per_doc) == len(batched) and any(len(s) == 0 for s in per_doc)
+    for a, b in zip(per_doc, batched):
+        assert a.shape == b.shape
+        numpy.testing.assert_allclose(a, b, atol=ATOL, rtol=0)
 
 
 def test_decoding_on_the_host_gives_the_per_doc_padding_result(trained):

@@ -106,8 +106,20 @@ class TokenEntityRecognizer(HeadPipe):
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return numpy.zeros((0, 4), dtype="int64")
-        scores = self.model.predict(docs)
-        return self.decode(scores)
+        return self.decode(self.tag_scores(docs))
+
+    def tag_scores(self, docs: List[Doc]) -> List[Floats2d]:
+        """Per-Doc tag scores at inference, ``self.model.predict(docs)``. With the shipped
+        architecture (``chain(tok2vec, with_array(layers))``) each Doc's token vectors go
+        through the layers on their own: no copy of the batch's vectors into one array."""
+        tok2vec, per_token = (self.model.layers + [None, None])[:2]
+        if len(self.model.layers) != 2 or not per_token.name.startswith("with_array") or len(per_token.layers) != 1:
+            return self.model.predict(docs)
+        layers, n_out = per_token.layers[0], n_tags(len(self.labels))
+        return [
+            layers.predict(vectors) if vectors.shape[0] else self.model.ops.alloc2f(0, n_out)  # empty Doc: width 0
+            for vectors in tok2vec.predict(docs)
+        ]
 
     def decode(self, scores: List[Floats2d]) -> numpy.ndarray:
         """Constrained decoding of a batch of per-Doc tag scores, on the host: the
