@@ -566,17 +566,33 @@ class PromptedEncoder(nn.Module):
         head_types = torch.zeros((batch, K + 1), dtype=ids.dtype, device=ids.device)
         return new_ids, new_mask, torch.cat([head_types, text_types], dim=1)
 
-    def _prefix(self, prompt_ids: torch.Tensor, dtype: torch.dtype):
-        """Per-layer ``(key, value)`` prefixes, each ``[B, heads, P, head_dim]``."""
-        batch, P = prompt_ids.shape[0], self.prompt_length
-        head_dim = self._hidden_size // self._num_heads
+    def _prefix(self, prompt_ids: torch.Tensor, dtype: torch.dtype, shared_kv: Optional[torch.Tensor] = None):
+        """Per-layer ``(key, value)`` prefixes, each ``[B, heads, P, head_dim]``. ``shared_kv``:
+        :meth:`_shared_kv`'s tensor, looked up once for all chunks of an inference batch."""
+        batch = prompt_ids.shape[0]
         shared = len(self._prompt_names) == 1 and batch > 1  # every row has prompt 0: look it up once
-        flat = self.prompt_encoder(prompt_ids[:1] if shared else prompt_ids).to(dtype)
-        kv = flat.view(flat.shape[0], P, self._num_layers, 2, self._num_heads, head_dim)
-        kv = kv.permute(2, 3, 0, 4, 1, 5)  # layers, k|v, B, heads, P, head_dim
-        if shared:  # a view per layer, not B copies of the prompt (the attention concatenates anyway)
+        if shared_kv is not None:
+            kv = shared_kv
+        else:
+            kv = self._kv(self.prompt_encoder(prompt_ids[:1] if shared else prompt_ids).to(dtype))
+        if shared or shared_kv is not None:  # a view per layer, not B copies of the prompt (the attention concatenates anyway)
             kv = kv.expand(-1, -1, batch, -1, -1, -1)
         return tuple((kv[i, 0], kv[i, 1]) for i in range(self._num_layers))
+
+    def _kv(self, flat: torch.Tensor) -> torch.Tensor:
+        """``[layers, k|v, B, heads, P, head_dim]`` view of the prompt encoder's output."""
+        head_dim = self._hidden_size // self._num_heads
+        kv = flat.view(flat.shape[0], self.prompt_length, self._num_layers, 2, self._num_heads, head_dim)
+        return kv.permute(2, 3, 0, 4, 1, 5)
+
+    def _shared_kv(self, device: torch.device) -> Optional[torch.Tensor]:
+        """The one prompt's key/value table (batch 1) when every row has the same prompt and it
+        is deep, else ``None``."""
+        if self.prompt_length == 0 or self.prompt_depth == "input" or len(self._prompt_names) != 1:
+            return None
+        with self._autocast(device):
+            ids = torch.zeros((1,), dtype=torch.long, device=device)
+            return self._kv(self.prompt_encoder(ids).to(self._compute_dtype(device)))
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         """dtype of the keys/values the prefix is concatenated with."""
@@ -653,12 +669,15 @@ class PromptedEncoder(nn.Module):
                     prompt_ids_checked=True,
                 )
         parts = []
+        shared_kv = self._shared_kv(input_ids.device)  # looked up once, not once per chunk
         for rows in chunks:
             width = max(int(extents[rows].max()), 1)
             index = torch.as_tensor(rows, device=input_ids.device)
             tensors = (input_ids, attention_mask, token_type_ids, prompt_ids)
             chunk = [_take_rows(t, index, width) for t in tensors]
-            part = self._forward_rows(*chunk, mask_prompt, output_hidden_states, prompt_ids_checked=True)
+            part = self._forward_rows(
+                *chunk, mask_prompt, output_hidden_states, prompt_ids_checked=True, shared_kv=shared_kv
+            )
             parts.append((index, width, part))
         return BaseModelOutput(
             last_hidden_state=_scatter_rows([(i, w, p.last_hidden_state) for i, w, p in parts], input_ids.shape),
@@ -705,6 +724,7 @@ class PromptedEncoder(nn.Module):
         mask_prompt: bool,
         output_hidden_states: Optional[bool],
         prompt_ids_checked: bool = False,
+        shared_kv: Optional[torch.Tensor] = None,
     ) -> BaseModelOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -743,7 +763,7 @@ class PromptedEncoder(nn.Module):
                     **extra,
                 )
                 return self._output(out, P, K)
-            past = self._prefix(prompt_ids, self._compute_dtype(ids.device)) if P else None
+            past = self._prefix(prompt_ids, self._compute_dtype(ids.device), shared_kv) if P else None
             out = self.backbone(
                 input_ids=ids,
                 attention_mask=mask,

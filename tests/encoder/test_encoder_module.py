@@ -447,3 +447,30 @@ def test_one_prompt_prefix_is_shared_not_copied(tiny_model):
     torch.testing.assert_close(results[0][0], results[1][0], atol=ATOL, rtol=0)
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)
     assert results[0][1].abs().sum() > 0
+
+
+def test_inference_chunks_share_one_prompt_lookup(tiny_model):
+    """Inference in length chunks with one deep prompt: the prompt encoder runs once per
+    forward, not once per chunk, and the output equals the unchunked forward's."""
+    backbone, tokenizer = load(tiny_model)
+    encoder = prompted(backbone, tokenizer, prompt_depth="deep")
+    texts = TEXTS * 3 + ["warfarin"]
+    enc = batch(tokenizer, texts)
+    real = enc["attention_mask"].bool()
+    encoder.eval()
+    with torch.no_grad():
+        whole = encoder._forward_rows(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), None, False, None)
+    lookups = []
+    hook = encoder.prompt_encoder.register_forward_hook(lambda module, args, out: lookups.append(out.shape))
+    backbone_calls = []
+    hook2 = encoder.backbone.register_forward_pre_hook(lambda module, args: backbone_calls.append(1))
+    try:
+        encoder.inference_chunk_rows = 4
+        encoder.inference_padding_tolerance = 0.0
+        with torch.no_grad():
+            chunked = encoder(**enc)
+    finally:
+        hook.remove()
+        hook2.remove()
+    assert len(backbone_calls) > 1 and len(lookups) == 1 and lookups[0][0] == 1
+    torch.testing.assert_close(chunked.last_hidden_state[real], whole.last_hidden_state[real], atol=ATOL, rtol=0)
