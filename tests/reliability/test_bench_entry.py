@@ -24,7 +24,7 @@ def test_unknown_name_is_a_clear_error(capsys):
     assert "choose from" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["inference", "training", "packaging", "scaling", "baseline-hf", "baseline-cnn", "scale", "speed", "gpu"])
+@pytest.mark.parametrize("name", ["inference", "training", "packaging", "scaling", "baseline-hf", "baseline-cnn", "scale", "speed", "gpu", "host-side-by-side"])
 def test_scripts_answer_help_without_running(name, capfd):
     assert bench.run_bench_argv(name, ["--help"]) is None
     assert "--output" in capfd.readouterr().out
