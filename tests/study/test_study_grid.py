@@ -16,9 +16,10 @@ from spacy_softprompt.study.results import read_results
 REPO = Path(__file__).resolve().parents[2]
 #: Upper bound of the committed CPU grid (every run to its max_steps). The study issue asked for 8 h
 #: when unfrozen runs trained 600 steps; the converged unfrozen recipe trains up to 1,600 (early
-#: stopping 400 steps after the best), which lifts the bound to 14.3 h (docs/study.md, "Budget").
+#: stopping 400 steps after the best), which lifts the bound to 14.3 h; every cell at 3 seeds (the
+#: project's rule for accuracy claims) to 16.8 h (docs/study.md, "Budget").
 #: This guards against the grid growing further without a decision.
-BUDGET_HOURS = 14.5
+BUDGET_HOURS = 17.0
 #: The MRC run's schedule: 1,200 steps (13.3 s per MRC step, 9.3x the single pass, ~4.7 h in two
 #: sittings; the 600-step run did not converge; docs/study.md, "Budget").
 MRC_BUDGET = (1200, 100)
@@ -50,8 +51,12 @@ def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch)
     assert {(s.strategy, s.k) for s in by_experiment["fewshot"]} == {
         (s, k) for s in ("soft", "soft-frozen") for k in (10, 40, None)
     }
-    assert {s.seed for s in by_experiment["fewshot"] if s.k == 10} == {0, 1, 2}  # the few-shot verdict's k
-    assert {s.seed for s in by_experiment["transfer"]} >= {0, 1}
+    # every cell of the four questions has 3 seeds (the project's rule for accuracy claims)
+    for experiment in ("strategies", "fewshot", "transfer"):
+        cells = {}
+        for s in by_experiment[experiment]:
+            cells.setdefault((s.strategy, s.k), set()).add(s.seed)
+        assert all(seeds == {0, 1, 2} for seeds in cells.values()), (experiment, cells)
     assert [(s.mode, s.strategy) for s in by_experiment["mrc"]] == [("single", "soft"), ("mrc", "soft")]
     # the few-shot k=all points and the MRC experiment's single-pass run are strategies runs (trained once)
     trained = {(s.signature, s.recipe) for s in by_experiment["strategies"]}
