@@ -73,7 +73,7 @@ def test_committed_grid_trains_the_product_recipe_within_the_budget(monkeypatch)
 
 
 def test_prompt_shape_grid_trains_the_frozen_recipe_into_the_study_results(monkeypatch):
-    """docs/study_cpu/prompt_shape.yml: soft-frozen, input and deep x P 5/20/80, 2 seeds, the
+    """docs/study_cpu/prompt_shape.yml: soft-frozen, input and deep x P 5/20/80, 3 seeds, the
     frozen config's own recipe, rows in the main grid's results file (one report)."""
     from spacy.util import load_config
 
@@ -84,10 +84,10 @@ def test_prompt_shape_grid_trains_the_frozen_recipe_into_the_study_results(monke
     frozen = load_config("configs/tok_soft-frozen_cpu.cfg")["training"]
     specs = grid.plan()
     assert {(s.strategy, s.prompt_depth, s.prompt_length, s.seed) for s in specs} == {
-        ("soft-frozen", d, p, seed) for d in ("input", "deep") for p in (5, 20, 80) for seed in (0, 1)
+        ("soft-frozen", d, p, seed) for d in ("input", "deep") for p in (5, 20, 80) for seed in (0, 1, 2)
     }
     assert all(s.frozen and s.max_steps == frozen["max_steps"] for s in specs)
-    assert estimate(grid)["total"]["trained"] == 12
+    assert estimate(grid)["total"]["trained"] == 18
 
 def test_grid_runs_only_the_chosen_experiment_with_the_given_threads(monkeypatch, tmp_path):
     """``study run --grid G --experiment E --threads N``: only E's runs train, each with N torch
