@@ -115,20 +115,44 @@ def main(argv=None) -> int:
                            inference={}, train={}, large=None)
     script = Path(__file__).resolve()
     configs = bc.csv(args.configs)
+
+    def part(kind: str, spec: Dict[str, Any]) -> Dict[str, Any]:
+        # one lease of a GPU is one try: a part that fails is recorded and the others still run;
+        # the results file is rewritten after every part, so a timeout keeps what was measured
+        try:
+            return bc.run_worker(script, kind, spec, timeout=args.timeout)
+        except Exception as err:  # noqa: BLE001 - recorded in the report, shown in the log
+            bc.log(f"{kind} failed: {str(err)[-2000:]}")
+            return {"error": f"{type(err).__name__}: {str(err)[-2000:]}"}
+
     for config in configs:
         bc.log(f"inference: {config}")
-        report["inference"][config] = bc.run_worker(script, "infer", dict(base, config=config), timeout=args.timeout)
+        report["inference"][config] = part("infer", dict(base, config=config))
+        bc.write_report(report, args.output)
     if not args.no_train:
         for config in configs:
             bc.log(f"train: {config}")
-            report["train"][config] = bc.run_worker(script, "train", dict(base, config=config), timeout=args.timeout)
+            report["train"][config] = part("train", dict(base, config=config))
+            bc.write_report(report, args.output)
     if args.large:
         shape = {"layers": args.large_layers, "hidden": args.large_hidden, "heads": args.large_heads}
         bc.log(f"large: {shape}")
-        report["large"] = bc.run_worker(script, "large", dict(base, large_shape=shape), timeout=args.timeout)
-    print_report(report, configs)
-    add_targets(report, configs)
+        report["large"] = part("large", dict(base, large_shape=shape))
+        bc.write_report(report, args.output)
+    report["failed_parts"] = failed_parts(report)
+    ok = {c for c in configs if "error" not in report["inference"][c]}
+    print_report(report, [c for c in configs if c in ok])
+    add_targets(report, [c for c in configs if c in ok])
     return bc.finish(report, args.output)
+
+
+def failed_parts(report: Dict[str, Any]) -> List[str]:
+    """``kind:config`` of every part whose worker failed (its error is in the part's entry)."""
+    failed = [f"inference:{c}" for c, r in report["inference"].items() if "error" in r]
+    failed += [f"train:{c}" for c, r in report["train"].items() if "error" in r]
+    if isinstance(report.get("large"), dict) and "error" in report["large"]:
+        failed.append("large")
+    return failed
 
 
 def print_report(report: Dict[str, Any], configs: List[str]) -> None:
@@ -152,10 +176,11 @@ def print_report(report: Dict[str, Any], configs: List[str]) -> None:
                      _fmt(r.get("workers_vs_bare")), _fmt(t["pipe"].get("peak_gpu_mb"), 5)])
     bc.print_table(["config", "nlp.pipe", "transformer only", "bare forward", "pipe / bare", "N workers",
                     "workers / bare", "peak GPU MB (pipe)"], rows)
-    if report["train"]:
+    trained = {c: t for c, t in report["train"].items() if "error" not in t}
+    if trained:
         print("\n## Training step (median)\n")
         rows = []
-        for c, t in report["train"].items():
+        for c, t in trained.items():
             ch = t["checks"]
             rows.append([c, f"{t['s_per_step']:.3f}", f"{t['peak_mb']:.0f}", t["step_words"], ch["backbone_grads"],
                          ch["backbone_optimizer_entries"], f"{100 * ch['trainable_share']:.2f}%"])
@@ -184,7 +209,7 @@ def add_targets(report: Dict[str, Any], configs: List[str]) -> None:
                     prec[dtype]["entity_agreement"], TARGETS["span_agreement"], True, unit="")
     train = report["train"]
     unfrozen, frozen = DEFAULT_CONFIGS
-    if unfrozen in train and frozen in train:
+    if all(c in train and "error" not in train[c] for c in (unfrozen, frozen)):
         u, f = train[unfrozen], train[frozen]
         targets["train step frozen / unfrozen"] = bc.target_entry(
             f["s_per_step"] / u["s_per_step"], TARGETS["frozen_step_vs_unfrozen"], False)

@@ -51,3 +51,22 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     assert report["large"] is None  # --large: on the GPU machine
     assert set(report["targets"]) >= {"train step frozen / unfrozen", "peak memory frozen / unfrozen",
                                       "tok_soft: nlp.pipe / bare forward", "tok_soft-frozen: N workers / bare forward"}
+    assert report["failed_parts"] == []
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="benchmarks/ not in this checkout")
+def test_gpu_bench_keeps_going_when_a_part_fails(tmp_path):
+    """A lent GPU is one try: a part whose worker fails is recorded with its error, the other parts are
+    still measured, and the results file is written."""
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--layers", "1", "--hidden", "64", "--docs", "2",
+           "--words", "40", "--repeats", "1", "--threads", "1", "--workers", "0", "--no-train",
+           "--configs", "tok_soft,tok_no-such-strategy", "--workdir", str(tmp_path / "models"), "--output", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["failed_parts"] == ["inference:tok_no-such-strategy"]
+    assert "tok_no-such-strategy" in report["inference"]["tok_no-such-strategy"]["error"]
+    assert report["inference"]["tok_soft"]["ratios"]["pipe_vs_bare"] > 0
+    assert "tok_soft: nlp.pipe / bare forward" in report["targets"]
+    assert not any(name.startswith("tok_no-such-strategy") for name in report["targets"])
