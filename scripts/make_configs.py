@@ -65,6 +65,7 @@ DEVICES = {
         warmup=60,
         batch_size=1000,
         gradient_checkpointing="false",
+        max_batch_items=4096,  # spacy-transformers' default
     ),
     "gpu": dict(
         backbone="UFNLP/gatortron-base",
@@ -84,6 +85,11 @@ DEVICES = {
         warmup=500,
         batch_size=4000,
         gradient_checkpointing="false",
+        # inference sub-batches of the transformer pipe (padded spaCy tokens): 4,096 cut a 32-note batch of
+        # 400-word notes into 4 backbone calls of ~27 windows, and on an H200 the GatorTron-base forward is then
+        # bound by kernel launches (10k launches vs 1.7k for the bare forward of the same windows:
+        # benchmarks/gpu_profile.py, 2026-12-04); 16,384 keeps the 32 notes in one call
+        max_batch_items=16384,
     ),
 }
 
@@ -119,7 +125,7 @@ after_pipeline_creation = null
 
 [components.transformer]
 factory = "transformer"
-max_batch_items = 4096
+max_batch_items = {max_batch_items}
 set_extra_annotations = {{"@annotation_setters":"spacy-transformers.null_annotation_setter.v1"}}
 
 [components.transformer.model]
