@@ -54,9 +54,15 @@ def workers_throughput(nlp, texts: List[str], n_process: int, gpu_id: int, batch
     after one warm-up pass (process start, model load, CUDA context)."""
     from spacy_softprompt.parallel import WorkerPool
 
+    # Each worker gets chunks of ``batch_size`` notes, as ``annotate --n-process N --batch-size B`` gives it,
+    # and at least two of them: the notes are repeated until there are 2 * n_process full chunks. (Until
+    # 2026-12-04 the chunks were cut to fit the notes, 8 notes each for 64 notes and 4 workers: backbone calls
+    # of ~27 windows, launch-bound on an H200, and under a second of timed work in all.)
+    size = max(1, batch_size)
+    repeat = max(1, -(-2 * n_process * size // max(1, len(texts))))
+    texts = list(texts) * repeat
     words = sum(len(doc) for doc in nlp.tokenizer.pipe(texts))
     items = [(str(i), text) for i, text in enumerate(texts)]
-    size = max(1, min(batch_size, len(items) // (2 * n_process) or 1))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     with WorkerPool(nlp, n_process, gpu_id=gpu_id) as pool:
         start = time.perf_counter()
@@ -69,7 +75,7 @@ def workers_throughput(nlp, texts: List[str], n_process: int, gpu_id: int, batch
         run_s = time.perf_counter() - start
         devices = sorted({device for _, _, device, _ in pool.worker_info()})
     return {"n_process": n_process, "words_per_s": words / run_s, "run_s": run_s, "warm_up_s": warm_up_s,
-            "chunk_docs": size, "worker_devices": devices, "threads_per_worker": pool.threads}
+            "chunk_docs": size, "docs": len(items), "worker_devices": devices, "threads_per_worker": pool.threads}
 
 
 def _annotations(docs):

@@ -17,7 +17,7 @@ CONFIGS = ("tok_soft", "tok_soft-frozen")
 def test_gpu_bench_smoke_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--layers", "1", "--hidden", "64", "--docs", "4",
-           "--words", "80", "--repeats", "1", "--train-words", "160", "--train-steps", "1", "--threads", "1",
+           "--words", "80", "--batch-size", "4", "--repeats", "1", "--train-words", "160", "--train-steps", "1", "--threads", "1",
            "--workers", "2", "--workdir", str(tmp_path / "models"), "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -37,6 +37,8 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
             assert inf["throughput"][name]["words_per_s"] > 0
         workers = inf["workers"]
         assert workers["n_process"] == 2 and workers["worker_devices"] == ["cpu"] and workers["words_per_s"] > 0
+        # workers get full chunks of --batch-size notes, at least two each (the 4 notes repeated to 16)
+        assert workers["chunk_docs"] == 4 and workers["docs"] == 16
         ratios = inf["ratios"]
         assert ratios["pipe_vs_bare"] == pytest.approx(
             inf["throughput"]["pipe"]["words_per_s"] / inf["throughput"]["bare forward"]["words_per_s"])
