@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy
 import srsly
 import torch
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 from spacy_transformers.align import get_alignment
 from spacy_transformers.data_classes import FullTransformerBatch, HFObjects
 from spacy_transformers.layers.hf_shim import HFShim
@@ -179,6 +179,19 @@ def build_encoder(backbone, tokenizer, settings: EncoderSettings) -> PromptedEnc
     if settings.gradient_checkpointing:
         encoder.enable_gradient_checkpointing()
     return encoder
+
+
+def window_texts(docs: List[Doc], nested_spans: List[List[Span]]) -> List[str]:
+    """Each window's ``Span.text``, sliced from its doc's text (built once per doc)
+    rather than joined token by token for every (overlapping) window."""
+    texts: List[str] = []
+    for doc, spans in zip(docs, nested_spans):
+        if any(span.doc is not doc for span in spans):
+            texts.extend(span.text for span in spans)
+            continue
+        text = doc.text
+        texts.extend(text[span.start_char : span.end_char] for span in spans)
+    return texts
 
 
 def doc_prompt_index(doc: Doc, names: List[str]) -> int:
@@ -522,7 +535,7 @@ def forward(model: SoftPromptTransformerModel, docs: List[Doc], is_train: bool) 
     names = encoder.prompt_names
     doc_prompts = [doc_prompt_index(doc, names) for doc in docs]  # per doc, not per window
     prompt_ids = numpy.repeat(numpy.asarray(doc_prompts, dtype="int64"), [len(s) for s in nested_spans])
-    batch_encoding, wordpieces = wordpiece_batch(tokenizer, [span.text for span in flat_spans])
+    batch_encoding, wordpieces = wordpiece_batch(tokenizer, window_texts(docs, nested_spans))
     if "offset_mapping" in batch_encoding:
         align = alignment_via_offset_mapping(flat_spans, batch_encoding["offset_mapping"])
     else:

@@ -141,3 +141,25 @@ def test_pipeline_with_sentence_windows_encodes_each_token_once(tiny_bert):
         rows_per_token.append({int(p) // width for p in pieces})
     assert all(len(rows) <= 1 for rows in rows_per_token)
     assert sum(1 for rows in rows_per_token if rows) >= len(doc) - 1  # whitespace tokens may have no wordpiece
+
+
+_WORDS = st.sampled_from(["Aspirin", "81", "mg", "daily", ".", ",", "\n", "  ", "\t", "BP", "140/90", "é", "(", ")"])
+
+
+@given(st.lists(st.lists(_WORDS, min_size=0, max_size=60), min_size=1, max_size=4), st.integers(1, 20), st.integers(1, 20))
+def test_window_texts_equal_span_text(notes, window, stride):
+    """The encoder slices each window's text from its doc's text: always the window's ``Span.text``
+    (whitespace tokens, trailing spaces, empty docs, overlapping and non-overlapping windows)."""
+    from spacy.tokens import Doc
+    from spacy_transformers.span_getters import configure_strided_spans
+
+    from spacy_softprompt.encoder.layer import window_texts
+
+    nlp = spacy.blank("en")
+    docs = [nlp.make_doc(" ".join(words)) for words in notes]
+    docs.append(Doc(nlp.vocab, words=["no", "space", "after"], spaces=[False, True, True]))
+    nested = configure_strided_spans(window, min(stride, window))(docs)
+    assert window_texts(docs, nested) == [span.text for spans in nested for span in spans]
+    # a span of another doc than the one it is listed under: its own text, not a slice of the wrong doc
+    swapped = [nested[-1], nested[0]] + nested[2:] if len(nested) > 1 else nested
+    assert window_texts(docs, swapped) == [span.text for spans in swapped for span in spans]
