@@ -65,7 +65,7 @@ def built_on_device(device: str) -> Iterator[None]:
 
     from spacy_softprompt.encoder import backbone as backbone_mod
 
-    def from_config(source, transformer_config, device_):
+    def from_config(source, transformer_config, device_, dtype="bfloat16"):  # always bf16 here
         from transformers import AutoConfig, AutoModel
 
         config = AutoConfig.from_pretrained(source, return_dict=True)

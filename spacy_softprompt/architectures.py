@@ -19,10 +19,12 @@ from .settings import takes_settings
 
 #: settings added by the v2 architectures (LoRA adapters in a frozen backbone)
 ADAPTER_SETTINGS = ("adapter_rank", "adapter_alpha", "adapter_targets")
+#: settings added after v1 (v1 keeps its signature: these keep their defaults there)
+V2_SETTINGS = ADAPTER_SETTINGS + ("backbone_dtype",)
 
 
 @registry.architectures("spacy_softprompt.SoftPromptTransformerModel.v1")
-@takes_settings(EncoderSettings, exclude=ADAPTER_SETTINGS)
+@takes_settings(EncoderSettings, exclude=V2_SETTINGS)
 def create_soft_prompt_transformer_model_v1(
     name: str,
     get_spans: Callable,
@@ -65,7 +67,7 @@ def create_soft_prompt_transformer_model_v1(
 
 
 @registry.architectures("spacy_softprompt.SoftPromptTok2VecTransformer.v1")
-@takes_settings(EncoderSettings, exclude=ADAPTER_SETTINGS)
+@takes_settings(EncoderSettings, exclude=V2_SETTINGS)
 def create_soft_prompt_tok2vec_transformer_v1(
     name: str,
     get_spans: Callable,
@@ -109,6 +111,11 @@ def create_soft_prompt_transformer_model_v2(
     adapter_targets (str): regular expression of the modules that get adapters
         (default: every attention and feed-forward projection of the encoder layers).
     Adapters are saved with the prompt, also in prompt-only saves.
+    backbone_dtype (str): "float32" (default), "bfloat16" or "float16": the dtype the
+        backbone's weights are kept in, on the device and in saves. Half precision
+        halves the weights' memory (GatorTron-large: 35 GB -> 18 GB) and needs
+        freeze_backbone = true and adapter_rank = 0; the prompt and heads stay
+        float32, the transformer's output is float32.
     """
     return SoftPromptTransformerModel(
         name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config, settings=settings

@@ -105,18 +105,32 @@ def backbone_checksum(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _cache_key(source: str, checksum: str, device: torch.device, transformer_config: Dict[str, Any]) -> Tuple:
+#: dtypes a backbone's weights may be kept in (``backbone_dtype``); half precision only frozen
+BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_backbone_dtype(dtype: str) -> torch.dtype:
+    if dtype not in BACKBONE_DTYPES:
+        raise ValueError(f"backbone_dtype must be one of {sorted(BACKBONE_DTYPES)}, got {dtype!r}")
+    return BACKBONE_DTYPES[dtype]
+
+
+def _cache_key(
+    source: str, checksum: str, device: torch.device, transformer_config: Dict[str, Any], dtype: str = "float32"
+) -> Tuple:
     cfg = json.dumps(transformer_config or {}, sort_keys=True, default=str)
-    return (source, checksum, str(device), cfg)
+    return (source, checksum, str(device), cfg, dtype)
 
 
-def _from_pretrained(source: str, transformer_config: Dict[str, Any], device: torch.device) -> nn.Module:
+def _from_pretrained(
+    source: str, transformer_config: Dict[str, Any], device: torch.device, dtype: str = "float32"
+) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     trf_cfg = dict(transformer_config or {})
     trf_cfg["return_dict"] = True
     config = AutoConfig.from_pretrained(source, **trf_cfg)
-    model = AutoModel.from_pretrained(source, config=config)
+    model = AutoModel.from_pretrained(source, config=config, torch_dtype=check_backbone_dtype(dtype))
     return model.to(device)
 
 
@@ -127,8 +141,9 @@ def load_backbone(
     device: Optional[torch.device] = None,
     share: bool = False,
     with_checksum: bool = False,
+    dtype: str = "float32",
 ) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Load the backbone ``name``; returns ``(module, ref)``.
+    """Load the backbone ``name`` with its weights in ``dtype``; returns ``(module, ref)``.
 
     ``ref`` is ``{"name", "path", "sha256"}`` (``sha256`` only computed when
     ``share`` or ``with_checksum``).  With ``share=True`` an already loaded
@@ -138,12 +153,12 @@ def load_backbone(
 
     device = device or get_torch_default_device()
     source, local_dir = resolve_backbone(name)
-    model = _from_pretrained(source, transformer_config or {}, device)
+    model = _from_pretrained(source, transformer_config or {}, device, dtype)
     ref = {"name": str(name), "path": str(local_dir) if local_dir else None, "sha256": None}
     if share or with_checksum:
         ref["sha256"] = backbone_checksum(model)
     if share:
-        key = _cache_key(source, ref["sha256"], device, transformer_config or {})
+        key = _cache_key(source, ref["sha256"], device, transformer_config or {}, dtype)
         with _CACHE_LOCK:
             cached = _CACHE.get(key)
             if cached is not None:
@@ -158,8 +173,10 @@ def load_verified_backbone(
     transformer_config: Optional[Dict[str, Any]] = None,
     *,
     device: Optional[torch.device] = None,
+    dtype: str = "float32",
 ) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Load the first resolvable candidate and check its checksum.
+    """Load the first resolvable candidate (weights in ``dtype``, as when the
+    checksum was taken) and check its checksum.
 
     Raises :class:`BackboneChecksumError` (naming both checksums and the path)
     when the weights differ, :class:`BackboneNotFoundError` when no candidate
@@ -179,14 +196,14 @@ def load_verified_backbone(
         except BackboneNotFoundError as err:
             errors.append(f"{candidate}: {err}")
             continue
-        key = _cache_key(source, expected_sha256, device, transformer_config or {})
+        key = _cache_key(source, expected_sha256, device, transformer_config or {}, dtype)
         with _CACHE_LOCK:
             cached = _CACHE.get(key)
         ref = {"name": str(candidate), "path": str(local_dir) if local_dir else None, "sha256": expected_sha256}
         if cached is not None:
             return cached, ref
         try:
-            model = _from_pretrained(source, transformer_config or {}, device)
+            model = _from_pretrained(source, transformer_config or {}, device, dtype)
         except Exception as err:  # noqa: BLE001 - report every candidate tried
             errors.append(f"{candidate}: {type(err).__name__}: {err}")
             continue

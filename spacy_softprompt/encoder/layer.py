@@ -37,7 +37,7 @@ from transformers.file_utils import ModelOutput
 
 from .align import alignment_via_offset_mapping
 from .batch import SoftPromptTransformerBatch
-from .backbone import load_backbone
+from .backbone import check_backbone_dtype, load_backbone
 from .adapters import DEFAULT_ADAPTER_TARGETS
 from .model import AUTOCAST_DTYPES, PROMPT_DEPTHS, PromptedEncoder
 from .prompts import PROMPT_INITS, texts_per_prompt
@@ -78,6 +78,7 @@ class EncoderSettings:
     adapter_rank: int = 0
     adapter_alpha: float = 16.0
     adapter_targets: str = DEFAULT_ADAPTER_TARGETS
+    backbone_dtype: str = "float32"
 
     def __post_init__(self):
         self.prompt_names = list(self.prompt_names)
@@ -105,6 +106,14 @@ class EncoderSettings:
                 "adapter_rank > 0 (LoRA adapters) needs freeze_backbone = true: adapters train a frozen "
                 "backbone; an unfrozen one is trained in full"
             )
+        check_backbone_dtype(self.backbone_dtype)
+        if self.backbone_dtype != "float32" and not self.freeze_backbone:
+            raise ValueError(
+                f"backbone_dtype = {self.backbone_dtype!r} needs freeze_backbone = true: half-precision weights "
+                "are for a backbone that is not trained (its optimizer would update them in float32)"
+            )
+        if self.backbone_dtype != "float32" and self.adapter_rank:
+            raise ValueError(f"backbone_dtype = {self.backbone_dtype!r} needs adapter_rank = 0: adapters train in float32")
         if self.hard_prompt is not None and not str(self.hard_prompt).strip():
             self.hard_prompt = None
 
@@ -159,6 +168,7 @@ def build_encoder(backbone, tokenizer, settings: EncoderSettings) -> PromptedEnc
         adapter_rank=settings.adapter_rank,
         adapter_alpha=settings.adapter_alpha,
         adapter_targets=settings.adapter_targets,
+        backbone_dtype=settings.backbone_dtype,
     )
     token_ids = None
     if settings.prompt_init == "text" and settings.prompt_length:
@@ -518,6 +528,7 @@ def init(model: SoftPromptTransformerModel, X=None, Y=None) -> None:
         model._init_transformer_config,
         share=settings.freeze_backbone and not settings.adapter_rank,  # adapters change the module
         with_checksum=settings.freeze_backbone,
+        dtype=settings.backbone_dtype,
     )
     encoder = build_encoder(backbone, tokenizer, settings)
     model.shim.set_encoder(encoder, tokenizer, vocab_file_contents, ref)

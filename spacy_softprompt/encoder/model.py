@@ -46,6 +46,7 @@ from .adapters import (
     is_adapter_name,
     load_adapter_state,
 )
+from .backbone import check_backbone_dtype
 from .prompts import (
     PROMPT_INITS,
     PromptTable,
@@ -213,6 +214,7 @@ class PromptedEncoder(nn.Module):
         adapter_rank: int = 0,
         adapter_alpha: float = 16.0,
         adapter_targets: str = DEFAULT_ADAPTER_TARGETS,
+        backbone_dtype: str = "float32",
     ):
         super().__init__()
         check_transformers()  # a clear error before transformers 5's attention sees a tuple prefix
@@ -227,6 +229,12 @@ class PromptedEncoder(nn.Module):
             raise ValueError(f"autocast dtype must be one of {sorted(AUTOCAST_DTYPES)} or None, got {autocast_dtype!r}")
         if adapter_rank < 0:
             raise ValueError(f"adapter_rank must be >= 0, got {adapter_rank}")
+        weights_dtype = check_backbone_dtype(backbone_dtype)
+        if backbone_dtype != "float32" and adapter_rank:
+            raise ValueError(f"backbone_dtype = {backbone_dtype!r} needs adapter_rank = 0: adapters train in float32")
+        if backbone.dtype != weights_dtype:
+            backbone.to(weights_dtype)  # a private module (a shared one is loaded in its dtype)
+        self.backbone_dtype = backbone_dtype
         self.adapter_rank = int(adapter_rank)
         self.adapter_alpha = float(adapter_alpha)
         self.adapter_targets = str(adapter_targets)
@@ -362,6 +370,7 @@ class PromptedEncoder(nn.Module):
             "adapter_rank": self.adapter_rank,
             "adapter_alpha": self.adapter_alpha,
             "adapter_targets": self.adapter_targets,
+            "backbone_dtype": self.backbone_dtype,
         }
 
     # --------------------------------------------------------- freezing etc.

@@ -19,7 +19,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .backbone import BackboneChecksumError, BackboneNotFoundError, backbone_checksum, load_verified_backbone
+from .backbone import (
+    BackboneChecksumError,
+    BackboneNotFoundError,
+    backbone_checksum,
+    check_backbone_dtype,
+    load_verified_backbone,
+)
 from .model import PromptedEncoder
 from .serialization import CorruptModelError, shards_to_state, state_to_shards
 
@@ -64,8 +70,8 @@ def tokenizer_from_files(data: Dict[str, Any]):
     return tokenizer, vocab_contents
 
 
-def backbone_from_state(hf_config: Dict[str, Any], shards: List[bytes], device) -> torch.nn.Module:
-    """A backbone built from its HF config, weights loaded from safetensors shards."""
+def backbone_from_state(hf_config: Dict[str, Any], shards: List[bytes], device, dtype: str = "float32") -> torch.nn.Module:
+    """A backbone built from its HF config (weights in ``dtype``), loaded from safetensors shards."""
     from transformers import AutoConfig, AutoModel
 
     try:
@@ -76,7 +82,7 @@ def backbone_from_state(hf_config: Dict[str, Any], shards: List[bytes], device) 
         srsly.write_json(Path(tmp) / "config.json", hf_config)
         config = AutoConfig.from_pretrained(tmp)
     with no_init_weights():
-        model = AutoModel.from_config(config)
+        model = AutoModel.from_config(config, torch_dtype=check_backbone_dtype(dtype))
     model.load_state_dict(shards_to_state(shards), strict=True)
     return model.to(device)
 
@@ -124,15 +130,16 @@ def encoder_from_msg(
     ``first_candidates`` (the configured name), then the saved name and path."""
     tokenizer, vocab_contents = tokenizer_from_files(data["tokenizer"])
     ref = dict(data.get("backbone_ref") or {})
+    config = data["config"] if "config" in data else data["encoder_config"]  # older MRC saves
+    dtype = config.get("backbone_dtype", "float32")  # saves from before backbone_dtype: float32
     if data["backbone"]:
-        backbone = backbone_from_state(data["hf_config"], data["backbone"], device)
+        backbone = backbone_from_state(data["hf_config"], data["backbone"], device, dtype)
     else:
         if not ref.get("sha256"):
             raise CorruptModelError("prompt-only model without a backbone checksum")
         candidates = [*first_candidates, ref.get("name"), ref.get("path")]
-        backbone, found = load_verified_backbone(candidates, ref["sha256"], transformer_config, device=device)
+        backbone, found = load_verified_backbone(candidates, ref["sha256"], transformer_config, device=device, dtype=dtype)
         ref.update(found)
-    config = data["config"] if "config" in data else data["encoder_config"]  # older MRC saves
     if config.get("adapter_rank") and not data["backbone"]:
         backbone = copy.deepcopy(backbone)  # adapters go into the module: never into the shared one
     encoder = PromptedEncoder(backbone, **config)
