@@ -76,6 +76,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-steps", type=int, default=3, help="timed steps after a warm-up (median)")
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--agreement-docs", type=int, default=16)
+    parser.add_argument("--frozen-backbone-dtype", choices=("bfloat16", "float16"), default=None,
+                        help="keep the frozen config's backbone weights in this dtype (backbone_dtype; default: float32)")
     parser.add_argument("--large", action="store_true", help="also the GatorTron-large shape (bf16, on the device)")
     parser.add_argument("--large-layers", type=int, default=gpu_backbones.LARGE_SHAPE["layers"])
     parser.add_argument("--large-hidden", type=int, default=gpu_backbones.LARGE_SHAPE["hidden"])
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
         "window": args.window, "stride": args.stride, "workers": args.workers, "repeats": args.repeats,
         "clock": args.clock or ("wall" if args.device == "cuda" else "cpu"), "train_words": args.train_words,
         "train_steps": args.train_steps, "agreement_docs": args.agreement_docs, "workdir": str(args.workdir),
+        "frozen_backbone_dtype": args.frozen_backbone_dtype,
     }
     report = bc.new_report("gpu", args, backbone={"label": label, "layers": args.layers, "hidden": args.hidden},
                            inference={}, train={}, large=None)

@@ -23,7 +23,8 @@ def worker_large(spec: Dict[str, Any]) -> Dict[str, Any]:
     spec = dict(spec, backbone=str(folder))
     start = time.perf_counter()
     with gpu_backbones.built_on_device(device):
-        nlp = gpu_setup.build(spec, LARGE_CONFIG, gradient_checkpointing=True, mixed_precision_dtype="bfloat16")
+        nlp = gpu_setup.build(spec, LARGE_CONFIG, gradient_checkpointing=True, mixed_precision_dtype="bfloat16",
+                              **gpu_setup.half_backbone("bfloat16"))
     build_s = time.perf_counter() - start
     encoder = nlp.get_pipe("transformer").model.encoder
     optimizer = optimizer_of(spec, LARGE_CONFIG)

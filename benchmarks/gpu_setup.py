@@ -38,10 +38,22 @@ def setup(spec: Dict[str, Any]) -> str:
     return bc.use_device(spec["gpu_id"] if spec["device"] == "cuda" else -1)
 
 
+#: the architecture version that has ``backbone_dtype``
+ARCHITECTURE_V2 = "spacy_softprompt.SoftPromptTransformerModel.v2"
+
+
+def half_backbone(dtype: str) -> Dict[str, Any]:
+    """Model overrides that keep a frozen backbone's weights in ``dtype``."""
+    return {"@architectures": ARCHITECTURE_V2, "backbone_dtype": dtype}
+
+
 def build(spec: Dict[str, Any], config: str, **model: Any):
     """The shipped GPU config ``config`` on ``spec["backbone"]``, heads initialised
-    on synthetic notes; mixed precision off on CPU (autocast is CUDA-only in thinc's shim)."""
+    on synthetic notes; mixed precision off on CPU (autocast is CUDA-only in thinc's shim);
+    ``spec["frozen_backbone_dtype"]``: a frozen config's backbone weights in that dtype."""
     overrides = dict(model)
+    if spec.get("frozen_backbone_dtype") and "frozen" in config and "backbone_dtype" not in overrides:
+        overrides.update(half_backbone(spec["frozen_backbone_dtype"]))
     if spec["device"] != "cuda":
         overrides["mixed_precision"] = False
     return bc.build_pipeline(spec["backbone"], config=f"{config}_gpu.cfg", window=spec["window"],

@@ -72,3 +72,23 @@ def test_gpu_bench_keeps_going_when_a_part_fails(tmp_path):
     assert report["inference"]["tok_soft"]["ratios"]["pipe_vs_bare"] > 0
     assert "tok_soft: nlp.pipe / bare forward" in report["targets"]
     assert not any(name.startswith("tok_no-such-strategy") for name in report["targets"])
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="benchmarks/ not in this checkout")
+def test_gpu_bench_half_precision_frozen_backbone_and_large_path(tmp_path):
+    """--frozen-backbone-dtype keeps the frozen config's backbone in bf16 (backbone_dtype) and the --large
+    path keeps its weights in bf16 through the same setting (a tiny 'large' shape on CPU)."""
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--layers", "1", "--hidden", "64", "--docs", "2",
+           "--words", "40", "--repeats", "1", "--threads", "1", "--workers", "0", "--configs", "tok_soft-frozen",
+           "--frozen-backbone-dtype", "bfloat16", "--train-words", "80", "--train-steps", "1", "--large",
+           "--large-layers", "1", "--large-hidden", "64", "--large-heads", "2",
+           "--workdir", str(tmp_path / "models"), "--output", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["failed_parts"] == []
+    for checks in (report["train"]["tok_soft-frozen"]["checks"], report["large"]["checks"]):
+        assert checks["backbone_dtypes"] == ["bfloat16"]
+        assert checks["backbone_grads"] == 0 and checks["backbone_optimizer_entries"] == 0
+        assert checks["prompt_optimizer_entries"] > 0
