@@ -77,7 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--agreement-docs", type=int, default=16)
     parser.add_argument("--frozen-backbone-dtype", choices=("bfloat16", "float16"), default=None,
-                        help="keep the frozen config's backbone weights in this dtype (backbone_dtype; default: float32)")
+                        help="also a training step of each frozen config with its backbone weights in this dtype "
+                             "(backbone_dtype), beside the shipped float32 one")
     parser.add_argument("--large", action="store_true", help="also the GatorTron-large shape (bf16, on the device)")
     parser.add_argument("--large-layers", type=int, default=gpu_backbones.LARGE_SHAPE["layers"])
     parser.add_argument("--large-hidden", type=int, default=gpu_backbones.LARGE_SHAPE["hidden"])
@@ -112,7 +113,6 @@ def main(argv=None) -> int:
         "window": args.window, "stride": args.stride, "workers": args.workers, "repeats": args.repeats,
         "clock": args.clock or ("wall" if args.device == "cuda" else "cpu"), "train_words": args.train_words,
         "train_steps": args.train_steps, "agreement_docs": args.agreement_docs, "workdir": str(args.workdir),
-        "frozen_backbone_dtype": args.frozen_backbone_dtype,
     }
     report = bc.new_report("gpu", args, backbone={"label": label, "layers": args.layers, "hidden": args.hidden},
                            inference={}, train={}, large=None)
@@ -137,6 +137,11 @@ def main(argv=None) -> int:
             bc.log(f"train: {config}")
             report["train"][config] = part("train", dict(base, config=config))
             bc.write_report(report, args.output)
+        for config in [c for c in configs if "frozen" in c] if args.frozen_backbone_dtype else []:
+            bc.log(f"train: {config}, {args.frozen_backbone_dtype} backbone")
+            spec = dict(base, config=config, frozen_backbone_dtype=args.frozen_backbone_dtype)
+            report["train"][half_key(config, args.frozen_backbone_dtype)] = part("train", spec)
+            bc.write_report(report, args.output)
     if args.large:
         shape = {"layers": args.large_layers, "hidden": args.large_hidden, "heads": args.large_heads}
         bc.log(f"large: {shape}")
@@ -147,6 +152,11 @@ def main(argv=None) -> int:
     print_report(report, [c for c in configs if c in ok])
     add_targets(report, [c for c in configs if c in ok])
     return bc.finish(report, args.output)
+
+
+def half_key(config: str, dtype: str) -> str:
+    """The results key of a frozen config's training step with its backbone in ``dtype``."""
+    return f"{config} ({dtype} backbone)"
 
 
 def failed_parts(report: Dict[str, Any]) -> List[str]:
@@ -219,6 +229,14 @@ def add_targets(report: Dict[str, Any], configs: List[str]) -> None:
         targets["peak memory frozen / unfrozen"] = bc.target_entry(
             f["peak_mb"] / u["peak_mb"], TARGETS["frozen_peak_vs_unfrozen"], False,
             note=u["memory"]["steps"].get("kind", ""))
+        for dtype in ("bfloat16", "float16"):
+            h = train.get(half_key(frozen, dtype))
+            if h and "error" not in h:
+                targets[f"train step frozen ({dtype} backbone) / unfrozen"] = bc.target_entry(
+                    h["s_per_step"] / u["s_per_step"], TARGETS["frozen_step_vs_unfrozen"], False)
+                targets[f"peak memory frozen ({dtype} backbone) / unfrozen"] = bc.target_entry(
+                    h["peak_mb"] / u["peak_mb"], TARGETS["frozen_peak_vs_unfrozen"], False,
+                    note=u["memory"]["steps"].get("kind", ""))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 # spaCy and no network (docs/gpu.md). Here, once:  bash ../shared/gpu/make_bundle.sh  (writes
 # .gpu/bundle.tar.xz; keep /.gpu/ in .git/info/exclude). There: run this script from the checkout's root
 # with the bundle carried along; results go to $OUT (default /tmp/gpu_out):
-#   gpu.json (python -m spacy_softprompt bench gpu --workers 4 --large; copy it to benchmarks/results/),
+#   gpu.json (python -m spacy_softprompt bench gpu --workers 4 --large --frozen-backbone-dtype bfloat16;
+#   copy it to benchmarks/results/),
 #   bench_gpu.log, gpu_tests.log (the opt-in GPU tests, when pytest is there), nvidia-smi.csv.
 # BENCH_ARGS replaces the benchmark's options (default below: ≤ 8 minutes on an H200).
 set -uo pipefail
@@ -15,7 +16,7 @@ mkdir -p "$OUT" /tmp/w
 export PYTHONPATH=$PWD:/tmp/w/site${PYTHONPATH:+:$PYTHONPATH}
 PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1 || true
-read -r -a ARGS <<< "${BENCH_ARGS:---device cuda --gpu-id 0 --workers 4 --large}"
+read -r -a ARGS <<< "${BENCH_ARGS:---device cuda --gpu-id 0 --workers 4 --large --frozen-backbone-dtype bfloat16}"
 timeout "${BENCH_TIMEOUT:-480}" "$PY" -m spacy_softprompt bench gpu "${ARGS[@]}" --output "$OUT/gpu.json" > "$OUT/bench_gpu.log" 2>&1
 echo "bench gpu: exit $?"
 tail -40 "$OUT/bench_gpu.log"

@@ -76,8 +76,9 @@ def test_gpu_bench_keeps_going_when_a_part_fails(tmp_path):
 
 @pytest.mark.skipif(not SCRIPT.is_file(), reason="benchmarks/ not in this checkout")
 def test_gpu_bench_half_precision_frozen_backbone_and_large_path(tmp_path):
-    """--frozen-backbone-dtype keeps the frozen config's backbone in bf16 (backbone_dtype) and the --large
-    path keeps its weights in bf16 through the same setting (a tiny 'large' shape on CPU)."""
+    """--frozen-backbone-dtype adds a training step of the frozen config with its backbone in bf16
+    (backbone_dtype) beside the shipped float32 one, and the --large path keeps its weights in bf16 through
+    the same setting (a tiny 'large' shape on CPU)."""
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--layers", "1", "--hidden", "64", "--docs", "2",
            "--words", "40", "--repeats", "1", "--threads", "1", "--workers", "0", "--configs", "tok_soft-frozen",
@@ -88,7 +89,10 @@ def test_gpu_bench_half_precision_frozen_backbone_and_large_path(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["failed_parts"] == []
-    for checks in (report["train"]["tok_soft-frozen"]["checks"], report["large"]["checks"]):
+    assert report["train"]["tok_soft-frozen"]["checks"]["backbone_dtypes"] == ["float32"]  # the shipped config
+    half = report["train"]["tok_soft-frozen (bfloat16 backbone)"]
+    assert half["peak_mb"] > 0 and half["s_per_step"] > 0
+    for checks in (half["checks"], report["large"]["checks"]):
         assert checks["backbone_dtypes"] == ["bfloat16"]
         assert checks["backbone_grads"] == 0 and checks["backbone_optimizer_entries"] == 0
         assert checks["prompt_optimizer_entries"] > 0
