@@ -59,6 +59,18 @@ class Comparison:
     seeds: Tuple[int, int] = (0, 0)
     note: Optional[str] = None
 
+    def interval_text(self) -> str:
+        """The difference, its interval and the seed means, without a verdict."""
+        seeds = f"seeds {self.seeds[0]}/{self.seeds[1]}"
+        if self.seed_gap is not None:
+            seeds += f", seed means {100 * self.seed_gap:+.1f}" + (f" ± {100 * self.seed_noise:.1f}" if self.seed_noise is not None else "")
+        if self.low is None:
+            return f"{self.label}: no interval ({self.note}); {seeds}"
+        return (
+            f"{self.label}: {100 * self.observed:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}] points "
+            f"over {self.n_docs} documents; {seeds}"
+        )
+
     def text(self) -> str:
         seeds = f"seeds {self.seeds[0]}/{self.seeds[1]}"
         if self.seed_gap is not None:
@@ -80,6 +92,8 @@ class Conclusion:
     source_claim: str = ""
     comparisons: List[Dict[str, Any]] = field(default_factory=list)
     provisional: Optional[str] = None  # set while the grid's runs for this question are not all in
+    # comparisons that help read the verdict but do not make it (question 4: the scores on the target itself)
+    context: List[str] = field(default_factory=list)
 
     @property
     def verdict_text(self) -> str:
@@ -98,10 +112,12 @@ def _conclusion(number: int, comparisons: List[Comparison], missing: str) -> Con
     )
 
 
-def compare_runs(label: str, a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]]) -> Comparison:
-    """Score(A) - score(B) of two groups of runs (seeds) on their primary evaluation set."""
-    gap, noise = seed_spread([run_score(r) or 0.0 for r in a], [run_score(r) or 0.0 for r in b])
-    docs_a, docs_b = [per_doc_of(r) for r in a], [per_doc_of(r) for r in b]
+def compare_runs(
+    label: str, a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]], eval_name: Optional[str] = None
+) -> Comparison:
+    """Score(A) - score(B) of two groups of runs (seeds) on their primary evaluation set (or ``eval_name``)."""
+    gap, noise = seed_spread([run_score(r, eval_name) or 0.0 for r in a], [run_score(r, eval_name) or 0.0 for r in b])
+    docs_a, docs_b = [per_doc_of(r, eval_name) for r in a], [per_doc_of(r, eval_name) for r in b]
     base = Comparison(label, INCONCLUSIVE, seed_gap=gap, seed_noise=noise, seeds=(len(a), len(b)))
     if any(d is None for d in docs_a + docs_b):
         base.note = "no per-document counts"
@@ -187,7 +203,10 @@ def compare_drops(label: str, a: Sequence[Dict[str, Any]], b: Sequence[Dict[str,
 
 
 def frozen_transfer_better(rows: List[Dict[str, Any]]) -> Conclusion:
-    comparisons = []
+    """drop(unfrozen) - drop(frozen) per target: the verdict. Beside it, as context, the frozen runs'
+    score minus the unfrozen ones' on the target itself: a smaller drop from a lower start can still
+    leave the frozen backbone behind on the other source."""
+    comparisons, context = [], []
     groups = group(
         ok_rows(rows, "transfer"), lambda r: (str(r.get("mode")), str(r.get("backbone")), str(r.get("train_corpus")), str(r.get("strategy")))
     )
@@ -200,7 +219,11 @@ def frozen_transfer_better(rows: List[Dict[str, Any]]) -> Conclusion:
             for target in targets:
                 label = f"{mode} · {short_backbone(backbone)} · {source} → {target}: drop({other}) − drop(soft-frozen)"
                 comparisons.append(compare_drops(label, groups[(mode, backbone, source, other)], frozen, target))
-    return _conclusion(4, comparisons, "needs transfer runs of soft-frozen and an unfrozen strategy scored in-domain and on another source")
+                on_target = f"{mode} · {short_backbone(backbone)} · {source} → {target}, on {target} itself: soft-frozen − {other}"
+                context.append(compare_runs(on_target, frozen, groups[(mode, backbone, source, other)], eval_name=target).interval_text())
+    conclusion = _conclusion(4, comparisons, "needs transfer runs of soft-frozen and an unfrozen strategy scored in-domain and on another source")
+    conclusion.context = context
+    return conclusion
 
 
 def _run_id(key: str) -> str:

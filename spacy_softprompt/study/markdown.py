@@ -233,6 +233,7 @@ def conclusions_section(conclusions: List[Conclusion], image: Optional[str] = No
     for c in conclusions:
         lines.append(f"{c.number}. **{c.claim}: {c.verdict}.**{_provisional(c)}")
         lines += [f"   - {text}" for text in c.evidence]
+        lines += [f"   - context, not part of the verdict: {text}" for text in c.context]
     return lines + [""]
 
 

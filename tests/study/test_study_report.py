@@ -246,3 +246,27 @@ def test_verdicts_before_the_grid_is_done_are_provisional(tmp_path):
     text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
     assert "| **held** (provisional: 4 of 5 planned strategies runs in) |" in text
     assert summary["conclusions"][0]["verdict_text"].startswith("held (provisional")
+
+
+def test_transfer_verdict_comes_with_the_scores_on_the_target_itself(tmp_path):
+    """A smaller drop from a lower start: question 4 is held on the drops, and the context line shows
+    the frozen runs still behind on the target itself (an interval below 0), in the summary and the report."""
+    rows = []
+    for strategy, (inside, cross) in {"soft": (0.80, 0.60), "soft-frozen": (0.65, 0.55)}.items():
+        for seed, jitter in ((0, -0.005), (1, 0.005)):
+            ev = {"drugbank": {"ents_strict_f": inside + jitter, "rels_strict_f": inside + jitter},
+                  "medline": {"ents_strict_f": cross + jitter, "rels_strict_f": cross + jitter}}
+            rows.append(synthetic.row("transfer", strategy, seed, inside, inside, train="drugbank", test="drugbank",
+                                      evaluations=ev, docs=synthetic.DOCS))
+    q4 = check_conclusions(rows)[3]
+    assert q4.verdict == HELD and q4.comparisons[0]["observed"] == pytest.approx(0.10, abs=0.006)
+    (line,) = q4.context
+    head, numbers = line.split(" itself: soft-frozen − soft: ")
+    assert head == "single · small · drugbank → medline, on medline"
+    observed = float(numbers.split(" [")[0])
+    low, high = (float(x) for x in numbers.split("[")[1].split("]")[0].split(", "))
+    assert -6 < observed < -4 and low <= observed <= high < 0  # points; 5 apart, up to the counts' rounding
+    assert "->" not in line  # context carries no verdict
+    summary = render_report(synthetic.write(rows, tmp_path / "results.jsonl"), tmp_path / "out")
+    assert summary["conclusions"][3]["context"] == [line]
+    assert f"   - context, not part of the verdict: {line}" in (tmp_path / "out" / "report.md").read_text(encoding="utf8")
