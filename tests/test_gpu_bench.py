@@ -45,6 +45,10 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
         assert ratios["workers_vs_bare"] == pytest.approx(
             workers["words_per_s"] / inf["throughput"]["bare forward"]["words_per_s"])
         assert "skipped" in inf["precision"]  # autocast is CUDA-only
+        # heads calibrated to the notes' share of entity tokens: not every token an entity
+        calibration = inf["calibration"]
+        assert 0 < calibration["gold_entity_token_share"] < 0.5
+        assert calibration["entities_predicted"] < 3 * calibration["entities_gold"]
     unfrozen, frozen = report["train"]["tok_soft"]["checks"], report["train"]["tok_soft-frozen"]["checks"]
     assert unfrozen["backbone_grads"] > 0 and unfrozen["backbone_optimizer_entries"] > 0
     assert frozen["backbone_grads"] == 0 and frozen["backbone_optimizer_entries"] == 0
