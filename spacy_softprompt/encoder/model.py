@@ -232,7 +232,8 @@ class PromptedEncoder(nn.Module):
         weights_dtype = check_backbone_dtype(backbone_dtype)
         if backbone_dtype != "float32" and adapter_rank:
             raise ValueError(f"backbone_dtype = {backbone_dtype!r} needs adapter_rank = 0: adapters train in float32")
-        if backbone.dtype != weights_dtype:
+        current = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), weights_dtype)
+        if current != weights_dtype:
             backbone.to(weights_dtype)  # a private module (a shared one is loaded in its dtype)
         self.backbone_dtype = backbone_dtype
         self.adapter_rank = int(adapter_rank)
