@@ -115,12 +115,34 @@ def evaluate_pipeline(
                 len(proc.candidate_index(get_entities(doc, proc.cfg["spans_key"]))[1]) for doc in predicted
             )
     scores[PER_DOC_KEY] = per_doc_record(doc_ids(gold_docs), per_doc)
+    flat = flat_entity_scores(predicted, gold_docs, spans_key, lenient_matching)
+    if flat is not None:
+        scores["flat_entities"] = flat
     warning = label_mismatch(nlp, predicted, gold_docs, spans_key)
     if warning:
         logger.warning("%s", warning)
         scores["warnings"] = [warning]
     return scores
 
+
+
+def flat_entity_scores(
+    predicted: List[Doc], gold_docs: List[Doc], spans_key: str = ENTITY_SPANS_KEY, lenient_matching: str = "any"
+) -> Optional[Dict[str, Any]]:
+    """Entity scores of the non-overlapping view (``doc.ents``) of predictions whose
+    span group holds nested or overlapping entities (MRC decodes them), against the
+    same gold; None when every prediction is flat already. Relations are unchanged."""
+    if all(len(get_entities(doc, spans_key)) == len(doc.ents) for doc in predicted):
+        return None
+    counts = N2C2Counts()
+    for pred, gold in zip(predicted, gold_docs):
+        flat = pred.copy()
+        flat.spans[spans_key] = list(flat.ents)
+        counts += count_examples([Example(flat, gold)], spans_key, lenient_matching=lenient_matching)
+    scores = counts.scores()
+    out = {k: v for k, v in scores.items() if k.startswith("ents_") and not isinstance(v, dict)}
+    out["n_pred_entities"] = sum(len(doc.ents) for doc in predicted)
+    return out
 
 
 def _timed_pipe(nlp: Language, texts: List[str], batch_size: int):

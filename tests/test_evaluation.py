@@ -100,3 +100,32 @@ def test_evaluate_counts_each_document_once_and_reports_the_summed_scores(tmp_pa
     assert len(calls) == len(gold)  # one count per document: the totals are the per-document rows summed
     assert {key: scores[key] for key in expected} == expected
     assert scores["ents_strict_p"] == 1.0 and scores["ents_strict_r"] == 3 / 9
+
+
+def test_flat_entity_scores_of_nested_predictions():
+    """MRC predictions keep nested spans in the span group: the flat view (doc.ents) is scored beside
+    them against the same gold; predictions that are flat already get no second score."""
+    import pytest
+
+    from spacy_softprompt.annotations import set_entities
+    from spacy_softprompt.evaluation import flat_entity_scores
+
+    nlp = spacy.blank("en")
+    text = "aspirin 81 mg daily for chest pain"
+    gold = nlp.make_doc(text)
+    set_entities(gold, [gold.char_span(0, 7, label="Drug"), gold.char_span(8, 13, label="Strength"),
+                        gold.char_span(24, 34, label="Reason")])
+    nested = nlp.make_doc(text)
+    spans = [nested.char_span(0, 7, label="Drug"), nested.char_span(8, 13, label="Strength"),
+             nested.char_span(8, 19, label="Strength"), nested.char_span(24, 34, label="Reason"),
+             nested.char_span(30, 34, label="Reason")]
+    set_entities(nested, spans)  # span group: all 5; doc.ents: the 3 longest non-overlapping
+    assert len(nested.spans["entities"]) == 5 and len(nested.ents) == 3
+    flat = flat_entity_scores([nested], [gold])
+    assert flat["n_pred_entities"] == 3
+    # flat view keeps "81 mg daily" (longer) over "81 mg": 2 of 3 right; nested: 3 of 5 right
+    assert flat["ents_strict_p"] == pytest.approx(2 / 3) and flat["ents_strict_r"] == pytest.approx(2 / 3)
+    assert "rels_strict_f" not in flat
+    plain = nlp.make_doc(text)
+    set_entities(plain, [plain.char_span(0, 7, label="Drug")])
+    assert flat_entity_scores([plain], [gold]) is None
