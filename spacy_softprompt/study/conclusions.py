@@ -72,15 +72,7 @@ class Comparison:
         )
 
     def text(self) -> str:
-        seeds = f"seeds {self.seeds[0]}/{self.seeds[1]}"
-        if self.seed_gap is not None:
-            seeds += f", seed means {100 * self.seed_gap:+.1f}" + (f" ± {100 * self.seed_noise:.1f}" if self.seed_noise is not None else "")
-        if self.low is None:
-            return f"{self.label}: no interval ({self.note}); {seeds} -> {self.verdict}"
-        return (
-            f"{self.label}: {100 * self.observed:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}] points "
-            f"over {self.n_docs} documents; {seeds} -> {self.verdict}"
-        )
+        return f"{self.interval_text()} -> {self.verdict}"
 
 
 @dataclass
