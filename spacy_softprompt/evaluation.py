@@ -134,12 +134,13 @@ def flat_entity_scores(
     same gold; None when every prediction is flat already. Relations are unchanged."""
     if all(len(get_entities(doc, spans_key)) == len(doc.ents) for doc in predicted):
         return None
-    counts = N2C2Counts()
-    for pred, gold in zip(predicted, gold_docs):
-        flat = pred.copy()
+    def flat_view(doc: Doc) -> Doc:
+        flat = doc.copy()
         flat.spans[spans_key] = list(flat.ents)
-        counts += count_examples([Example(flat, gold)], spans_key, lenient_matching=lenient_matching)
-    scores = counts.scores()
+        return flat
+
+    examples = (Example(flat_view(pred), gold) for pred, gold in zip(predicted, gold_docs))
+    scores = count_examples(examples, spans_key, lenient_matching=lenient_matching).scores()
     out = {k: v for k, v in scores.items() if k.startswith("ents_") and not isinstance(v, dict)}
     out["n_pred_entities"] = sum(len(doc.ents) for doc in predicted)
     return out

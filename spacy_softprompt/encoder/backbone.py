@@ -109,9 +109,12 @@ def backbone_checksum(module: nn.Module) -> str:
 BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def check_backbone_dtype(dtype: str) -> torch.dtype:
+def check_backbone_dtype(dtype: str, adapter_rank: int = 0) -> torch.dtype:
+    """The torch dtype of ``backbone_dtype``; half precision refuses adapters (they train in float32)."""
     if dtype not in BACKBONE_DTYPES:
         raise ValueError(f"backbone_dtype must be one of {sorted(BACKBONE_DTYPES)}, got {dtype!r}")
+    if dtype != "float32" and adapter_rank:
+        raise ValueError(f"backbone_dtype = {dtype!r} needs adapter_rank = 0: adapters train in float32")
     return BACKBONE_DTYPES[dtype]
 
 

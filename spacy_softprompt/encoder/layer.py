@@ -106,14 +106,12 @@ class EncoderSettings:
                 "adapter_rank > 0 (LoRA adapters) needs freeze_backbone = true: adapters train a frozen "
                 "backbone; an unfrozen one is trained in full"
             )
-        check_backbone_dtype(self.backbone_dtype)
+        check_backbone_dtype(self.backbone_dtype, self.adapter_rank)
         if self.backbone_dtype != "float32" and not self.freeze_backbone:
             raise ValueError(
                 f"backbone_dtype = {self.backbone_dtype!r} needs freeze_backbone = true: half-precision weights "
                 "are for a backbone that is not trained (its optimizer would update them in float32)"
             )
-        if self.backbone_dtype != "float32" and self.adapter_rank:
-            raise ValueError(f"backbone_dtype = {self.backbone_dtype!r} needs adapter_rank = 0: adapters train in float32")
         if self.hard_prompt is not None and not str(self.hard_prompt).strip():
             self.hard_prompt = None
 

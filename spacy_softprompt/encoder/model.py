@@ -229,9 +229,7 @@ class PromptedEncoder(nn.Module):
             raise ValueError(f"autocast dtype must be one of {sorted(AUTOCAST_DTYPES)} or None, got {autocast_dtype!r}")
         if adapter_rank < 0:
             raise ValueError(f"adapter_rank must be >= 0, got {adapter_rank}")
-        weights_dtype = check_backbone_dtype(backbone_dtype)
-        if backbone_dtype != "float32" and adapter_rank:
-            raise ValueError(f"backbone_dtype = {backbone_dtype!r} needs adapter_rank = 0: adapters train in float32")
+        weights_dtype = check_backbone_dtype(backbone_dtype, adapter_rank)
         current = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), weights_dtype)
         if current != weights_dtype:
             backbone.to(weights_dtype)  # a private module (a shared one is loaded in its dtype)
