@@ -137,7 +137,8 @@ def main(argv=None) -> int:
             bc.log(f"train: {config}")
             report["train"][config] = part("train", dict(base, config=config))
             bc.write_report(report, args.output)
-        for config in [c for c in configs if "frozen" in c] if args.frozen_backbone_dtype else []:
+        half_configs = [c for c in configs if "frozen" in c] if args.frozen_backbone_dtype else []
+        for config in half_configs:
             bc.log(f"train: {config}, {args.frozen_backbone_dtype} backbone")
             spec = dict(base, config=config, frozen_backbone_dtype=args.frozen_backbone_dtype)
             report["train"][half_key(config, args.frozen_backbone_dtype)] = part("train", spec)
@@ -148,9 +149,9 @@ def main(argv=None) -> int:
         report["large"] = part("large", dict(base, large_shape=shape))
         bc.write_report(report, args.output)
     report["failed_parts"] = failed_parts(report)
-    ok = {c for c in configs if "error" not in report["inference"][c]}
-    print_report(report, [c for c in configs if c in ok])
-    add_targets(report, [c for c in configs if c in ok])
+    measured = [c for c in configs if "error" not in report["inference"][c]]
+    print_report(report, measured)
+    add_targets(report, measured)
     return bc.finish(report, args.output)
 
 

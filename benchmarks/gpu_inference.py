@@ -55,9 +55,8 @@ def workers_throughput(nlp, texts: List[str], n_process: int, gpu_id: int, batch
     from spacy_softprompt.parallel import WorkerPool
 
     # Each worker gets chunks of ``batch_size`` notes, as ``annotate --n-process N --batch-size B`` gives it,
-    # and at least two of them: the notes are repeated until there are 2 * n_process full chunks. (Until
-    # 2026-12-04 the chunks were cut to fit the notes, 8 notes each for 64 notes and 4 workers: backbone calls
-    # of ~27 windows, launch-bound on an H200, and under a second of timed work in all.)
+    # and at least two of them: the notes are repeated until there are 2 * n_process full chunks (smaller
+    # chunks make launch-bound backbone calls on a GPU, and too little timed work).
     size = max(1, batch_size)
     repeat = max(1, -(-2 * n_process * size // max(1, len(texts))))
     texts = list(texts) * repeat
@@ -141,7 +140,7 @@ def worker_infer(spec: Dict[str, Any]) -> Dict[str, Any]:
     build_s = time.perf_counter() - start
     notes = bc.notes(spec["docs"], spec["words"], seed=0)
     texts = [t for t, _, _ in notes]
-    # untrained heads tag nearly every token (6,672 entities in 16 notes on 2026-12-04), which inflates
+    # untrained heads tag nearly every token, which inflates
     # decoding, set_annotations and the relation candidates: set the share of entity tokens to the notes'
     # own, as `bench speed` does on real notes
     calibration = pipeline_timing.calibrate_entity_rate(nlp, bc.docs_with_entities(nlp, notes))
