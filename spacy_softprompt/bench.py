@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 BENCHMARKS: Dict[str, tuple] = {
     "speed": ("speed_bench.py", "speed.json", "default pipeline vs a bare forward of its backbone on the dev notes (CPU), host CPU s per 10k words per stage"),
     "host-side-by-side": ("host_side_by_side.py", "host_side_by_side.json", "host CPU s per 10k words of this checkout vs an earlier revision (--before REV), alternating processes, predictions compared"),
+    "decode": ("decode_bench.py", "decode.json", "token_ner's constrained decoding of this checkout vs an earlier revision (--before REV), calibrated and confident scores, tags compared"),
     "inference": ("inference_bench.py", "inference.json", "words/s: soft prompt vs spacy-transformers vs bare forward; MRC cost per label"),
     "training": ("training_bench.py", "training.json", "s/step, peak memory, trainable share: frozen vs unfrozen"),
     "packaging": ("packaging_bench.py", "packaging.json", "wheel size full vs prompt-only; memory of two prompt-only pipelines"),

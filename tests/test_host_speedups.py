@@ -34,7 +34,7 @@ from spacy_softprompt.encoder import layer as encoder_layer
 from spacy_softprompt.encoder.batch import SoftPromptTransformerBatch
 from spacy_softprompt.heads import token_ner as token_ner_module
 from spacy_softprompt.heads import biluo_decoding
-from spacy_softprompt.heads.biluo_decoding import B, I, L, N_PARTS, U, _NEG, decode, n_tags, viterbi
+from spacy_softprompt.heads.biluo_decoding import B, I, L, N_PARTS, U, _NEG, decode, n_tags, viterbi, viterbi_flat
 from spacy_softprompt.heads.listener import POOLED_CACHE_ATTR
 from spacy_softprompt.heads.relation_model import distance_buckets
 from spacy_softprompt.testing import toy_docs
@@ -315,6 +315,21 @@ def test_viterbi_gives_the_reference_paths(seed):
     numpy.testing.assert_array_equal(viterbi(scores, lengths), _reference_viterbi(scores, lengths))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_viterbi_flat_on_many_short_pieces_matches_the_reference(seed):
+    """Many pieces of mixed lengths (empty ones included) with up to 40 labels, laid end
+    to end: the time-major Viterbi gives the dense one's tags exactly."""
+    rng = numpy.random.RandomState(100 + seed)
+    n_labels = int(rng.choice([1, 12, 40]))
+    lengths = numpy.concatenate([rng.randint(0, 4, size=200), rng.randint(0, 25, size=20)])
+    rng.shuffle(lengths)
+    scores = _random_scores(rng, n_labels, lengths)
+    flat = _flat(scores, lengths)
+    numpy.testing.assert_array_equal(viterbi_flat(flat, lengths), _reference_flat_decode(flat, lengths))
+    with pytest.raises(ValueError):
+        viterbi_flat(flat[:-1], lengths)
+
+
 def test_viterbi_edge_shapes_match_the_reference():
     for shape, lengths in [((0, 0, 5), []), ((3, 0, 9), [0, 0, 0]), ((2, 4, 5), [0, 0]), ((1, 1, 29), [1])]:
         scores = numpy.random.RandomState(0).normal(size=shape).astype("float32")
@@ -397,11 +412,11 @@ def test_decode_runs_the_viterbi_on_short_pieces_only(monkeypatch):
     lengths = numpy.asarray([600, 450, 0, 37, 600])
     scores = _peaked_scores(rng, 7, lengths, noise=1.0)
     seen = []
-    original = biluo_decoding.viterbi
-    monkeypatch.setattr(biluo_decoding, "viterbi", lambda s, n: seen.append(s.shape) or original(s, n))
+    original = biluo_decoding.viterbi_flat
+    monkeypatch.setattr(biluo_decoding, "viterbi_flat", lambda s, n: seen.append(max(n)) or original(s, n))
     tags = decode(_flat(scores, lengths), lengths)
-    numpy.testing.assert_array_equal(tags, _flat(original(scores, lengths), lengths))
-    assert seen and all(shape[1] < 60 for shape in seen), seen
+    assert seen and all(longest < 60 for longest in seen), seen
+    numpy.testing.assert_array_equal(tags, _flat(viterbi(scores, lengths), lengths))
     with pytest.raises(ValueError):
         decode(_flat(scores, lengths)[:-1], lengths)
 

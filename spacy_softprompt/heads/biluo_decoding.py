@@ -5,11 +5,11 @@ A valid sequence starts with ``O``/``B``/``U``, ends with ``O``/``L``/``U``, and
 ``B-X``/``I-X`` are always followed by ``I-X``/``L-X`` (anything else by
 ``O``/``B``/``U``).
 
-Decoding is a Viterbi search restricted to those transitions, done with array
-operations over the whole (padded) batch (numpy, or cupy through ``xp``;
-``token_ner`` decodes on the host): one step per token *position*, a few
-small array operations over the rows still running, covering every Doc of
-the batch.
+Decoding is a Viterbi search restricted to those transitions, done on the
+host with numpy over the whole batch laid end to end: one step per token
+*position*, a few small array operations over the rows still running,
+covering every Doc of the batch (:func:`viterbi_flat`). :func:`decode` runs
+it only where the per-token argmax is in doubt.
 """
 from typing import List, Sequence, Tuple
 
@@ -48,11 +48,26 @@ def transition_constraints(n_labels: int) -> Tuple[numpy.ndarray, numpy.ndarray,
 
 
 def viterbi(scores, lengths, xp=numpy):
-    """Best valid BILUO tag path per row.
+    """Best valid BILUO tag path per row of a padded batch.
 
     scores: ``[N, T, K]`` float array (``K = n_tags(n_labels)``; padding beyond
-    each length is ignored); lengths: ``[N]`` ints. Returns ``[N, T]`` int32 tag
-    ids (``O`` past a row's length).
+    each length is ignored; numpy, or cupy through ``xp``); lengths: ``[N]``
+    ints. Returns ``[N, T]`` int32 tag ids (``O`` past a row's length). The
+    search runs on the host over the rows laid end to end (:func:`viterbi_flat`)."""
+    N, T, K = scores.shape
+    host_lengths = numpy.asarray(lengths.get() if hasattr(lengths, "get") else lengths, dtype="int64").reshape(N)
+    host_lengths = numpy.clip(host_lengths, 0, T)
+    host_scores = scores.get() if hasattr(scores, "get") else numpy.asarray(scores)
+    rows = numpy.repeat(numpy.arange(N), host_lengths)
+    columns = numpy.arange(rows.shape[0]) - numpy.repeat(numpy.cumsum(host_lengths) - host_lengths, host_lengths)
+    out = numpy.zeros((N, T), dtype="int32")
+    out[rows, columns] = viterbi_flat(host_scores[rows, columns], host_lengths)
+    return xp.asarray(out)
+
+
+def viterbi_flat(scores: numpy.ndarray, lengths) -> numpy.ndarray:
+    """Best valid BILUO tag path per row, for rows laid end to end (host numpy):
+    ``scores`` ``[sum(lengths), K]`` -> ``[sum(lengths)]`` int32 tag ids.
 
     A valid path is a walk over ``1 + n_labels`` states: *closed* (no entity
     open after the token) or *inside label x* (after ``B-x``/``I-x``). Each
@@ -62,67 +77,72 @@ def viterbi(scores, lengths, xp=numpy):
     closed state is reached from any state (one ``[rows, S]`` sum and argmax)
     and inside-x only from closed or from inside-x (two ``[rows, n_labels]``
     sums), so a step costs a few small array operations and no
-    ``[rows, S, S]`` table.  Rows run longest first and a step covers only the
-    rows still inside their length.  Ties go to the lowest previous state, as
-    an argmax over all states would."""
-    N, T, K = scores.shape
+    ``[rows, S, S]`` table.  Ties go to the lowest previous state, as an
+    argmax over all states would.
+
+    The tokens are put in *time-major* order once (position 0 of every row,
+    longest row first, then position 1 of the rows that long, ...), so the
+    rows still running at a position are one contiguous slice and no work is
+    spent on padding: a batch of many short pieces (what :func:`decode`
+    passes) costs its tokens, not rows x longest piece."""
+    scores = numpy.asarray(scores, dtype="float32")
+    lengths = numpy.asarray(lengths, dtype="int64").reshape(-1)
+    total, K = scores.shape
     n_labels = (K - 1) // N_PARTS
     S = 1 + n_labels
-    if N == 0 or T == 0:
-        return xp.zeros((N, T), dtype="int32")
-    host_lengths = numpy.asarray(lengths.get() if hasattr(lengths, "get") else lengths, dtype="int64").reshape(N)
-    host_lengths = numpy.clip(host_lengths, 0, T)
-    order = numpy.argsort(-host_lengths, kind="stable")  # longest first: the rows running at t are a prefix
-    running = N - numpy.cumsum(numpy.bincount(host_lengths, minlength=T + 1))[:T]
-    by_time = scores.astype("float32", copy=False)[xp.asarray(order)].transpose(1, 0, 2)  # [T, N, K] view
-    parts = by_time[:, :, 1:].reshape(T, N, n_labels, N_PARTS)
-    outside = by_time[:, :, 0]
-    best_unit = parts[..., U].argmax(axis=2)  # closed -> closed: O, or the best U-x (O wins ties)
-    unit_score = xp.take_along_axis(parts[..., U], best_unit[..., None], axis=2)[..., 0]
-    stay_arg = xp.where(unit_score > outside, best_unit + 1, 0)  # 0: O, x + 1: U-x
-    to_closed = xp.empty((T, N, S), dtype="float32")  # score of being closed after t, per state before
-    to_closed[:, :, 0] = xp.maximum(outside, unit_score)
-    to_closed[:, :, 1:] = parts[..., L]
-    opening, continuing = parts[..., B], parts[..., I]
-    state = xp.full((N, S), _NEG, dtype="float32")
+    if total != int(lengths.sum()):
+        raise ValueError(f"{total} rows of scores for lengths summing to {int(lengths.sum())}")
+    if total == 0:
+        return numpy.zeros((0,), dtype="int32")
+    N, T = lengths.shape[0], int(lengths.max())
+    order = numpy.argsort(-lengths, kind="stable")  # longest first: the rows running at t are a prefix
+    running = N - numpy.cumsum(numpy.bincount(lengths, minlength=T + 1))[:T]  # rows longer than t
+    offsets = numpy.concatenate([[0], numpy.cumsum(running)])  # position t's slice of the time-major order
+    row_start = (numpy.cumsum(lengths) - lengths)[order]
+    position = numpy.repeat(numpy.arange(T), running)
+    rank = numpy.arange(total) - offsets[position]  # the row's rank (longest first) at its position
+    time_major = row_start[rank] + position  # flat index of each time-major token
+    by_time = scores[time_major]
+    parts = by_time[:, 1:].reshape(total, n_labels, N_PARTS)
+    outside = by_time[:, 0]
+    best_unit = parts[..., U].argmax(axis=1)  # closed -> closed: O, or the best U-x (O wins ties)
+    unit_score = numpy.take_along_axis(parts[..., U], best_unit[:, None], axis=1)[:, 0]
+    stay_tag = numpy.where(unit_score > outside, 1 + N_PARTS * best_unit + U, 0)
+    to_closed = numpy.empty((total, S), dtype="float32")  # score of being closed after t, per state before
+    to_closed[:, 0] = numpy.maximum(outside, unit_score)
+    to_closed[:, 1:] = parts[..., L]
+    opening = numpy.ascontiguousarray(parts[..., B])
+    continuing = numpy.ascontiguousarray(parts[..., I])
+    state = numpy.full((N, S), _NEG, dtype="float32")
     state[:, 0] = 0.0
-    closed_from = xp.zeros((T, N), dtype="int32")  # state before t of the best path closed after t
-    continued = xp.zeros((T, N, n_labels), dtype=bool)  # inside-x after t came from inside-x (else closed)
-    rows = xp.arange(N)
+    closed_from = numpy.zeros(total, dtype="int32")  # state before t of the best path closed after t
+    continued = numpy.zeros((total, n_labels), dtype=bool)  # inside-x after t came from inside-x (else closed)
     for t in range(T):
-        k = int(running[t])
-        if k == 0:
-            break
+        k, here = int(running[t]), slice(int(offsets[t]), int(offsets[t + 1]))
         now = state[:k]
-        closing = now + to_closed[t, :k]
-        best = closing.argmax(axis=1)
-        closed_from[t, :k] = best
-        from_closed = now[:, :1] + opening[t, :k]
-        from_inside = now[:, 1:] + continuing[t, :k]
-        xp.greater(from_inside, from_closed, out=continued[t, :k])
-        closing.max(axis=1, out=now[:, 0])  # the value at ``best``
-        xp.maximum(from_closed, from_inside, out=now[:, 1:])
-    back = xp.empty((T, N, S), dtype="int32")  # back[t, row, state after t] = state before t
-    back[:, :, 0] = closed_from
-    back[:, :, 1:] = continued * xp.arange(1, S, dtype="int32")
-    back = back.reshape(T, N * S)
-    row_offsets = rows * S
-    states = xp.zeros((T + 1, N), dtype="int32")  # states[t]: before token t; paths end closed
-    z = states[T]
+        closing = now + to_closed[here]
+        closed_from[here] = closing.argmax(axis=1)
+        from_closed = now[:, :1] + opening[here]
+        from_inside = now[:, 1:] + continuing[here]
+        numpy.greater(from_inside, from_closed, out=continued[here])
+        closing.max(axis=1, out=now[:, 0])  # the value at the argmax
+        numpy.maximum(from_closed, from_inside, out=now[:, 1:])
+    back = numpy.empty((total, S), dtype="int32")  # back[token, state after it] = state before it
+    back[:, 0] = closed_from
+    back[:, 1:] = continued * numpy.arange(1, S, dtype="int32")
+    before = numpy.empty(total, dtype="int32")
+    after = numpy.empty(total, dtype="int32")
+    z = numpy.zeros(N, dtype="int32")  # paths end closed
     for t in range(T - 1, -1, -1):
-        z = back[t][row_offsets + z]
-        states[t] = z
-    before, after = states[:T].T, states[1:].T
-    label_of = xp.maximum(before, after) - 1
-    part = xp.where(before == 0, xp.where(after == 0, U, B), xp.where(after == 0, L, I))
-    tags = 1 + N_PARTS * label_of + part
-    stay_arg = stay_arg.T
-    stay_tag = xp.where(stay_arg == 0, 0, 1 + N_PARTS * (stay_arg - 1) + U)
-    tags = xp.where((before == 0) & (after == 0), stay_tag, tags)
-    padding = numpy.arange(T)[None, :] >= host_lengths[order][:, None]
-    tags = xp.where(xp.asarray(padding), 0, tags).astype("int32")
-    out = xp.empty_like(tags)
-    out[xp.asarray(order)] = tags
+        k, lo = int(running[t]), int(offsets[t])
+        after[lo : lo + k] = z[:k]
+        z[:k] = back[lo : lo + k][numpy.arange(k), z[:k]]
+        before[lo : lo + k] = z[:k]
+    label_of = numpy.maximum(before, after) - 1
+    part = numpy.where(before == 0, numpy.where(after == 0, U, B), numpy.where(after == 0, L, I))
+    tags = numpy.where((before == 0) & (after == 0), stay_tag, 1 + N_PARTS * label_of + part)
+    out = numpy.empty(total, dtype="int32")
+    out[time_major] = tags
     return out
 
 
@@ -217,7 +237,7 @@ def decode(scores: numpy.ndarray, lengths) -> numpy.ndarray:
     sizes = ends - starts
     longest = int(lengths.max())
     if doubtful.any() and int(sizes[doubtful].max()) > PIECE_SHARE * longest:
-        return _viterbi_flat(scores, lengths)
+        return viterbi_flat(scores, lengths)
     # ... and every token's best tag leads its runner-up (checked in the pieces not in doubt yet)
     piece_of = numpy.repeat(numpy.arange(len(starts)), sizes)
     within = numpy.arange(int(sizes.sum())) - numpy.repeat(numpy.cumsum(sizes) - sizes, sizes)
@@ -230,25 +250,10 @@ def decode(scores: numpy.ndarray, lengths) -> numpy.ndarray:
     if not doubtful.any():
         return best
     if int(sizes[doubtful].max()) > PIECE_SHARE * longest:
-        return _viterbi_flat(scores, lengths)
-    keep = doubtful[piece_of]
-    token, rank, within = token[keep], (numpy.cumsum(doubtful) - 1)[piece_of[keep]], within[keep]
-    pieces = numpy.zeros((int(doubtful.sum()), int(sizes[doubtful].max()), K), dtype="float32")
-    pieces[rank, within] = scores[token]
-    best[token] = viterbi(pieces, sizes[doubtful])[rank, within]
+        return viterbi_flat(scores, lengths)
+    token = token[doubtful[piece_of]]  # the doubtful pieces' tokens, piece after piece
+    best[token] = viterbi_flat(scores[token], sizes[doubtful])
     return best
-
-
-def _viterbi_flat(scores: numpy.ndarray, lengths: numpy.ndarray) -> numpy.ndarray:
-    """:func:`viterbi` of rows laid end to end (``[sum(lengths), K]`` -> ``[sum(lengths)]``)."""
-    N, total = lengths.shape[0], scores.shape[0]
-    if total == 0:
-        return numpy.zeros((0,), dtype="int32")
-    rows = numpy.repeat(numpy.arange(N), lengths)
-    columns = numpy.arange(total) - numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)
-    padded = numpy.zeros((N, int(lengths.max()), scores.shape[1]), dtype="float32")
-    padded[rows, columns] = scores
-    return viterbi(padded, lengths)[rows, columns]
 
 
 def path_spans(paths, lengths, xp=numpy) -> numpy.ndarray:
