@@ -10,7 +10,8 @@ GatorTron-base-shaped backbone (``gpu_backbones``):
   alone and the bare forward (fp16/bf16 autocast like the pipeline) on the
   same windows, interleaved, best of ``--repeats``; ``--workers N`` spawned
   processes sharing the device (what ``annotate --n-process N --gpu-id 0``
-  runs); fp16/bf16 vs fp32 agreement (CUDA);
+  runs); ``nlp.pipe`` vs the overlapped pipe (``annotate --overlap``) on
+  ``--overlap-docs`` notes; fp16/bf16 vs fp32 agreement (CUDA);
 * training (``gpu_train``): s/step (median), peak memory, step split, and
   what a frozen step leaves on the backbone;
 * ``--large`` (``gpu_large``): the GatorTron-large shape (56 x 3584) in bf16
@@ -69,6 +70,8 @@ def parse_args(argv=None):
     parser.add_argument("--window", type=int, default=192)
     parser.add_argument("--stride", type=int, default=160)
     parser.add_argument("--workers", type=int, default=4, help="worker processes sharing the device (0/1: skip)")
+    parser.add_argument("--overlap-docs", type=int, default=256,
+                        help="notes (the --docs notes repeated) for nlp.pipe vs the overlapped pipe (annotate --overlap)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None, help="default: wall on CUDA, cpu on CPU")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
         "device": args.device, "gpu_id": args.gpu_id, "backbone": backbone, "threads": args.threads,
         "docs": args.docs, "words": args.words, "batch_size": args.batch_size, "bare_rows": args.bare_rows,
         "window": args.window, "stride": args.stride, "workers": args.workers, "repeats": args.repeats,
+        "overlap_docs": args.overlap_docs,
         "clock": args.clock or ("wall" if args.device == "cuda" else "cpu"), "train_words": args.train_words,
         "train_steps": args.train_steps, "agreement_docs": args.agreement_docs, "workdir": str(args.workdir),
     }
@@ -187,9 +191,11 @@ def print_report(report: Dict[str, Any], configs: List[str]) -> None:
         rows.append([c, _fmt(t["pipe"]["words_per_s"], 4), _fmt(t["transformer"]["words_per_s"], 4),
                      _fmt(t["bare forward"]["words_per_s"], 4), f"{r['pipe_vs_bare']:.2f}",
                      "n/a" if w is None else f"{w['words_per_s']:.4g} ({w['n_process']})",
-                     _fmt(r.get("workers_vs_bare")), _fmt(t["pipe"].get("peak_gpu_mb"), 5)])
+                     _fmt(r.get("workers_vs_bare")), _fmt(t["pipe overlapped"]["words_per_s"], 4),
+                     _fmt(r.get("overlapped_vs_bare")), _fmt(r.get("overlapped_vs_pipe")),
+                     _fmt(t["pipe"].get("peak_gpu_mb"), 5)])
     bc.print_table(["config", "nlp.pipe", "transformer only", "bare forward", "pipe / bare", "N workers",
-                    "workers / bare", "peak GPU MB (pipe)"], rows)
+                    "workers / bare", "overlapped", "overlapped / bare", "overlapped / pipe", "peak GPU MB (pipe)"], rows)
     trained = {c: t for c, t in report["train"].items() if "error" not in t}
     if trained:
         print("\n## Training step (median)\n")
@@ -216,6 +222,7 @@ def add_targets(report: Dict[str, Any], configs: List[str]) -> None:
         r = report["inference"][c]["ratios"]
         targets[f"{c}: nlp.pipe / bare forward"] = bc.target_entry(r["pipe_vs_bare"], TARGETS["pipe_vs_bare"], True)
         targets[f"{c}: N workers / bare forward"] = bc.target_entry(r.get("workers_vs_bare"), TARGETS["workers_vs_bare"], True)
+        targets[f"{c}: overlapped pipe / bare forward"] = bc.target_entry(r.get("overlapped_vs_bare"), TARGETS["workers_vs_bare"], True)
         prec = report["inference"][c].get("precision", {})
         for dtype in ("float16", "bfloat16"):
             if isinstance(prec.get(dtype), dict) and "entity_agreement" in prec[dtype]:

@@ -10,6 +10,9 @@ processes sharing the device, against the bare forward of its backbone.
 * ``workers``: ``parallel.WorkerPool(nlp, N, gpu_id)`` (what ``annotate
   --n-process N --gpu-id G`` runs): N spawned processes, each with its own copy
   of the pipeline on the device, fed chunks of notes; words/s after a warm-up pass;
+* ``pipe overlapped`` (what ``annotate --overlap`` runs): the next batch's
+  transformer in a background thread while this one runs the heads, beside
+  ``nlp.pipe`` on the same ``overlap_docs`` notes (the notes repeated);
 * ``precision`` (CUDA only): fp16 and bf16 autocast vs fp32 on the same texts.
 """
 import time
@@ -17,8 +20,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import bench_common as bc
 import gpu_setup
-import pipeline_timing
 import gpu_stages
+import pipeline_timing
+from spacy_softprompt.overlap import pipe_overlapped
 
 
 def window_batches(nlp, docs, rows: int, device: str) -> Tuple[list, int, int]:
@@ -177,7 +181,22 @@ def worker_infer(spec: Dict[str, Any]) -> Dict[str, Any]:
         list(trf_pipe.pipe(docs, batch_size=bs))
         bc.synchronize(device)
 
-    runners = {"pipe": full, "transformer": trf_only, "bare forward": bare}
+    # one process with the next batch's transformer in a background thread (annotate --overlap), beside
+    # nlp.pipe on the same notes: enough batches that the first front and the last back weigh little
+    many = [texts[i % len(texts)] for i in range(max(len(texts), spec.get("overlap_docs", 0)))]
+    many_words = sum(len(d) for d in nlp.tokenizer.pipe(many))
+
+    def full_many():
+        list(nlp.pipe(many, batch_size=bs))
+        bc.synchronize(device)
+
+    def overlapped():
+        list(pipe_overlapped(nlp, many, batch_size=bs))
+        bc.synchronize(device)
+
+    runners = {"pipe": full, "transformer": trf_only, "bare forward": bare,
+               "pipe (overlap notes)": full_many, "pipe overlapped": overlapped}
+    words_of = {"pipe (overlap notes)": many_words, "pipe overlapped": many_words}
     for run in runners.values():
         run()
     names = list(runners)
@@ -197,7 +216,7 @@ def worker_infer(spec: Dict[str, Any]) -> Dict[str, Any]:
     clock = spec["clock"]
     best = {n: min(wall[n] if clock == "wall" else cpu[n]) for n in names}
     throughput = {
-        n: {"words_per_s": n_words / best[n], "best_s": best[n], "runs_wall_s": wall[n], "runs_cpu_s": cpu[n],
+        n: {"words_per_s": words_of.get(n, n_words) / best[n], "best_s": best[n], "runs_wall_s": wall[n], "runs_cpu_s": cpu[n],
             **({"peak_gpu_mb": peak[n]} if n in peak else {})}
         for n in names
     }
@@ -209,6 +228,8 @@ def worker_infer(spec: Dict[str, Any]) -> Dict[str, Any]:
         "pipe_vs_bare": best["bare forward"] / best["pipe"],
         "transformer_vs_bare": best["bare forward"] / best["transformer"],
         "workers_vs_bare": None if workers is None else workers["words_per_s"] / throughput["bare forward"]["words_per_s"],
+        "overlapped_vs_bare": throughput["pipe overlapped"]["words_per_s"] / throughput["bare forward"]["words_per_s"],
+        "overlapped_vs_pipe": best["pipe (overlap notes)"] / best["pipe overlapped"],
     }
     result = {
         "config": spec["config"], "device": device, "mixed_precision": mixed,

@@ -21,14 +21,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from .annotations import get_entities, get_relations
 from .data.schema import Schema
+from .overlap import OverlappedPipeline, prefetched
 from .parallel import Result, WorkerPool, available_cores
 from .safe_io import (
     PARTIAL_SUFFIX,
@@ -331,6 +333,7 @@ def annotate(
     progress: bool = True,
     gpu_id: int = -1,
     brat_schema: Union[None, str, Path, Schema] = None,
+    overlap: bool = False,
 ) -> AnnotateReport:
     """Annotate every input not yet in ``output``; report failures, never stop on one.
 
@@ -341,7 +344,13 @@ def annotate(
     ``gpu_id >= 0`` with ``n_process > 1``: the workers share that GPU (``parallel.WorkerPool``).
     ``brat_schema`` (brat output only): write the files in that schema's source form
     (e.g. ``n2c2_2022_sdoh``: types, attribute lines and events as in SHAC).
+    ``overlap`` (one process only): the transformer of the next batch runs in a background
+    thread while this one runs the heads and writes (:mod:`~spacy_softprompt.overlap`).
     """
+    if overlap and n_process not in (0, 1):
+        raise AnnotateError(
+            f"overlap runs one process's batches side by side; with n_process={n_process} each worker gets one batch at a time: use one or the other"
+        )
     output = check_output(output, output_format)
     schema = check_brat_schema(brat_schema, output_format)
     source = check_source(source)
@@ -356,7 +365,7 @@ def annotate(
         sink = _JsonlSink(output) if is_file else _BratSink(output, schema)
         errors = ErrorLog(errors_path_for(output, output_format))
         try:
-            return _annotate_locked(nlp, source, sink, errors, batch_size, n_process, progress, gpu_id)
+            return _annotate_locked(nlp, source, sink, errors, batch_size, n_process, progress, gpu_id, overlap)
         finally:
             errors.close()
 
@@ -370,6 +379,7 @@ def _annotate_locked(
     n_process: int,
     progress: bool,
     gpu_id: int = -1,
+    overlap: bool = False,
 ) -> AnnotateReport:
     report = AnnotateReport()
     unique = UniqueIds(source)
@@ -390,7 +400,7 @@ def _annotate_locked(
     del notes
     texts = dict(pending)
     bar = _progress(len(pending), progress)
-    for results in _results(nlp, pending, batch_size, n_process, gpu_id):
+    for results in _results(nlp, pending, batch_size, n_process, gpu_id, overlap):
         for doc_id, doc, error in results:
             if error is None:
                 try:
@@ -408,15 +418,16 @@ def _annotate_locked(
 
 
 def _results(
-    nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_process: int, gpu_id: int = -1
+    nlp: Language, pending: List[Tuple[str, str]], batch_size: int, n_process: int, gpu_id: int = -1, overlap: bool = False
 ) -> Iterator[List[Result]]:
     """Per chunk, in input order: in this process, or in ``n_process`` spawned
     workers (each with ``cores // n_process`` torch threads; see ``parallel``)."""
     if n_process == -1:
         n_process = available_cores()
     if n_process < 2 or len(pending) < 2:
+        results = pipe_isolating(nlp, pending, batch_size, overlap=overlap)
         for start in range(0, len(pending), batch_size):
-            yield process_chunk(nlp, pending[start : start + batch_size], batch_size=batch_size)
+            yield list(islice(results, batch_size))
         return
     # Small inputs: split so that every worker gets a share.
     size = max(1, min(batch_size, math.ceil(len(pending) / n_process)))
@@ -430,34 +441,48 @@ def process_chunk(nlp: Language, chunk: List[Tuple[str, str]], batch_size: int) 
     return list(pipe_isolating(nlp, chunk, batch_size))
 
 
-def pipe_isolating(nlp: Language, notes: List[Tuple[str, str]], batch_size: int) -> Iterator[Result]:
+def pipe_isolating(nlp: Language, notes: List[Tuple[str, str]], batch_size: int, overlap: bool = False) -> Iterator[Result]:
     """``(id, doc, None)`` or ``(id, None, error)`` per note, in order: batches of
     ``batch_size`` through ``nlp.pipe``; a batch that raises is redone note by
     note, so only the bad note fails. A note longer than ``nlp.max_length`` fails
-    without being run. Errors are :func:`safe_error` lines (no note text)."""
-    for start in range(0, len(notes), batch_size):
-        chunk = notes[start : start + batch_size]
-        results: List[Optional[Result]] = [None] * len(chunk)
-        runnable = []
-        for i, (doc_id, text) in enumerate(chunk):
-            if len(text) > nlp.max_length:
-                results[i] = (doc_id, None, f"NoteTooLong: {len(text)} characters, over the pipeline's max_length {nlp.max_length}")
-            else:
-                runnable.append(i)
-        try:
-            docs = list(nlp.pipe((chunk[i][1] for i in runnable), batch_size=batch_size))
-        except Exception:  # noqa: BLE001 - isolated below
-            logger.warning("A batch of %d notes failed; redoing them one by one.", len(runnable))
-            for i in runnable:
-                doc_id, text = chunk[i]
-                try:
-                    results[i] = (doc_id, nlp(text), None)
-                except Exception as err:  # noqa: BLE001 - reported, the run goes on
-                    results[i] = (doc_id, None, safe_error(err, text))
+    without being run. Errors are :func:`safe_error` lines (no note text).
+    ``overlap``: the transformer of the next batch runs in a background thread
+    while this one runs the heads (:mod:`~spacy_softprompt.overlap`); same results."""
+    chunks = [notes[start : start + batch_size] for start in range(0, len(notes), batch_size)]
+    fits = lambda chunk: [text for _, text in chunk if len(text) <= nlp.max_length]  # noqa: E731
+    if not overlap:
+        for chunk in chunks:
+            yield from _isolated(nlp, chunk, lambda: list(nlp.pipe(fits(chunk), batch_size=batch_size)), nlp)
+        return
+    pipeline = OverlappedPipeline(nlp, batch_size)
+    for chunk, front in prefetched(lambda chunk: pipeline.run_front(fits(chunk)), chunks):
+        yield from _isolated(nlp, chunk, lambda: pipeline.run_back(front.result()), pipeline.run_one)
+
+
+def _isolated(nlp: Language, chunk: List[Tuple[str, str]], run_batch: Callable[[], List[Doc]], run_one: Callable[[str], Doc]) -> List[Result]:
+    """The results of one batch: ``run_batch()`` on the notes that fit ``nlp.max_length``,
+    or, when it raises, ``run_one(text)`` note by note."""
+    results: List[Optional[Result]] = [None] * len(chunk)
+    runnable = []
+    for i, (doc_id, text) in enumerate(chunk):
+        if len(text) > nlp.max_length:
+            results[i] = (doc_id, None, f"NoteTooLong: {len(text)} characters, over the pipeline's max_length {nlp.max_length}")
         else:
-            for i, doc in zip(runnable, docs):
-                results[i] = (chunk[i][0], doc, None)
-        yield from results  # type: ignore[misc]
+            runnable.append(i)
+    try:
+        docs = run_batch()
+    except Exception:  # noqa: BLE001 - isolated below
+        logger.warning("A batch of %d notes failed; redoing them one by one.", len(runnable))
+        for i in runnable:
+            doc_id, text = chunk[i]
+            try:
+                results[i] = (doc_id, run_one(text), None)
+            except Exception as err:  # noqa: BLE001 - reported, the run goes on
+                results[i] = (doc_id, None, safe_error(err, text))
+    else:
+        for i, doc in zip(runnable, docs):
+            results[i] = (chunk[i][0], doc, None)
+    return results  # type: ignore[return-value]
 
 
 def _fail(report: AnnotateReport, errors: ErrorLog, doc_id: str, error: str) -> None:

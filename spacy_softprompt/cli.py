@@ -186,6 +186,9 @@ def annotate(
         1, "--n-process", "-n", help="worker processes (local engine), each with cores/N torch threads; with --gpu-id they share that GPU (docs/speed.md)."
     ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id (-1: CPU); with --n-process N all N workers use it."),
+    overlap: bool = typer.Option(
+        False, "--overlap", help="one process: run the transformer of the next batch in a background thread while the heads run on this one (for a GPU; docs/speed.md)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data, sharded, exactly once)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: 'auto', 'ray://host:10001'; default starts a local cluster."),
@@ -205,6 +208,8 @@ def annotate(
         raise CliUsageError(f"--engine {engine!r}: use local or ray")
     if batch_size < 1:
         raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
+    if overlap and (engine != "local" or n_process != 1):
+        raise CliUsageError("--overlap is for one local process: drop it with --n-process N or --engine ray")
     if engine == "ray":
         _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
                          gpus_per_worker, cpus_per_worker, shard_size, code, schema)
@@ -222,7 +227,7 @@ def annotate(
     nlp = _load_model(model, gpu_id if n_process == 1 else -1)
     report = run_annotate(
         nlp, source, output, output_format=output_format, batch_size=batch_size, n_process=n_process,
-        progress=not quiet, gpu_id=gpu_id, brat_schema=brat_schema,
+        progress=not quiet, gpu_id=gpu_id, brat_schema=brat_schema, overlap=overlap,
     )
     typer.echo(
         f"written {report.written}, already there {report.skipped_existing}, failed {len(report.failed)}"

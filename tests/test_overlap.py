@@ -1,0 +1,137 @@
+"""pipe_overlapped / annotate(overlap=True): the front of the next batch runs in a
+background thread while the back runs on this one; the outputs are nlp.pipe's."""
+import json
+import threading
+
+import pytest
+import spacy
+from spacy.language import Language
+from spacy.training import Example
+
+from spacy_softprompt.annotate import annotate
+from spacy_softprompt.annotations import get_relations
+from spacy_softprompt.overlap import pipe_overlapped, prefetched, split_pipeline
+from spacy_softprompt.safe_io import AnnotateError
+from spacy_softprompt.testing import toy_docs
+
+from test_annotate import TEXTS, make_nlp
+
+#: filled by the components below: (stage, thread name, batch's first text)
+EVENTS = []
+FRONT_STARTED = threading.Event()
+
+
+@Language.component("test_overlap_front")
+def front_marker(doc):
+    EVENTS.append(("front", threading.current_thread().name, doc.text))
+    if doc.text == "second batch":
+        FRONT_STARTED.set()
+    if "FRONTBOOM" in doc.text:
+        raise ValueError("front cannot process this one")
+    return doc
+
+
+@Language.component("test_overlap_back")
+def back_marker(doc):
+    EVENTS.append(("back", threading.current_thread().name, doc.text))
+    if doc.text == "first batch":
+        # the front of the next batch must be running while the back works on this one
+        assert FRONT_STARTED.wait(timeout=20), "the next batch's front did not start during this batch's back"
+    if "BACKBOOM" in doc.text:
+        raise ValueError("back cannot process this one")
+    return doc
+
+
+def marked_nlp():
+    nlp = make_nlp()
+    nlp.add_pipe("test_overlap_front")
+    nlp.add_pipe("test_overlap_back")
+    return nlp
+
+
+def test_the_next_front_runs_in_another_thread_during_this_back():
+    EVENTS.clear()
+    FRONT_STARTED.clear()
+    nlp = marked_nlp()
+    texts = ["first batch", "aspirin", "second batch", "heparin", "third"]
+    docs = list(pipe_overlapped(nlp, texts, batch_size=2, front_end="test_overlap_front"))
+    main = threading.current_thread().name
+    fronts = {name for stage, name, _ in EVENTS if stage == "front"}
+    backs = {name for stage, name, _ in EVENTS if stage == "back"}
+    assert backs == {main} and main not in fronts
+    assert [d.text for d in docs] == texts
+    assert [[(e.text, e.label_) for e in d.ents] for d in docs] == [
+        [(e.text, e.label_) for e in d.ents] for d in nlp.pipe(texts, batch_size=2)
+    ]
+
+
+def test_split_pipeline_names_the_components_when_there_is_no_transformer():
+    nlp = make_nlp()
+    with pytest.raises(ValueError, match="entity_ruler"):
+        split_pipeline(nlp)
+    front, back = split_pipeline(marked_nlp(), "entity_ruler")
+    assert [n for n, _ in front] == ["entity_ruler"] and [n for n, _ in back] == ["test_overlap_front", "test_overlap_back"]
+
+
+def test_prefetched_keeps_order_and_raises_each_failure_from_its_own_item():
+    def square(x):
+        if x == 3:
+            raise ValueError("three")
+        return x * x
+
+    got = []
+    for item, future in prefetched(square, range(6), ahead=2):
+        try:
+            got.append((item, future.result()))
+        except ValueError as err:
+            got.append((item, str(err)))
+    assert got == [(0, 0), (1, 1), (2, 4), (3, "three"), (4, 16), (5, 25)]
+
+
+@pytest.mark.parametrize("boom", ["FRONTBOOM", "BACKBOOM"])
+def test_annotate_with_overlap_isolates_a_failure_and_matches_one_pass(tmp_path, boom, monkeypatch):
+    monkeypatch.setattr("spacy_softprompt.overlap.FRONT_END", "test_overlap_front")
+    FRONT_STARTED.set()  # the back's wait is for the test above
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for name, text in {**TEXTS, "boom": f"aspirin {boom}"}.items():
+        (folder / f"{name}.txt").write_text(text, encoding="utf8")
+    nlp = marked_nlp()
+    plain = annotate(nlp, folder, tmp_path / "plain.jsonl", output_format="jsonl", batch_size=2, progress=False)
+    over = annotate(nlp, folder, tmp_path / "over.jsonl", output_format="jsonl", batch_size=2, progress=False, overlap=True)
+    assert over.to_dict() == plain.to_dict()
+    assert over.written == len(TEXTS) and [f["id"] for f in over.failed] == ["boom"]
+    assert (tmp_path / "over.jsonl").read_text(encoding="utf8") == (tmp_path / "plain.jsonl").read_text(encoding="utf8")
+
+
+def test_annotate_refuses_overlap_with_worker_processes(tmp_path):
+    with pytest.raises(AnnotateError, match="overlap"):
+        annotate(make_nlp(), tmp_path, tmp_path / "out.jsonl", output_format="jsonl", n_process=2, overlap=True)
+
+
+def test_overlapped_pipeline_gives_the_pipelines_entities_and_relations(tiny_bert):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {
+        "@architectures": "spacy_softprompt.SoftPromptTransformerModel.v1", "name": str(tiny_bert),
+        "prompt_length": 4, "prompt_depth": "deep", "init_seed": 0, "tokenizer_config": {"use_fast": True},
+        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 12, "stride": 9},
+    }})
+    nlp.add_pipe("token_ner")
+    nlp.add_pipe("relation_extractor", config={"threshold": 0.3})
+    examples = [Example(nlp.make_doc(doc.text), doc) for doc in toy_docs(nlp)]
+    nlp.initialize(lambda: examples)
+    optimizer = nlp.create_optimizer()
+    optimizer.learn_rate = 0.01
+    for _ in range(10):
+        nlp.update(examples, sgd=optimizer, losses={})
+    texts = [eg.reference.text for eg in examples] * 3 + ["", "aspirin"]
+
+    def annotations(docs):
+        return [
+            ([(e.start, e.end, e.label_) for e in d.ents], json.dumps(get_relations(d), sort_keys=True, default=str))
+            for d in docs
+        ]
+
+    expected = annotations(nlp.pipe(texts, batch_size=3))
+    assert any(ents for ents, _ in expected)
+    assert annotations(pipe_overlapped(nlp, texts, batch_size=3)) == expected
