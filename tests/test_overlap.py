@@ -135,3 +135,15 @@ def test_overlapped_pipeline_gives_the_pipelines_entities_and_relations(tiny_ber
     expected = annotations(nlp.pipe(texts, batch_size=3))
     assert any(ents for ents, _ in expected)
     assert annotations(pipe_overlapped(nlp, texts, batch_size=3)) == expected
+
+
+def test_cli_refuses_overlap_with_worker_processes_before_loading(tmp_path, capsys):
+    from spacy_softprompt.cli import main
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("aspirin", encoding="utf8")
+    with pytest.raises(SystemExit) as info:
+        main(["annotate", "no-such-model", str(notes), str(tmp_path / "out"), "--overlap", "--n-process", "2"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--overlap" in err and "no-such-model" not in err
