@@ -18,7 +18,7 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--layers", "1", "--hidden", "64", "--docs", "4",
            "--words", "80", "--batch-size", "4", "--repeats", "1", "--train-words", "160", "--train-steps", "1", "--threads", "1",
-           "--workers", "2", "--overlap-docs", "12", "--workdir", str(tmp_path / "models"), "--output", str(out)]
+           "--workers", "2", "--overlap-docs", "12", "--agreement-train-steps", "6", "--workdir", str(tmp_path / "models"), "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -50,6 +50,10 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
         assert t["pipe overlapped"]["words_per_s"] * t["pipe overlapped"]["best_s"] == pytest.approx(3 * inf["words"])
         assert ratios["overlapped_vs_pipe"] == pytest.approx(t["pipe (overlap notes)"]["best_s"] / t["pipe overlapped"]["best_s"])
         assert "skipped" in inf["precision"]  # autocast is CUDA-only
+        # before the agreement is measured again the pipeline trains; its loss falls
+        training = inf["precision_trained"]["training"]
+        assert training["steps"] == 6 and "skipped" in inf["precision_trained"]
+        assert sum(training["loss_last"].values()) < sum(training["loss_first"].values())
         # heads calibrated to the notes' share of entity tokens: not every token an entity
         calibration = inf["calibration"]
         assert 0 < calibration["gold_entity_token_share"] < 0.5
