@@ -264,6 +264,28 @@ def test_heads_pool_each_document_once(trained):
     assert all(a is not b for a, b in zip(training, first))
 
 
+@pytest.mark.parametrize("pooling", ["reduce_mean", "reduce_max", "reduce_first"])
+def test_batched_pooling_equals_pooling_each_document(trained, pooling):
+    """The GPU's pooling (all documents in one gather and one call, then row slices) gives
+    each document's own pooling, empty documents included."""
+    from thinc.api import registry as thinc_registry
+
+    from spacy_softprompt.heads.listener import _pool_each_document
+
+    nlp, texts = trained
+    docs = list(nlp.pipe(texts, disable=["token_ner", "relation_extractor"]))
+    assert any(len(doc) == 0 for doc in docs)
+    trfs2arrays = next(node for node in _heads_tok2vec(nlp)[0].walk() if node.name == "trfs2arrays")
+    model = trfs2arrays.copy()
+    model.layers[0] = thinc_registry.layers.get(f"{pooling}.v1")()
+    each = _pool_each_document(model, [doc._.trf_data for doc in docs], batched=False)
+    batched = _pool_each_document(model, [doc._.trf_data for doc in docs], batched=True)
+    assert len(each) == len(batched) == len(docs)
+    for doc, a, b in zip(docs, each, batched):
+        assert a.shape == b.shape and (len(doc) == 0 or a.shape[0] == len(doc))
+        numpy.testing.assert_array_equal(a, b)
+
+
 def test_tag_scores_per_doc_equal_the_batched_model(trained):
     """token_ner's inference scores each Doc's vectors on their own: the batched model's scores."""
     nlp, texts = trained

@@ -15,6 +15,8 @@ and splitting the result again.
 """
 from typing import Callable, List, Optional, Tuple
 
+import numpy
+
 from spacy_transformers.data_classes import TransformerData
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
 from thinc.api import Model
@@ -72,21 +74,46 @@ def _shared_trfs2arrays_forward(model: Model, trf_datas: List[TransformerData], 
     return outputs, backprop
 
 
-def _pool_each_document(model: Model, trf_datas: List[TransformerData]) -> Optional[List[Floats2d]]:
+def _pool_each_document(model: Model, trf_datas: List[TransformerData], batched: Optional[bool] = None) -> Optional[List[Floats2d]]:
     """Inference pooling of each document's aligned wordpieces, as ``trfs2arrays``
     computes it (``None`` for inputs that ``trfs2arrays`` handles specially:
-    not a ``TransformerData``, or tokens without any wordpiece)."""
+    not a ``TransformerData``, or tokens without any wordpiece).
+
+    ``batched`` (default: on a GPU) pools all documents in one gather and one
+    pooling call and hands out row slices: a GPU then runs a few kernels per
+    batch instead of a few per document; on a CPU the per-document calls
+    avoid copying the batch's wordpieces into one array."""
     pooling, ops = model.layers[0], model.ops
-    outputs: List[Floats2d] = []
+    if batched is None:
+        batched = ops.xp is not numpy
+    hidden_of: List[Optional[Floats2d]] = []
     for trf_data in trf_datas:
         if not isinstance(trf_data, TransformerData):
             return None
         if "last_hidden_state" not in trf_data.model_output or trf_data.model_output.last_hidden_state.size == 0:
-            outputs.append(ops.alloc2f(0, 0))  # empty document (trfs2arrays: width 0)
+            hidden_of.append(None)  # empty document (trfs2arrays: width 0)
             continue
-        align = trf_data.align
-        if not align.lengths.sum():
+        if not trf_data.align.lengths.sum():
             return None
-        hidden = ops.reshape2f(trf_data.model_output.last_hidden_state, -1, trf_data.width)
-        outputs.append(pooling.predict(Ragged(hidden[align.dataXd], ops.asarray(align.lengths))))
+        hidden_of.append(ops.reshape2f(trf_data.model_output.last_hidden_state, -1, trf_data.width))
+    if not batched:
+        return [
+            ops.alloc2f(0, 0) if hidden is None
+            else pooling.predict(Ragged(hidden[trf_data.align.dataXd], ops.asarray(trf_data.align.lengths)))
+            for trf_data, hidden in zip(trf_datas, hidden_of)
+        ]
+    present = [i for i, hidden in enumerate(hidden_of) if hidden is not None]
+    outputs: List[Floats2d] = [ops.alloc2f(0, 0) for _ in trf_datas]
+    if not present:
+        return outputs
+    sizes = numpy.asarray([hidden_of[i].shape[0] for i in present])
+    offsets = numpy.cumsum(sizes) - sizes
+    rows = numpy.concatenate([numpy.asarray(trf_datas[i].align.dataXd).reshape(-1) + offset for i, offset in zip(present, offsets)])
+    lengths = numpy.concatenate([numpy.asarray(trf_datas[i].align.lengths) for i in present])
+    stacked = ops.xp.concatenate([hidden_of[i] for i in present]) if len(present) > 1 else hidden_of[present[0]]
+    pooled = pooling.predict(Ragged(stacked[ops.asarray(rows)], ops.asarray(lengths)))
+    end = 0
+    for i in present:
+        start, end = end, end + len(trf_datas[i].align.lengths)
+        outputs[i] = pooled[start:end]
     return outputs
