@@ -114,8 +114,10 @@ def render_report(
     transfer_intervals = transfer_drop_intervals(rows)
     lines += transfer_section(transfer, images["transfer"], transfer_intervals)
     mrc = mrc_table(rows)
-    if mrc or any(r.get("experiment") == "mrc" for r in rows):
-        lines += mrc_section(mrc)
+    have = {r.get("key") for r in rows if r.get("status") == "ok"}
+    pending = sorted(k for k in (current_recipes or {}) if k.startswith("mrc/mrc-") and k not in have)
+    if mrc or pending or any(r.get("experiment") == "mrc" for r in rows):
+        lines += mrc_section(mrc, pending)
     lines += prompt_shape_section(shape, images["prompt_shape"])
     lines += conclusions_section(conclusions, images["answers"])
     lines += convergence_section(rows)

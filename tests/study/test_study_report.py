@@ -270,3 +270,25 @@ def test_transfer_verdict_comes_with_the_scores_on_the_target_itself(tmp_path):
     summary = render_report(synthetic.write(rows, tmp_path / "results.jsonl"), tmp_path / "out")
     assert summary["conclusions"][3]["context"] == [line]
     assert f"   - context, not part of the verdict: {line}" in (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+
+
+def test_report_names_the_grids_mrc_run_while_it_is_not_in(tmp_path):
+    """The grid's MRC recipe changed (a longer schedule): the old MRC row is stale and left out, and the
+    MRC section says which planned run is still to come instead of showing nothing."""
+    single = synthetic.row("mrc", "soft", 0, 0.6, 0.6, docs=synthetic.DOCS, recipe="r-single")
+    old_mrc = synthetic.row("mrc", "soft", 0, 0.4, 0.2, mode="mrc", docs=synthetic.DOCS, recipe="r-1200-steps")
+    results = synthetic.write([single, old_mrc], tmp_path / "results.jsonl")
+    current = {single["key"]: "r-single", old_mrc["key"]: "r-2400-steps"}
+    render_report(results, tmp_path / "out", plots=False, current_recipes=current)
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+    mrc = text.split("## MRC with per-label prompts vs single pass")[1].split("\n## ")[0]
+    assert f"Not in yet with the grid's recipe: `{old_mrc['key']}`" in mrc
+    assert "| maccrobat" not in mrc  # no table from the stale row
+    stale = text.split("## Stale runs (left out)")[1]
+    assert old_mrc["key"] in stale and "r-1200-steps" in stale
+    # once it is in, the table is back and nothing is pending
+    new_mrc = dict(old_mrc, recipe="r-2400-steps")
+    render_report(synthetic.write([single, new_mrc], tmp_path / "results2.jsonl"), tmp_path / "out2", plots=False,
+                  current_recipes=current)
+    text = (tmp_path / "out2" / "report.md").read_text(encoding="utf8")
+    assert "Not in yet" not in text and "MRC − single" in text
