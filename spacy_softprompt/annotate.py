@@ -30,7 +30,7 @@ from spacy.tokens import Doc
 
 from .annotations import get_entities, get_relations
 from .data.schema import Schema
-from .overlap import OverlappedPipeline, prefetched
+from .overlap import OverlappedPipeline, prefetched, split_pipeline
 from .parallel import Result, WorkerPool, available_cores
 from .safe_io import (
     PARTIAL_SUFFIX,
@@ -49,6 +49,8 @@ from .safe_io import (
 logger = logging.getLogger(__name__)
 
 ERRORS_FILE = "annotate_errors.jsonl"
+#: batches per worker chunk with ``overlap`` (a worker overlaps the batches of one chunk)
+OVERLAP_BATCHES_PER_CHUNK = 4
 OUTPUT_FORMATS = ("brat", "jsonl")
 CONTEXT_ATTRIBUTES = ("is_negated", "is_historical", "is_hypothetical", "is_family", "is_uncertain", "section_category")
 
@@ -344,13 +346,15 @@ def annotate(
     ``gpu_id >= 0`` with ``n_process > 1``: the workers share that GPU (``parallel.WorkerPool``).
     ``brat_schema`` (brat output only): write the files in that schema's source form
     (e.g. ``n2c2_2022_sdoh``: types, attribute lines and events as in SHAC).
-    ``overlap`` (one process only): the transformer of the next batch runs in a background
-    thread while this one runs the heads and writes (:mod:`~spacy_softprompt.overlap`).
+    ``overlap``: the transformer of the next batch runs in a background thread while the
+    heads work on this one (:mod:`~spacy_softprompt.overlap`); with workers, in each worker,
+    on chunks of :data:`OVERLAP_BATCHES_PER_CHUNK` batches.
     """
-    if overlap and n_process not in (0, 1):
-        raise AnnotateError(
-            f"overlap runs one process's batches side by side; with n_process={n_process} each worker gets one batch at a time: use one or the other"
-        )
+    if overlap:
+        try:
+            split_pipeline(nlp)
+        except ValueError as err:
+            raise AnnotateError(f"overlap: {err}") from None
     output = check_output(output, output_format)
     schema = check_brat_schema(brat_schema, output_format)
     source = check_source(source)
@@ -429,16 +433,18 @@ def _results(
         for start in range(0, len(pending), batch_size):
             yield list(islice(results, batch_size))
         return
-    # Small inputs: split so that every worker gets a share.
-    size = max(1, min(batch_size, math.ceil(len(pending) / n_process)))
+    # Small inputs: split so that every worker gets a share. With overlap a worker gets several
+    # batches per chunk, so that it has a next batch to run the transformer on.
+    per_chunk = batch_size * (OVERLAP_BATCHES_PER_CHUNK if overlap else 1)
+    size = max(1, min(per_chunk, math.ceil(len(pending) / n_process)))
     chunks = (pending[start : start + size] for start in range(0, len(pending), size))
     with WorkerPool(nlp, min(n_process, len(pending)), gpu_id=gpu_id) as pool:
-        yield from pool.map(partial(process_chunk, batch_size=batch_size), chunks)
+        yield from pool.map(partial(process_chunk, batch_size=batch_size, overlap=overlap), chunks)
 
 
-def process_chunk(nlp: Language, chunk: List[Tuple[str, str]], batch_size: int) -> List[Result]:
+def process_chunk(nlp: Language, chunk: List[Tuple[str, str]], batch_size: int, overlap: bool = False) -> List[Result]:
     """:func:`pipe_isolating` of one chunk, as a list (what a worker process returns)."""
-    return list(pipe_isolating(nlp, chunk, batch_size))
+    return list(pipe_isolating(nlp, chunk, batch_size, overlap=overlap))
 
 
 def pipe_isolating(nlp: Language, notes: List[Tuple[str, str]], batch_size: int, overlap: bool = False) -> Iterator[Result]:

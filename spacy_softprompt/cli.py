@@ -187,7 +187,7 @@ def annotate(
     ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id (-1: CPU); with --n-process N all N workers use it."),
     overlap: bool = typer.Option(
-        False, "--overlap", help="one process: run the transformer of the next batch in a background thread while the heads run on this one (for a GPU; docs/speed.md)."
+        False, "--overlap", help="run the transformer of the next batch in a background thread while the heads work on this one, in this process or in each --n-process worker (for a GPU; docs/speed.md)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data, sharded, exactly once)."),
@@ -208,8 +208,8 @@ def annotate(
         raise CliUsageError(f"--engine {engine!r}: use local or ray")
     if batch_size < 1:
         raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
-    if overlap and (engine != "local" or n_process != 1):
-        raise CliUsageError("--overlap is for one local process: drop it with --n-process N or --engine ray")
+    if overlap and engine != "local":
+        raise CliUsageError("--overlap is for the local engine: drop it with --engine ray")
     if engine == "ray":
         _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
                          gpus_per_worker, cpus_per_worker, shard_size, code, schema)

@@ -104,9 +104,21 @@ def test_annotate_with_overlap_isolates_a_failure_and_matches_one_pass(tmp_path,
     assert (tmp_path / "over.jsonl").read_text(encoding="utf8") == (tmp_path / "plain.jsonl").read_text(encoding="utf8")
 
 
-def test_annotate_refuses_overlap_with_worker_processes(tmp_path):
-    with pytest.raises(AnnotateError, match="overlap"):
-        annotate(make_nlp(), tmp_path, tmp_path / "out.jsonl", output_format="jsonl", n_process=2, overlap=True)
+def test_annotate_with_overlap_in_worker_processes_matches_one_process(tmp_path):
+    """Each worker overlaps the batches of its chunk: the output equals one process without overlap."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    texts = {f"n{i:02d}": f"aspirin {i} and heparin" if i % 3 else f"note {i}" for i in range(20)}
+    texts["boom"] = "aspirin BOOM"
+    for name, text in texts.items():
+        (folder / f"{name}.txt").write_text(text, encoding="utf8")
+    nlp = make_nlp("test_explode_on_boom")
+    nlp.add_pipe("test_overlap_front", name="transformer", after="entity_ruler")  # the front ends here
+    one = annotate(nlp, folder, tmp_path / "one.jsonl", output_format="jsonl", batch_size=2, progress=False)
+    two = annotate(nlp, folder, tmp_path / "two.jsonl", output_format="jsonl", batch_size=2, n_process=2,
+                   progress=False, overlap=True)
+    assert two.to_dict() == one.to_dict() and [f["id"] for f in two.failed] == ["boom"]
+    assert (tmp_path / "two.jsonl").read_text(encoding="utf8") == (tmp_path / "one.jsonl").read_text(encoding="utf8")
 
 
 def test_overlapped_pipeline_gives_the_pipelines_entities_and_relations(tiny_bert):
@@ -137,13 +149,22 @@ def test_overlapped_pipeline_gives_the_pipelines_entities_and_relations(tiny_ber
     assert annotations(pipe_overlapped(nlp, texts, batch_size=3)) == expected
 
 
-def test_cli_refuses_overlap_with_worker_processes_before_loading(tmp_path, capsys):
+def test_cli_refuses_overlap_on_ray_before_loading(tmp_path, capsys):
     from spacy_softprompt.cli import main
 
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "a.txt").write_text("aspirin", encoding="utf8")
     with pytest.raises(SystemExit) as info:
-        main(["annotate", "no-such-model", str(notes), str(tmp_path / "out"), "--overlap", "--n-process", "2"])
+        main(["annotate", "no-such-model", str(notes), str(tmp_path / "out"), "--overlap", "--engine", "ray"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "--overlap" in err and "no-such-model" not in err
+
+
+def test_annotate_with_overlap_needs_a_transformer_and_says_so_before_writing(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("aspirin", encoding="utf8")
+    with pytest.raises(AnnotateError, match="transformer"):
+        annotate(make_nlp(), notes, tmp_path / "out", progress=False, overlap=True)
+    assert not (tmp_path / "out").exists()
