@@ -124,6 +124,35 @@ def compare_runs(
     return base
 
 
+def prompt_shape_comparisons(rows: List[Dict[str, Any]]) -> List[Comparison]:
+    """The prompt-shape grid's comparisons, each with a paired bootstrap interval:
+    per context and prompt length, deep − input; per context and depth, the
+    length with the best mean score − each other length. ``verdict`` reads
+    "A − B > 0" (held: A ahead beyond the interval and the seed spread)."""
+    cells = group(
+        ok_rows(rows, "prompt-shape"),
+        lambda r: (context_of(r), bool(r.get("frozen")), str(r.get("prompt_depth") or "none"), int(r.get("prompt_length") or 0)),
+    )
+    out: List[Comparison] = []
+    for ctx, frozen in sorted({key[:2] for key in cells}, key=str):
+        where = f"{context_label(ctx)}{', frozen' if frozen else ''}"
+        lengths = sorted({key[3] for key in cells if key[:2] == (ctx, frozen)})
+        for length in lengths:
+            deep, inp = cells.get((ctx, frozen, "deep", length)), cells.get((ctx, frozen, "input", length))
+            if deep and inp:
+                out.append(compare_runs(f"{where}, P={length}: deep − input", deep, inp))
+        for depth in sorted({key[2] for key in cells if key[:2] == (ctx, frozen)}):
+            by_length = {length: cells[(ctx, frozen, depth, length)] for length in lengths if (ctx, frozen, depth, length) in cells}
+            if len(by_length) < 2:
+                continue
+            mean = lambda runs: sum(run_score(r) or 0.0 for r in runs) / len(runs)  # noqa: E731
+            best = max(by_length, key=lambda length: mean(by_length[length]))
+            for length in by_length:
+                if length != best:
+                    out.append(compare_runs(f"{where}, {depth}: P={best} − P={length}", by_length[best], by_length[length]))
+    return out
+
+
 def _by_strategy(rows: List[Dict[str, Any]], experiment: str) -> Dict[Tuple, Dict[str, List[Dict[str, Any]]]]:
     out: Dict[Tuple, Dict[str, List[Dict[str, Any]]]] = {}
     for (ctx, strategy), members in group(ok_rows(rows, experiment), lambda r: (context_of(r), str(r.get("strategy")))).items():

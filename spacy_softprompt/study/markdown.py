@@ -167,7 +167,7 @@ def transfer_section(table, image: Optional[str], intervals: Optional[Dict] = No
     return lines + [""]
 
 
-def prompt_shape_section(table, image: Optional[str]) -> List[str]:
+def prompt_shape_section(table, image: Optional[str], comparisons: Sequence[Any] = ()) -> List[str]:
     lines = ["## Prompt length and depth", ""]
     if not table:
         return lines + ["No successful `prompt-shape` runs.", ""]
@@ -194,6 +194,15 @@ def prompt_shape_section(table, image: Optional[str]) -> List[str]:
     )
     if image:
         lines += [f"![prompt length curves]({image})", "", "Solid: unfrozen backbone; dashed: frozen; bands: min..max over seeds."]
+    if comparisons:
+        lines += [
+            "",
+            "**Paired bootstrap** of the score (mean of entity and relation strict F1), A − B in points with its 95% "
+            "interval over the test documents, seeds pooled; per length deep − input, per depth the best length − "
+            "each other one; the word after the arrow reads \"A − B > 0\" by the questions' rule:",
+            "",
+        ]
+        lines += [f"- {c.text()}" for c in comparisons]
     return lines + [""]
 
 

@@ -38,7 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-from .conclusions import check_conclusions
+from .conclusions import check_conclusions, prompt_shape_comparisons
 from .markdown import (
     bootstrap_section,
     conclusions_section,
@@ -118,7 +118,8 @@ def render_report(
     pending = sorted(k for k in (current_recipes or {}) if k.startswith("mrc/mrc-") and k not in have)
     if mrc or pending or any(r.get("experiment") == "mrc" for r in rows):
         lines += mrc_section(mrc, pending)
-    lines += prompt_shape_section(shape, images["prompt_shape"])
+    shape_comparisons = prompt_shape_comparisons(rows)
+    lines += prompt_shape_section(shape, images["prompt_shape"], shape_comparisons)
     lines += conclusions_section(conclusions, images["answers"])
     lines += convergence_section(rows)
     lines += stale_section(stale)
@@ -140,6 +141,7 @@ def render_report(
             if r.get("status") == "ok" and not r.get("reused_from") and (r.get("convergence") or {}).get("converged") is not True
         ],
         "conclusions": [dict(asdict(c), verdict_text=c.verdict_text) for c in conclusions],
+        "prompt_shape_comparisons": [dict(asdict(c), text=c.text()) for c in shape_comparisons],
         "transfer_drops": [
             {"group": list(key), "target": target, "drop": value.to_dict() if hasattr(value, "to_dict") else value}
             for key, by_target in transfer_intervals.items()

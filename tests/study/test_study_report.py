@@ -292,3 +292,25 @@ def test_report_names_the_grids_mrc_run_while_it_is_not_in(tmp_path):
                   current_recipes=current)
     text = (tmp_path / "out2" / "report.md").read_text(encoding="utf8")
     assert "Not in yet" not in text and "MRC − single" in text
+
+
+def test_prompt_shape_comparisons_give_intervals_in_the_report(tmp_path):
+    """Deep clearly ahead of input at each length, and one length clearly best per depth: the report lists
+    each comparison with its interval and the reading of "A − B > 0"."""
+    from spacy_softprompt.study.conclusions import prompt_shape_comparisons
+
+    scores = {("deep", 5): 0.60, ("deep", 20): 0.50, ("input", 5): 0.30, ("input", 20): 0.40}
+    rows = [
+        synthetic.row("prompt-shape", "soft-frozen", seed, value + jitter, value + jitter, prompt_depth=depth,
+                      prompt_length=length, docs=synthetic.DOCS)
+        for (depth, length), value in scores.items()
+        for seed, jitter in ((0, -0.005), (1, 0.005))
+    ]
+    found = {c.label.split(", frozen, ")[1]: c for c in prompt_shape_comparisons(rows)}
+    assert set(found) == {"P=5: deep − input", "P=20: deep − input", "deep: P=5 − P=20", "input: P=20 − P=5"}
+    assert found["P=5: deep − input"].observed == pytest.approx(0.30, abs=0.01)
+    assert found["deep: P=5 − P=20"].observed == pytest.approx(0.10, abs=0.01)
+    assert all(c.verdict == HELD and c.low > 0 for c in found.values())
+    render_report(synthetic.write(rows, tmp_path / "results.jsonl"), tmp_path / "out", plots=False)
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
+    assert f"- {found['deep: P=5 − P=20'].text()}" in text and "-> held" in text
