@@ -7,6 +7,11 @@ from typing import List, Optional
 
 import typer
 
+#: ``annotate``'s default notes per batch: on a GPU a backbone call of fewer than ~30 windows is
+#: bound by kernel launches (docs/gpu.md, "Why max_batch_items is 16,384")
+CPU_BATCH_SIZE = 16
+GPU_BATCH_SIZE = 32
+
 app = typer.Typer(
     name="spacy_softprompt",
     help=(
@@ -181,7 +186,9 @@ def annotate(
     source: Path = typer.Argument(..., help="Folder of .txt files, a .jsonl file of {id, text}, or Parquet (ray engine)."),
     output: Path = typer.Argument(..., help="Output folder (brat; always a folder with --engine ray) or .jsonl file."),
     output_format: str = typer.Option("brat", "--format", "-f", help="brat or jsonl; with --engine ray also parquet (brat = JSONL shards + brat files)."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", "-b", help=f"notes per batch (default {CPU_BATCH_SIZE} on a CPU, {GPU_BATCH_SIZE} with --gpu-id or --gpus-per-worker: docs/speed.md)."
+    ),
     n_process: int = typer.Option(
         1, "--n-process", "-n", help="worker processes (local engine), each with cores/N torch threads; with --gpu-id they share that GPU (docs/speed.md)."
     ),
@@ -206,6 +213,8 @@ def annotate(
     One run per output at a time; see docs/guarantees.md for what is guaranteed."""
     if engine not in ("local", "ray"):
         raise CliUsageError(f"--engine {engine!r}: use local or ray")
+    if batch_size is None:
+        batch_size = GPU_BATCH_SIZE if (gpu_id >= 0 or gpus_per_worker > 0) else CPU_BATCH_SIZE
     if batch_size < 1:
         raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
     if overlap and engine != "local":

@@ -131,3 +131,27 @@ def test_assets_links_from_mirror_and_explains_without_one(corpora_dir, tmp_path
     result = runner.invoke(app, ["assets", "maccrobat2020", str(tmp_path / "b")])
     assert result.exit_code != 0
     assert "--mirror" in str(result.exception)
+
+
+@pytest.mark.parametrize("extra, expected", [([], 16), (["--gpu-id", "0"], 32), (["--gpu-id", "0", "-b", "8"], 8)])
+def test_annotate_batch_size_defaults_to_more_notes_on_a_gpu(tmp_path, monkeypatch, extra, expected):
+    """On a GPU a backbone call of fewer than ~30 windows is launch-bound: annotate batches 32 notes there
+    unless told otherwise, 16 on a CPU."""
+    import spacy
+
+    import spacy_softprompt.annotate as annotate_module
+    import spacy_softprompt.cli as cli
+
+    seen = {}
+
+    class Report:
+        written, skipped_existing, failed = 1, 0, []
+
+    monkeypatch.setattr(cli, "_load_model", lambda model, gpu_id=-1: spacy.blank("en"))
+    monkeypatch.setattr(annotate_module, "annotate", lambda nlp, source, output, **kw: seen.update(kw) or Report())
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("aspirin", encoding="utf8")
+    result = runner.invoke(app, ["annotate", "m", str(notes), str(tmp_path / "out")] + extra)
+    assert result.exit_code == 0, result.output
+    assert seen["batch_size"] == expected
