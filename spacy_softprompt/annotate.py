@@ -30,7 +30,7 @@ from spacy.tokens import Doc
 
 from .annotations import get_entities, get_relations
 from .data.schema import Schema
-from .overlap import OverlappedPipeline, prefetched, split_pipeline
+from .overlap import OverlappedPipeline, prefetched
 from .parallel import Result, WorkerPool, available_cores
 from .safe_io import (
     PARTIAL_SUFFIX,
@@ -350,11 +350,6 @@ def annotate(
     heads work on this one (:mod:`~spacy_softprompt.overlap`); with workers, in each worker,
     on chunks of :data:`OVERLAP_BATCHES_PER_CHUNK` batches.
     """
-    if overlap:
-        try:
-            split_pipeline(nlp)
-        except ValueError as err:
-            raise AnnotateError(f"overlap: {err}") from None
     output = check_output(output, output_format)
     schema = check_brat_schema(brat_schema, output_format)
     source = check_source(source)

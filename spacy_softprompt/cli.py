@@ -194,7 +194,7 @@ def annotate(
     ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id (-1: CPU); with --n-process N all N workers use it."),
     overlap: bool = typer.Option(
-        False, "--overlap", help="run the transformer of the next batch in a background thread while the heads work on this one, in this process or in each --n-process worker (for a GPU; docs/speed.md)."
+        False, "--overlap", help="run the transformer of the next batch in a background thread while the heads work on this one, in this process or in each worker (--n-process, ray); for a GPU (docs/speed.md)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data, sharded, exactly once)."),
@@ -217,11 +217,9 @@ def annotate(
         batch_size = GPU_BATCH_SIZE if (gpu_id >= 0 or gpus_per_worker > 0) else CPU_BATCH_SIZE
     if batch_size < 1:
         raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
-    if overlap and engine != "local":
-        raise CliUsageError("--overlap is for the local engine: drop it with --engine ray")
     if engine == "ray":
         _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
-                         gpus_per_worker, cpus_per_worker, shard_size, code, schema)
+                         gpus_per_worker, cpus_per_worker, shard_size, code, schema, overlap)
         return
     from .annotate import annotate as run_annotate
     from .annotate import check_apart, check_brat_schema, check_output, check_source, errors_path_for
@@ -258,7 +256,7 @@ def _load_model(model: str, gpu_id: int = -1):
 
 
 def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
-                     gpus_per_worker, cpus_per_worker, shard_size, code, schema=None) -> None:
+                     gpus_per_worker, cpus_per_worker, shard_size, code, schema=None, overlap=False) -> None:
     from .annotate import check_apart, check_brat_schema, check_source
     from .scale import annotate_on_ray
 
@@ -281,7 +279,7 @@ def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, ad
         model, source, output, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, batch_size=batch_size, code=code,
         output_format="jsonl" if output_format == "brat" else output_format, brat=output_format == "brat",
-        brat_schema=brat_schema, progress=not quiet,
+        brat_schema=brat_schema, progress=not quiet, overlap=overlap,
     )
     run = result["run"]
     typer.echo(

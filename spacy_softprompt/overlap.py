@@ -32,10 +32,13 @@ FRONT_END = "transformer"
 
 
 def split_pipeline(nlp: Language, front_end: Optional[str] = None) -> Tuple[List[Stage], List[Stage]]:
-    """``(front, back)``: the enabled components up to and including ``front_end``
-    (default ``transformer``), and the ones after it."""
-    end = front_end or FRONT_END
+    """``(front, back)``: the enabled components up to and including ``front_end``,
+    and the ones after it. By default the front ends with ``transformer``; a
+    pipeline without one has an empty front (only its tokenizer runs ahead)."""
     names = nlp.pipe_names
+    if front_end is None and FRONT_END not in names:
+        return [], list(nlp.pipeline)
+    end = front_end or FRONT_END
     if end not in names:
         raise ValueError(
             f"no component {end!r} to end the overlapped front with (components: {', '.join(names) or 'none'}); "

@@ -11,7 +11,6 @@ from spacy.training import Example
 from spacy_softprompt.annotate import annotate
 from spacy_softprompt.annotations import get_relations
 from spacy_softprompt.overlap import pipe_overlapped, prefetched, split_pipeline
-from spacy_softprompt.safe_io import AnnotateError
 from spacy_softprompt.testing import toy_docs
 
 from test_annotate import TEXTS, make_nlp
@@ -65,12 +64,17 @@ def test_the_next_front_runs_in_another_thread_during_this_back():
     ]
 
 
-def test_split_pipeline_names_the_components_when_there_is_no_transformer():
-    nlp = make_nlp()
-    with pytest.raises(ValueError, match="entity_ruler"):
-        split_pipeline(nlp)
-    front, back = split_pipeline(marked_nlp(), "entity_ruler")
+def test_split_pipeline_at_the_transformer_or_a_named_component():
+    nlp = marked_nlp()
+    front, back = split_pipeline(nlp, "entity_ruler")
     assert [n for n, _ in front] == ["entity_ruler"] and [n for n, _ in back] == ["test_overlap_front", "test_overlap_back"]
+    with pytest.raises(ValueError, match="entity_ruler"):  # a named component that is not there: its list
+        split_pipeline(nlp, "no_such_component")
+    front, back = split_pipeline(nlp)  # no transformer: only the tokenizer runs ahead
+    assert front == [] and [n for n, _ in back] == nlp.pipe_names
+    nlp.add_pipe("test_overlap_front", name="transformer", after="entity_ruler")
+    front, back = split_pipeline(nlp)
+    assert [n for n, _ in front] == ["entity_ruler", "transformer"]
 
 
 def test_prefetched_keeps_order_and_raises_each_failure_from_its_own_item():
@@ -161,10 +165,8 @@ def test_cli_refuses_overlap_on_ray_before_loading(tmp_path, capsys):
     assert info.value.code == 2 and "--overlap" in err and "no-such-model" not in err
 
 
-def test_annotate_with_overlap_needs_a_transformer_and_says_so_before_writing(tmp_path):
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "a.txt").write_text("aspirin", encoding="utf8")
-    with pytest.raises(AnnotateError, match="transformer"):
-        annotate(make_nlp(), notes, tmp_path / "out", progress=False, overlap=True)
-    assert not (tmp_path / "out").exists()
+def test_overlapped_pipe_without_a_transformer_runs_the_tokenizer_ahead():
+    nlp = make_nlp()
+    texts = list(TEXTS.values()) * 3
+    expected = [[(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts, batch_size=2)]
+    assert [[(e.start, e.end, e.label_) for e in d.ents] for d in pipe_overlapped(nlp, texts, batch_size=2)] == expected

@@ -41,6 +41,7 @@ class ShardAnnotator:
         torch_threads: int,
         code: Optional[str] = None,
         brat_schema: Optional[Dict[str, Any]] = None,
+        overlap: bool = False,
     ) -> None:
         import spacy
 
@@ -65,13 +66,14 @@ class ShardAnnotator:
         self.batch_size = batch_size
         self.brat_dir = Path(brat_dir) if brat_dir else None
         self.brat_schema = schema_from_dict(brat_schema) if brat_schema is not None else None
+        self.overlap = overlap
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
         results = [
             annotate_shard(self.nlp, Path(shard_in), Path(shard_out), output_format=self.output_format,
                            batch_size=self.batch_size, brat_dir=self.brat_dir,
                            brat_names=json.loads(names) if self.brat_dir is not None else None,
-                           brat_schema=self.brat_schema).to_dict()
+                           brat_schema=self.brat_schema, overlap=self.overlap).to_dict()
             for shard_in, shard_out, names in zip(batch["shard_in"], batch["shard_out"], batch["brat_names"])
         ]
         return {key: [r[key] for r in results] for key in ShardResult.__dataclass_fields__}
@@ -95,12 +97,15 @@ def annotate_on_ray(
     runtime_env: Optional[Dict[str, Any]] = None,
     max_worker_restarts: int = 3,
     progress: bool = True,
+    overlap: bool = False,
 ) -> Dict[str, Any]:
     """Annotate ``source`` into the folder ``output`` on Ray; return the success
     marker (counts) plus this run's figures. ``address``: None starts (or joins,
     with ``RAY_ADDRESS``) a local cluster, ``"auto"`` or ``"ray://host:10001"``
     joins one; an already initialised Ray is used as it is. ``output`` must be a
-    folder every worker can read and write (shared storage on a cluster)."""
+    folder every worker can read and write (shared storage on a cluster).
+    ``overlap``: each worker runs the transformer of its next batch in a background
+    thread while the heads work on this one (:mod:`~spacy_softprompt.overlap`)."""
     if output_format not in ("jsonl", "parquet"):
         raise ValueError(f"Unknown output format '{output_format}': use 'jsonl' or 'parquet' (and brat=True for brat files).")
     if workers < 1:
@@ -135,6 +140,7 @@ def annotate_on_ray(
                 "brat_dir": str(brat_dir) if brat_dir else None, "use_gpu": gpus_per_worker > 0,
                 "torch_threads": max(1, int(cpus_per_worker)), "code": str(Path(code).resolve()) if code else None,
                 "brat_schema": schema.to_dict() if schema is not None else None,  # plain data: workers may run elsewhere
+                "overlap": overlap,
             }
             run.update(_run_on_ray(plan, pending, output_format, actor_kwargs, names, address=address, workers=workers,
                                    gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,

@@ -51,6 +51,7 @@ def annotate_shard(
     brat_dir: Optional[Path] = None,
     brat_names: Optional[Mapping[str, str]] = None,
     brat_schema: Optional[Schema] = None,
+    overlap: bool = False,
 ) -> ShardResult:
     """Annotate the notes of ``shard_in`` into ``shard_out`` (format from its
     suffix unless given); skip when ``shard_out`` already exists. With
@@ -59,7 +60,8 @@ def annotate_shard(
     :func:`brat_names_for` gives them; None: assigned here through
     :class:`~spacy_softprompt.safe_io.FileNames`, for a single-process caller), in
     ``brat_schema``'s source form when given.
-    A note that cannot be written fails alone."""
+    A note that cannot be written fails alone. ``overlap``: the transformer of the next
+    batch runs in a background thread while the heads work on this one (same output)."""
     start, cpu = time.perf_counter(), time.process_time()
     shard_in, shard_out = Path(shard_in), Path(shard_out)
     output_format = output_format or shard_out.suffix.lstrip(".")
@@ -78,7 +80,7 @@ def annotate_shard(
     records: List[Dict[str, Any]] = []
     readable = [(n["id"], n["text"]) for n in notes if n.get("error") is None]
     done: Dict[str, Tuple[Optional[Doc], Optional[str]]] = dict(
-        (doc_id, (doc, error)) for doc_id, doc, error in pipe_isolating(nlp, readable, batch_size)
+        (doc_id, (doc, error)) for doc_id, doc, error in pipe_isolating(nlp, readable, batch_size, overlap=overlap)
     )
     if brat_dir is not None and brat_names is None:
         brat_names = FileNames(brat_dir).assign([doc_id for doc_id, _ in readable])

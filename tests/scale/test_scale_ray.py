@@ -82,8 +82,9 @@ def test_killed_worker_is_restarted_every_note_exactly_once_same_as_local(notes,
     src = write_jsonl(tmp_path / "in.jsonl", notes)
     flag = tmp_path / "killed-once"
     model = save_pipeline(tmp_path / "pipeline", kill_flag=flag, once=True)
+    # overlap: each worker runs its next batch's front in a background thread (same output)
     result = annotate_on_ray(model, src, tmp_path / "out", workers=2, shard_size=50, code=COMPONENTS,
-                             brat=True, progress=False)
+                             brat=True, progress=False, overlap=True)
     assert flag.exists()  # a worker died mid-shard (on note-0260) and Ray redid the shard
     assert (result["notes"], result["ok"], result["failed"], result["shards"]) == (N_NOTES, N_NOTES - 1, 1, 6)
     assert result["run"]["shards_done"] == 6 and result["run"]["notes_done"] == N_NOTES

@@ -40,11 +40,12 @@ def test_one_record_per_note_bad_note_failed_without_text_rest_ok(pipeline, comp
     assert [json.loads(l)["id"] for l in (tmp_path / "out" / ERRORS_FILE).read_text().splitlines()] == ["note-0004"]
 
 
-def test_records_match_the_local_engine(pipeline, components, notes, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_records_match_the_local_engine(pipeline, components, notes, tmp_path, overlap):
     src = write_jsonl(tmp_path / "in.jsonl", notes)
     nlp = spacy.load(pipeline)
     plan = pack(src, tmp_path / "out", shard_size=7)
-    run_plain_loop(nlp, plan)
+    run_plain_loop(nlp, plan, batch_size=2, overlap=overlap)  # overlap: the next batch's front in a thread
     annotate(nlp, src, tmp_path / "local.jsonl", output_format="jsonl", progress=False)
     local = {r["id"]: r for r in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
     sharded = {r["id"]: r for s in plan.shards for r in read_records(plan.output_path(s, "jsonl")) if r["status"] == "ok"}
