@@ -153,16 +153,20 @@ def test_overlapped_pipeline_gives_the_pipelines_entities_and_relations(tiny_ber
     assert annotations(pipe_overlapped(nlp, texts, batch_size=3)) == expected
 
 
-def test_cli_refuses_overlap_on_ray_before_loading(tmp_path, capsys):
-    from spacy_softprompt.cli import main
+def test_cli_passes_overlap_to_the_ray_engine(tmp_path, monkeypatch):
+    """``annotate --engine ray --overlap`` hands the option to every worker (annotate_on_ray)."""
+    from typer.testing import CliRunner
 
+    import spacy_softprompt.scale as scale
+    from spacy_softprompt.cli import app
+
+    seen = {}
+    monkeypatch.setattr(scale, "annotate_on_ray", lambda *a, **kw: seen.update(kw) or {"notes": 1, "ok": 1, "failed": 0})
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "a.txt").write_text("aspirin", encoding="utf8")
-    with pytest.raises(SystemExit) as info:
-        main(["annotate", "no-such-model", str(notes), str(tmp_path / "out"), "--overlap", "--engine", "ray"])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and "--overlap" in err and "no-such-model" not in err
+    CliRunner().invoke(app, ["annotate", "m", str(notes), str(tmp_path / "out"), "--engine", "ray", "--overlap"])
+    assert seen.get("overlap") is True and seen.get("batch_size") == 16
 
 
 def test_overlapped_pipe_without_a_transformer_runs_the_tokenizer_ahead():
