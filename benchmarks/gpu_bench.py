@@ -82,6 +82,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-steps", type=int, default=3, help="timed steps after a warm-up (median)")
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--agreement-docs", type=int, default=16)
+    parser.add_argument("--frozen-checkpointing", action="store_true",
+                        help="also a training step of each frozen config with gradient checkpointing")
     parser.add_argument("--frozen-backbone-dtype", choices=("bfloat16", "float16"), default=None,
                         help="also a training step of each frozen config with its backbone weights in this dtype "
                              "(backbone_dtype), beside the shipped float32 one")
@@ -151,6 +153,10 @@ def main(argv=None) -> int:
             spec = dict(base, config=config, frozen_backbone_dtype=args.frozen_backbone_dtype)
             report["train"][half_key(config, args.frozen_backbone_dtype)] = part("train", spec)
             bc.write_report(report, args.output)
+        for config in [c for c in configs if "frozen" in c] if args.frozen_checkpointing else []:
+            bc.log(f"train: {config}, gradient checkpointing")
+            report["train"][f"{config} ({CHECKPOINTING})"] = part("train", dict(base, config=config, checkpointing=True))
+            bc.write_report(report, args.output)
     if args.large:
         shape = {"layers": args.large_layers, "hidden": args.large_hidden, "heads": args.large_heads}
         bc.log(f"large: {shape}")
@@ -161,6 +167,10 @@ def main(argv=None) -> int:
     print_report(report, measured)
     add_targets(report, measured)
     return bc.finish(report, args.output)
+
+
+#: results-key suffix of a frozen config's training step with gradient checkpointing
+CHECKPOINTING = "gradient checkpointing"
 
 
 def half_key(config: str, dtype: str) -> str:
@@ -244,12 +254,13 @@ def add_targets(report: Dict[str, Any], configs: List[str]) -> None:
         targets["peak memory frozen / unfrozen"] = bc.target_entry(
             f["peak_mb"] / u["peak_mb"], TARGETS["frozen_peak_vs_unfrozen"], False,
             note=u["memory"]["steps"].get("kind", ""))
-        for dtype in ("bfloat16", "float16"):
-            h = train.get(half_key(frozen, dtype))
+        variants = [(f"{dtype} backbone", train.get(half_key(frozen, dtype))) for dtype in ("bfloat16", "float16")]
+        variants.append((CHECKPOINTING, train.get(f"{frozen} ({CHECKPOINTING})")))
+        for label, h in variants:
             if h and "error" not in h:
-                targets[f"train step frozen ({dtype} backbone) / unfrozen"] = bc.target_entry(
+                targets[f"train step frozen ({label}) / unfrozen"] = bc.target_entry(
                     h["s_per_step"] / u["s_per_step"], TARGETS["frozen_step_vs_unfrozen"], False)
-                targets[f"peak memory frozen ({dtype} backbone) / unfrozen"] = bc.target_entry(
+                targets[f"peak memory frozen ({label}) / unfrozen"] = bc.target_entry(
                     h["peak_mb"] / u["peak_mb"], TARGETS["frozen_peak_vs_unfrozen"], False,
                     note=u["memory"]["steps"].get("kind", ""))
 

@@ -3,7 +3,7 @@
 # spaCy and no network (docs/gpu.md). Here, once:  bash ../shared/gpu/make_bundle.sh  (writes
 # .gpu/bundle.tar.xz; keep /.gpu/ in .git/info/exclude). There: run this script from the checkout's root
 # with the bundle carried along; results go to $OUT (default /tmp/gpu_out):
-#   gpu.json (python -m spacy_softprompt bench gpu --workers 4 --large --frozen-backbone-dtype bfloat16;
+#   gpu.json (python -m spacy_softprompt bench gpu --workers 4 --large --frozen-backbone-dtype bfloat16 --frozen-checkpointing;
 #   copy it to benchmarks/results/),
 #   bench_gpu.log, gpu_tests.log (the opt-in GPU tests, when pytest is there), nvidia-smi.csv.
 # BENCH_ARGS replaces the benchmark's options (default below: about 7 minutes on an H200 on 2026-12-04, before the overlapped pipe and the trained-heads agreement were added: ~1 more; BENCH_TIMEOUT 500 s and TESTS_TIMEOUT 60 s fit one 600-s device call).
@@ -16,7 +16,7 @@ mkdir -p "$OUT" /tmp/w
 export PYTHONPATH=$PWD:/tmp/w/site${PYTHONPATH:+:$PYTHONPATH}
 PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1 || true
-read -r -a ARGS <<< "${BENCH_ARGS:---device cuda --gpu-id 0 --workers 4 --large --frozen-backbone-dtype bfloat16}"
+read -r -a ARGS <<< "${BENCH_ARGS:---device cuda --gpu-id 0 --workers 4 --large --frozen-backbone-dtype bfloat16 --frozen-checkpointing}"
 timeout "${BENCH_TIMEOUT:-500}" "$PY" -m spacy_softprompt bench gpu "${ARGS[@]}" --output "$OUT/gpu.json" > "$OUT/bench_gpu.log" 2>&1
 echo "bench gpu: exit $?"
 tail -40 "$OUT/bench_gpu.log"

@@ -18,7 +18,7 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--layers", "1", "--hidden", "64", "--docs", "4",
            "--words", "80", "--batch-size", "4", "--repeats", "1", "--train-words", "160", "--train-steps", "1", "--threads", "1",
-           "--workers", "2", "--overlap-docs", "12", "--agreement-train-steps", "6", "--workdir", str(tmp_path / "models"), "--output", str(out)]
+           "--workers", "2", "--overlap-docs", "12", "--agreement-train-steps", "6", "--frozen-checkpointing", "--workdir", str(tmp_path / "models"), "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -64,6 +64,10 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     assert frozen["backbone_grads"] == 0 and frozen["backbone_optimizer_entries"] == 0
     assert frozen["backbone_requires_grad"] == 0 and frozen["prompt_optimizer_entries"] > 0
     assert report["train"]["tok_soft-frozen"]["s_per_step"] > 0 and report["train"]["tok_soft"]["peak_mb"] > 0
+    checkpointed = report["train"]["tok_soft-frozen (gradient checkpointing)"]
+    assert checkpointed["gradient_checkpointing"] is True and checkpointed["checks"]["backbone_grads"] == 0
+    assert {"train step frozen (gradient checkpointing) / unfrozen",
+            "peak memory frozen (gradient checkpointing) / unfrozen"} <= set(report["targets"])
     assert report["large"] is None  # --large: on the GPU machine
     assert set(report["targets"]) >= {"train step frozen / unfrozen", "peak memory frozen / unfrozen",
                                       "tok_soft: nlp.pipe / bare forward", "tok_soft-frozen: N workers / bare forward"}
