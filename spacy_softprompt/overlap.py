@@ -15,6 +15,7 @@ One thread runs the front, one batch ahead; the back reads each doc's
 ``doc._.trf_data``, as in ``nlp.pipe``. On a CPU both halves compete for the
 same cores, so the gain there is small (docs/speed.md).
 """
+import sys
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,11 +56,36 @@ def run_stages(stages: List[Stage], docs: List[Doc], batch_size: int) -> List[Do
     return docs
 
 
+def current_devices() -> Callable[[], None]:
+    """A function that makes a thread use the GPU this one uses: CUDA's current device
+    is per thread in cupy and torch, and a new thread starts on device 0 (a pipeline
+    on ``--gpu-id 1`` would allocate its front's arrays on the wrong GPU)."""
+    cupy_device = torch_device = None
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        try:
+            cupy_device = int(cupy.cuda.runtime.getDevice())
+        except Exception:  # noqa: BLE001 - no CUDA here: nothing to carry over
+            cupy_device = None
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch_device = int(torch.cuda.current_device())
+
+    def use() -> None:
+        if cupy_device is not None:
+            cupy.cuda.Device(cupy_device).use()
+        if torch_device is not None:
+            torch.cuda.set_device(torch_device)
+
+    return use
+
+
 def prefetched(fn: Callable[[Item], object], items: Iterable[Item], ahead: int = 1) -> Iterator[Tuple[Item, Future]]:
     """``(item, future of fn(item))`` in order, ``fn`` run in one background thread
-    up to ``ahead`` items before the caller asks for them. A failed call raises from
-    its future's ``result()``; closing the iterator drops the calls not started."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spacy-softprompt-front")
+    up to ``ahead`` items before the caller asks for them, on the caller's GPU (if any).
+    A failed call raises from its future's ``result()``; closing the iterator drops the
+    calls not started."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spacy-softprompt-front", initializer=current_devices())
     pending: "deque[Tuple[Item, Future]]" = deque()
     try:
         for item in items:

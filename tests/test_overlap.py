@@ -174,3 +174,28 @@ def test_overlapped_pipe_without_a_transformer_runs_the_tokenizer_ahead():
     texts = list(TEXTS.values()) * 3
     expected = [[(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts, batch_size=2)]
     assert [[(e.start, e.end, e.label_) for e in d.ents] for d in pipe_overlapped(nlp, texts, batch_size=2)] == expected
+
+
+def test_the_front_thread_is_put_on_the_callers_gpu(monkeypatch):
+    """CUDA's current device is per thread (cupy, torch): the front thread is set to the caller's
+    device before it runs (a stand-in cupy module records the calls; no GPU needed)."""
+    import sys
+    import types
+
+    from spacy_softprompt.overlap import current_devices
+
+    used = []
+
+    class Device:
+        def __init__(self, i):
+            self.i = i
+
+        def use(self):
+            used.append((threading.current_thread().name, self.i))
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 1), Device=Device))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert [f.result() for _, f in prefetched(lambda x: x + 1, [1, 2])] == [2, 3]
+    assert len(used) == 1 and used[0][1] == 1 and used[0][0] != threading.current_thread().name
+    monkeypatch.delitem(sys.modules, "cupy")
+    current_devices()()  # without cupy (and without CUDA in torch): nothing to do, no error
