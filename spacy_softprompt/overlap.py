@@ -15,6 +15,7 @@ One thread runs the front, one batch ahead; the back reads each doc's
 ``doc._.trf_data``, as in ``nlp.pipe``. On a CPU both halves compete for the
 same cores, so the gain there is small (docs/speed.md).
 """
+import contextvars
 import sys
 import threading
 from collections import deque
@@ -82,14 +83,16 @@ def current_devices() -> Callable[[], None]:
 
 def prefetched(fn: Callable[[Item], object], items: Iterable[Item], ahead: int = 1) -> Iterator[Tuple[Item, Future]]:
     """``(item, future of fn(item))`` in order, ``fn`` run in one background thread
-    up to ``ahead`` items before the caller asks for them, on the caller's GPU (if any).
+    up to ``ahead`` items before the caller asks for them, on the caller's GPU (if any)
+    and with a copy of the caller's context variables (thinc's current ops).
     A failed call raises from its future's ``result()``; closing the iterator drops the
     calls not started."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spacy-softprompt-front", initializer=current_devices())
     pending: "deque[Tuple[Item, Future]]" = deque()
     try:
         for item in items:
-            pending.append((item, pool.submit(fn, item)))
+            # the caller's context variables go along (thinc keeps its current ops, CPU or GPU, in one)
+            pending.append((item, pool.submit(contextvars.copy_context().run, fn, item)))
             if len(pending) > ahead:
                 yield pending.popleft()
         while pending:

@@ -199,3 +199,18 @@ def test_the_front_thread_is_put_on_the_callers_gpu(monkeypatch):
     assert len(used) == 1 and used[0][1] == 1 and used[0][0] != threading.current_thread().name
     monkeypatch.delitem(sys.modules, "cupy")
     current_devices()()  # without cupy (and without CUDA in torch): nothing to do, no error
+
+
+def test_the_front_thread_sees_the_callers_thinc_ops():
+    """thinc keeps its current ops (NumpyOps, CupyOps) in a context variable, which a new thread
+    would not have: the front runs in a copy of the caller's context."""
+    from thinc.api import NumpyOps, get_current_ops, set_current_ops
+
+    before = get_current_ops()
+    mine = NumpyOps()
+    set_current_ops(mine)
+    try:
+        seen = [f.result() for _, f in prefetched(lambda _: get_current_ops(), range(3))]
+    finally:
+        set_current_ops(before)
+    assert all(ops is mine for ops in seen)
