@@ -19,8 +19,6 @@ import types
 
 import numpy
 import pytest
-import spacy
-from spacy.training import Example
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.layers.trfs2arrays import forward as trfs2arrays_forward
@@ -37,7 +35,6 @@ from spacy_softprompt.heads import biluo_decoding
 from spacy_softprompt.heads.biluo_decoding import B, I, L, N_PARTS, U, _NEG, decode, n_tags, viterbi, viterbi_flat
 from spacy_softprompt.heads.listener import POOLED_CACHE_ATTR
 from spacy_softprompt.heads.relation_model import distance_buckets
-from spacy_softprompt.testing import toy_docs
 
 ATOL = 1e-5
 
@@ -140,27 +137,6 @@ def _reference_pair_forward(model, X, is_train):
 def _old_wordpieces(tokenizer, texts):
     encoding = huggingface_tokenize(tokenizer, list(texts))
     return encoding, WordpieceBatch.from_batch_encoding(encoding)
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_bert):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("transformer", config={"model": {
-        "@architectures": "spacy_softprompt.SoftPromptTransformerModel.v1", "name": str(tiny_bert),
-        "prompt_length": 4, "prompt_depth": "deep", "init_seed": 0, "tokenizer_config": {"use_fast": True},
-        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 12, "stride": 9},
-    }})
-    nlp.add_pipe("token_ner")
-    nlp.add_pipe("relation_extractor", config={"threshold": 0.3})
-    examples = [Example(nlp.make_doc(doc.text), doc) for doc in toy_docs(nlp)]
-    nlp.initialize(lambda: examples)
-    optimizer = nlp.create_optimizer()
-    optimizer.learn_rate = 0.01
-    for _ in range(15):
-        nlp.update(examples, sgd=optimizer, losses={})
-    base = [eg.reference.text for eg in examples]
-    texts = base + [" ".join(base[: k + 1]) * (k + 1) for k in range(4)] + ["", "aspirin"]
-    return nlp, texts
 
 
 def _heads_tok2vec(nlp):

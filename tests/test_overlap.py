@@ -4,14 +4,11 @@ import json
 import threading
 
 import pytest
-import spacy
 from spacy.language import Language
-from spacy.training import Example
 
 from spacy_softprompt.annotate import annotate
 from spacy_softprompt.annotations import get_relations
 from spacy_softprompt.overlap import pipe_overlapped, prefetched, split_pipeline
-from spacy_softprompt.testing import toy_docs
 
 from test_annotate import TEXTS, make_nlp
 
@@ -125,22 +122,8 @@ def test_annotate_with_overlap_in_worker_processes_matches_one_process(tmp_path)
     assert (tmp_path / "two.jsonl").read_text(encoding="utf8") == (tmp_path / "one.jsonl").read_text(encoding="utf8")
 
 
-def test_overlapped_pipeline_gives_the_pipelines_entities_and_relations(tiny_bert):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("transformer", config={"model": {
-        "@architectures": "spacy_softprompt.SoftPromptTransformerModel.v1", "name": str(tiny_bert),
-        "prompt_length": 4, "prompt_depth": "deep", "init_seed": 0, "tokenizer_config": {"use_fast": True},
-        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 12, "stride": 9},
-    }})
-    nlp.add_pipe("token_ner")
-    nlp.add_pipe("relation_extractor", config={"threshold": 0.3})
-    examples = [Example(nlp.make_doc(doc.text), doc) for doc in toy_docs(nlp)]
-    nlp.initialize(lambda: examples)
-    optimizer = nlp.create_optimizer()
-    optimizer.learn_rate = 0.01
-    for _ in range(10):
-        nlp.update(examples, sgd=optimizer, losses={})
-    texts = [eg.reference.text for eg in examples] * 3 + ["", "aspirin"]
+def test_overlapped_pipeline_gives_the_pipelines_entities_and_relations(trained):
+    nlp, texts = trained
 
     def annotations(docs):
         return [
