@@ -23,10 +23,12 @@ from spacy_softprompt.study.curve import convergence
 DESCRIPTIONS = {
     "soft": "soft prompts, backbone unfrozen (the main job, 600 steps)",
     "soft-frozen": "soft prompts (deep, P=20), frozen backbone",
+    "soft-frozen-p5": "soft prompts (deep, P=5), frozen backbone",
     "soft-lora": "soft prompts (deep, P=20) + LoRA r=8, frozen backbone",
     "peft-prefix": "PEFT prefix tuning (20 virtual tokens), frozen backbone",
     "peft-prefix22": "PEFT prefix tuning (22 virtual tokens: no fewer parameters than soft-frozen's entity path)",
     "peft-lora": "PEFT LoRA r=8, frozen backbone",
+    "peft-prefix7": "PEFT prefix tuning (7 virtual tokens: no fewer parameters than soft-frozen-p5's entity path)",
 }
 
 
@@ -266,10 +268,12 @@ README_END = "<!-- frozen-table:end -->"
 README_NAMES = {
     "soft": "`soft` (the main job)",
     "soft-frozen": "`soft-frozen`",
+    "soft-frozen-p5": "`soft-frozen`, P = 5",
     "soft-lora": "`soft-lora`",
     "peft-prefix": "PEFT prefix tuning, 20 virtual tokens",
     "peft-prefix22": "PEFT prefix tuning, 22 virtual tokens",
     "peft-lora": "PEFT LoRA, rank 8",
+    "peft-prefix7": "PEFT prefix tuning, 7 virtual tokens",
 }
 
 

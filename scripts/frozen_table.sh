@@ -11,7 +11,9 @@
 # caller gives (e.g. `nice -n 19`).
 # usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix22 peft-lora soft"] [PEFT_ARGS="..."] scripts/frozen_table.sh
 # peft-prefix<N>: prefix tuning with N virtual tokens (peft-prefix: 20; peft-prefix22: 22, the
-# smallest prefix that trains at least as many parameters as soft-frozen's entity path). PEFT_ARGS
+# smallest prefix that trains at least as many parameters as soft-frozen's entity path).
+# <strategy>-p<N>: configs/tok_<strategy>_cpu.cfg with prompt_length N (soft-frozen-p5: P = 5, whose
+# equal-parameter PEFT peer is peft-prefix7). PEFT_ARGS
 # go to benchmarks/baseline_peft.py; the stored 20-token prefix runs (seeds 0, 1) were made with
 # SEEDS="0 1" SYSTEMS=peft-prefix PEFT_ARGS="--patience 5". The table covers every system stored.
 # outputs: trained pipelines in training/frozen/<system>-seed<S>/ (not kept); per run, in
@@ -41,9 +43,13 @@ run_one() {  # run_one SYSTEM SEED
         --output "$RESULTS/runs/$system-seed$seed.json" --metrics-output "$out.partial"
       ;;
     *)
-      $PYTHON -m spacy_softprompt train "configs/tok_${system}_cpu.cfg" --output "training/frozen/$system-seed$seed" --resume \
+      local strategy=$system shape=()
+      if [[ $system =~ ^(.+)-p([0-9]+)$ ]]; then
+        strategy=${BASH_REMATCH[1]}; shape=(--components.transformer.model.prompt_length "${BASH_REMATCH[2]}")
+      fi
+      $PYTHON -m spacy_softprompt train "configs/tok_${strategy}_cpu.cfg" --output "training/frozen/$system-seed$seed" --resume \
         --curve "$RESULTS/runs/$system-seed$seed.curve.json" \
-        --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed"
+        --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" "${shape[@]}"
       $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"
       $PYTHON scripts/frozen_report.py --run-info "training/frozen/$system-seed$seed/model-best" \
         --wall-s $((SECONDS - start)) > "$RESULTS/runs/$system-seed$seed.json"
