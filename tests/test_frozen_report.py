@@ -207,3 +207,50 @@ def test_readme_writer_replaces_only_the_marked_table(tmp_path):
     with pytest.raises(SystemExit, match="no frozen-table markers"):
         report.write_readme(unmarked, table)
     assert unmarked.read_text() == "no markers here\n"
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# records each call; writes what frozen_table.sh expects of the real commands
+echo "$*" >> "$CALLS"
+prev=""
+for arg in "$@"; do
+  case $prev in
+    --output|--metrics-output) [[ $1 != -m || $2 != spacy_softprompt || $3 != train ]] && echo '{}' > "$arg" ;;
+  esac
+  prev=$arg
+done
+[[ "$*" == *"--run-info"* ]] && echo '{}'
+exit 0
+"""
+
+
+@pytest.mark.parametrize(
+    "system, expected",
+    [
+        ("soft-frozen-p5", "-m spacy_softprompt train configs/tok_soft-frozen_cpu.cfg"),
+        ("soft-frozen", "-m spacy_softprompt train configs/tok_soft-frozen_cpu.cfg"),
+        ("peft-prefix7", "benchmarks/baseline_peft.py --method prefix --virtual-tokens 7"),
+    ],
+)
+def test_frozen_table_script_maps_each_system_to_its_run(tmp_path, system, expected):
+    """``<strategy>-p<N>`` trains the strategy's config with prompt_length N; plain names keep the
+    config's own length; ``peft-prefix<N>`` passes N virtual tokens."""
+    import subprocess
+
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    results = tmp_path / "results"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "CALLS": str(calls), "RESULTS": str(results),
+           "SEEDS": "3", "SYSTEMS": system}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "frozen_table.sh")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = calls.read_text().splitlines()
+    first = lines[0]
+    assert first.startswith(expected), first
+    assert "--seed 3" in first or "--system.seed 3" in first
+    override = "--components.transformer.model.prompt_length 5"
+    assert (override in first) == (system == "soft-frozen-p5")
+    assert (results / f"{system}-seed3.json").is_file()
+    assert lines[-1] == f"scripts/frozen_report.py {results}"
