@@ -232,7 +232,7 @@ def report(
     results: Path = typer.Argument(..., help="Results table written by 'study run' (.jsonl)."),
     out_dir: Path = typer.Argument(..., help="Folder for report.md, the PNG plots, results.csv and summary.json."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Tables only."),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="The grid file the results come from: rows whose recipe differs from the one it plans now are left out as stale (without it: from the newest run of the same kind)."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="The grid file the results come from: rows whose recipe differs from the one it (and the grids it shares its report with) plans now are left out as stale (without it: from the newest run of the same kind)."),
 ) -> None:
     """Render the study report: strategy, few-shot, transfer, MRC and prompt-shape tables and plots, convergence, and the four questions answered from intervals."""
     from .report import render_report
@@ -244,7 +244,7 @@ def report(
     if grid is not None:
         from .grid import load_grid
 
-        current = {spec.key: spec.recipe for spec in load_grid(grid).plan()}
+        current = load_grid(grid).current_recipes()
     summary = render_report(results, out_dir, plots=not no_plots, current_recipes=current)
     _print_report_summary(summary)
 

@@ -9,6 +9,11 @@ the report, in which only rows with the recipe the plan computes now are used.
 step (``seconds_per_step`` of the file). Paths in the file are relative to the
 working directory (the project root).
 
+Grids that write one results file and one report (``shares_report_with``: the
+other grid files) plan each other's runs when the report is written, so a row
+of the other grid's experiments with an outdated recipe is left out as stale
+whichever grid writes the report.
+
 Recipe budgets (``recipes``): per strategy (or ``mrc:<strategy>``) ``max_steps``
 and ``eval_frequency`` as a number, ``config`` (the config file's own value) or
 ``project`` (``vars.max_steps`` / ``vars.eval_frequency`` of ``project.yml``,
@@ -49,12 +54,28 @@ class Grid:
     overheads: Dict[str, float] = field(default_factory=dict)  # training file -> seconds per run beside the steps
     overhead_s: float = DEFAULT_OVERHEAD_S
     timeout: Optional[float] = None
+    shares_report_with: List[Path] = field(default_factory=list)  # grid files writing the same results and report
 
     def plan(self, warn: Callable[[str], None] = lambda m: None) -> List[RunSpec]:
         specs: List[RunSpec] = []
         for settings, kwargs in self.experiments:
             specs += plan_runs(settings, warn=warn, **kwargs)
         return specs
+
+    def current_recipes(self, warn: Callable[[str], None] = lambda m: None) -> Dict[str, str]:
+        """key -> recipe of every run this grid and the grids it shares its report with plan now
+        (this grid's own plan wins a key both plan)."""
+        current: Dict[str, str] = {}
+        for other in self.shares_report_with:
+            companion = load_grid(other)
+            if (companion.results, companion.report) != (self.results, self.report):
+                raise StudyError(
+                    f"{self.path}: shares_report_with {other}, which writes {companion.results} / {companion.report}, "
+                    f"not {self.results} / {self.report}"
+                )
+            current.update({spec.key: spec.recipe for spec in companion.plan(warn)})
+        current.update({spec.key: spec.recipe for spec in self.plan(warn)})
+        return current
 
     @property
     def experiment_names(self) -> List[str]:
@@ -148,6 +169,7 @@ def load_grid(path: PathLike, project: PathLike = "project.yml", *, threads: Opt
         overheads={str(d["train"]): float(d["overhead_s"]) for d in datasets.values() if "overhead_s" in d},
         overhead_s=float(raw.get("overhead_s", DEFAULT_OVERHEAD_S)),
         timeout=float(raw["timeout"]) if raw.get("timeout") else None,
+        shares_report_with=[Path(p) for p in parse_list(raw.get("shares_report_with"))],
     )
 
 
@@ -212,10 +234,9 @@ def run_study(
     from .report import render_report
 
     grid.only(only)  # names checked before anything runs
-    current: Dict[str, str] = {}
+    current = grid.current_recipes()  # the report's current recipes: this grid's and its companions'
     for settings, kwargs in grid.experiments:
         specs = plan_runs(settings, warn=lambda m: log(f"warning: {m}"), **kwargs)
-        current.update({spec.key: spec.recipe for spec in specs})
         if only and settings.experiment not in only:
             continue
         log(f"== {settings.experiment}: {len(specs)} runs")

