@@ -18,6 +18,8 @@ Recipe budgets (``recipes``): per strategy (or ``mrc:<strategy>``) ``max_steps``
 and ``eval_frequency`` as a number, ``config`` (the config file's own value) or
 ``project`` (``vars.max_steps`` / ``vars.eval_frequency`` of ``project.yml``,
 the main job's budget), so the study follows the product's recipe when it moves.
+A dataset may carry its own ``recipes`` (same form): its experiments take them
+over the grid's, key by key (a larger training set wants a longer schedule).
 """
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -112,6 +114,18 @@ def read_recipes(raw: Dict[str, Any], project_vars: Dict[str, Any]) -> Tuple[Dic
     return default, per_strategy
 
 
+def merged_recipes(grid_recipes: Optional[Dict[str, Any]], data_recipes: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The grid's ``recipes`` block with a dataset's own ``recipes`` over it, key by key
+    (``{"default": {"max_steps": 3200}}`` keeps the grid's default ``eval_frequency``); a
+    strategy the grid has no entry for starts from the grid's ``default``."""
+    merged = {name: dict(entry or {}) for name, entry in (grid_recipes or {}).items()}
+    for name, entry in (data_recipes or {}).items():
+        if not isinstance(entry, dict) or set(entry) - set(BUDGET_KEYS):
+            raise StudyError(f"recipes: bad entry {name!r}: {entry!r} (keys: {', '.join(BUDGET_KEYS)})")
+        merged.setdefault(name, dict(merged.get("default", {}))).update(entry)
+    return merged
+
+
 def load_grid(path: PathLike, project: PathLike = "project.yml", *, threads: Optional[int] = None) -> Grid:
     """The grid file at ``path``; ``threads`` (torch threads per run) overrides the
     file's ``threads``: it changes how fast a run goes, not its recipe."""
@@ -120,7 +134,6 @@ def load_grid(path: PathLike, project: PathLike = "project.yml", *, threads: Opt
     path = Path(path)
     raw = srsly.read_yaml(path)
     project_vars = srsly.read_yaml(project).get("vars", {}) if Path(project).is_file() else {}
-    default, per_strategy = read_recipes(raw.get("recipes") or {}, project_vars)
     shared = {k: raw[k] for k in SETTING_KEYS if k in raw}
     if threads is not None:
         shared["threads"] = int(threads)
@@ -132,6 +145,7 @@ def load_grid(path: PathLike, project: PathLike = "project.yml", *, threads: Opt
         if data is None:
             raise StudyError(f"{path}: every experiment names one of the datasets {sorted(datasets)}")
         experiment = entry.pop("experiment")
+        default, per_strategy = read_recipes(merged_recipes(raw.get("recipes"), data.get("recipes")), project_vars)
         settings = StudySettings(
             experiment=experiment,
             train=data["train"],

