@@ -21,6 +21,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -77,6 +78,7 @@ def score(
     ),
 ) -> None:
     """Score brat against brat: strict/lenient entity and relation P/R/F1 (n2c2 2018 style).
+
     Prints the counting policy it used, then the table, then notes (repeated lines, ...)."""
     from .brat_scoring import score_brat_dirs
     from .scoring import format_table
@@ -163,8 +165,10 @@ def compare(
     seed: int = typer.Option(0, "--seed", help="Seed of the resampling."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the comparison as JSON."),
 ) -> None:
-    """Two systems: F1 mean ± sd over seeds and the paired bootstrap 95% interval of the
-    difference, from the per-document counts ("per_doc") that 'evaluate --output' writes."""
+    """Compare two systems: F1 mean ± sd over seeds and a paired bootstrap 95% interval.
+
+    The interval is of the difference, from the per-document counts ("per_doc") that
+    'evaluate --output' writes."""
     from .compare import compare_files, format_comparison, parse_names
 
     if files.count("--vs") != 1 or files[0] == "--vs" or files[-1] == "--vs":
@@ -210,6 +214,7 @@ def annotate(
     ),
 ) -> None:
     """Annotate notes; resumable (skips documents already written), failures reported, never lost.
+
     One run per output at a time; see docs/guarantees.md for what is guaranteed."""
     if engine not in ("local", "ray"):
         raise CliUsageError(f"--engine {engine!r}: use local or ray")
@@ -318,10 +323,12 @@ def train(
         False, "--resume", help="Go on from the checkpoint a killed run left in --output (same config and overrides); without it an old checkpoint is discarded."
     ),
 ) -> None:
-    """``spacy train`` with ``package:`` backbone names resolved to folders (so plain
-    spacy-transformers architectures, the baseline, can use the offline backbone too)
-    and a checkpoint in ``--output/checkpoint`` after every dev evaluation, which
-    ``--resume`` continues from. Extra ``--section.key value`` overrides are passed on."""
+    """Train a pipeline (spacy train), resumable from its last dev evaluation with --resume.
+
+    'package:' backbone names are resolved to folders (so plain spacy-transformers
+    architectures, the baseline, can use the offline backbone too), and a checkpoint is
+    written to --output/checkpoint after every dev evaluation, which --resume continues
+    from. Extra --section.key value overrides are passed on."""
     from spacy.cli._util import parse_config_overrides, setup_gpu, show_validation_error
     from spacy.training.initialize import init_nlp
     from spacy.util import load_config
@@ -361,8 +368,9 @@ def bench(
     ctx: typer.Context,
     name: Optional[str] = typer.Argument(None, help="inference, training, packaging, scaling, encoder, mrc, or all."),
 ) -> None:
-    """Run a benchmark script from benchmarks/ (figures printed and saved as JSON);
-    extra options, ``--help`` included, are passed on to the script."""
+    """Run a benchmark script from benchmarks/ (figures printed and saved as JSON).
+
+    Extra options, --help included, are passed on to the script."""
     from .bench import main as bench_main
 
     raise typer.Exit(code=bench_main([name or "--help", *ctx.args]))

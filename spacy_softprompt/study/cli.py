@@ -14,6 +14,7 @@ study_app = typer.Typer(
     help="The prompt-learning study: run grids (resumable) and render the report.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
