@@ -49,7 +49,7 @@ run_one() {  # run_one SYSTEM SEED
       fi
       $PYTHON -m spacy_softprompt train "configs/tok_${strategy}_cpu.cfg" --output "training/frozen/$system-seed$seed" --resume \
         --curve "$RESULTS/runs/$system-seed$seed.curve.json" \
-        --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" "${shape[@]}"
+        --paths.train "$TRAIN" --paths.dev "$DEV" --system.seed "$seed" ${shape[@]+"${shape[@]}"}
       $PYTHON -m spacy_softprompt evaluate "training/frozen/$system-seed$seed/model-best" "$DEV" --output "$out.partial"
       $PYTHON scripts/frozen_report.py --run-info "training/frozen/$system-seed$seed/model-best" \
         --wall-s $((SECONDS - start)) > "$RESULTS/runs/$system-seed$seed.json"

@@ -67,6 +67,12 @@ class Grid:
     def current_recipes(self, warn: Callable[[str], None] = lambda m: None) -> Dict[str, str]:
         """key -> recipe of every run this grid and the grids it shares its report with plan now
         (this grid's own plan wins a key both plan)."""
+        current = self.companion_recipes(warn)
+        current.update({spec.key: spec.recipe for spec in self.plan(warn)})
+        return current
+
+    def companion_recipes(self, warn: Callable[[str], None] = lambda m: None) -> Dict[str, str]:
+        """key -> recipe of every run the grids this one shares its report with plan now."""
         current: Dict[str, str] = {}
         for other in self.shares_report_with:
             companion = load_grid(other)
@@ -76,7 +82,6 @@ class Grid:
                     f"not {self.results} / {self.report}"
                 )
             current.update({spec.key: spec.recipe for spec in companion.plan(warn)})
-        current.update({spec.key: spec.recipe for spec in self.plan(warn)})
         return current
 
     @property
@@ -248,9 +253,10 @@ def run_study(
     from .report import render_report
 
     grid.only(only)  # names checked before anything runs
-    current = grid.current_recipes()  # the report's current recipes: this grid's and its companions'
+    current = grid.companion_recipes()  # the report's current recipes: the companions', then this grid's
     for settings, kwargs in grid.experiments:
         specs = plan_runs(settings, warn=lambda m: log(f"warning: {m}"), **kwargs)
+        current.update({spec.key: spec.recipe for spec in specs})
         if only and settings.experiment not in only:
             continue
         log(f"== {settings.experiment}: {len(specs)} runs")
