@@ -21,6 +21,9 @@ or a trained pipeline (``--model``).  Text: the maccrobat2020 dev notes.
 
 ``--old-forward`` runs the encoder as before the length chunks (rows in order,
 padded to the longest row of the batch), for the before/after figures.
+``--old-batching`` adds a third runner, interleaved with the two: the pipeline
+as it batched inference before (spacy-transformers' 4,096
+``max_batch_items``, no position budget per backbone call).
 ``--window/--stride`` override the span windows and ``--sentence-windows`` swaps
 them for ``spacy_softprompt.sentence_windows.v1`` (non-overlapping windows of
 whole sentences, ``--window`` tokens at most, 128 by default); both change
@@ -38,6 +41,7 @@ import bench_common as bc  # noqa: E402
 import pipeline_timing as pt  # noqa: E402
 
 RESULTS = bc.RESULTS_DIR / "speed.json"
+OLD_BATCHING = "pipeline, old batching (max_batch_items 4,096, no position budget)"
 TARGET_RATIO = 0.85
 TARGET_HOST_S = 0.06
 
@@ -52,6 +56,23 @@ def _use_sentence_windows(nlp, window: int) -> dict:
 
     nlp.get_pipe("transformer").model.attrs["get_spans"] = configure_sentence_windows(window)
     return {"@span_getters": "spacy_softprompt.sentence_windows.v1", "window": window}
+
+
+def _old_batching(nlp, runner):
+    """``runner`` with the transformer pipe's sub-batches and the encoder's chunks as before
+    the position budget: 4,096 padded spaCy tokens per predict call, no position budget per chunk."""
+    pipe = nlp.get_pipe("transformer")
+    encoder = pipe.model.encoder
+
+    def run():
+        saved = pipe.cfg["max_batch_items"], encoder.inference_chunk_positions
+        pipe.cfg["max_batch_items"], encoder.inference_chunk_positions = 4096, 0
+        try:
+            return runner()
+        finally:
+            pipe.cfg["max_batch_items"], encoder.inference_chunk_positions = saved
+
+    return run
 
 
 def main(argv=None) -> int:
@@ -73,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--primer", type=Path, default=pt.TRAIN_CORPUS,
                         help="notes that prime the wordpiece chunk cache in the side-by-side wordpiece timing")
     parser.add_argument("--old-forward", action="store_true", help="encoder rows in order, padded (before length chunks)")
+    parser.add_argument("--old-batching", action="store_true",
+                        help="also time the pipeline batched as before the position budget, interleaved with the other two")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -104,6 +127,12 @@ def main(argv=None) -> int:
     runners = {"pipeline": pt.pipe_runner(nlp, texts), "bare forward": bare_runner}
     with pt.EncoderPositions(nlp) as positions:
         counts = pt.prediction_counts(runners["pipeline"]())  # warm-up, and what the encoder processes
+    if args.old_batching:
+        runners[OLD_BATCHING] = _old_batching(nlp, runners["pipeline"])
+        with pt.EncoderPositions(nlp) as old_positions:
+            old_counts = pt.prediction_counts(runners[OLD_BATCHING]())
+        if old_counts != counts:
+            raise SystemExit("the old batching predicted something else: the comparison would not be like for like")
     words = counts["words"]
     bc.log(f"timing {len(texts)} notes, {words} words: pipeline vs bare forward, {args.repeats} rounds ...")
     runs = pt.interleaved(runners, args.repeats)
@@ -114,6 +143,9 @@ def main(argv=None) -> int:
                        "median_wall_s": wall, "runs_cpu_s": [c for c, _ in values], "runs_wall_s": [w for _, w in values]}
     ratio_cpu = speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"]
     ratio_wall = speed["pipeline"]["words_per_s"] / speed["bare forward"]["words_per_s"]
+    ratio_old_batching = (
+        speed[OLD_BATCHING]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"] if OLD_BATCHING in speed else None
+    )
 
     bc.log(f"stage by stage, {args.repeats} rounds ...")
     pt.stage_seconds(nlp, texts)  # warm-up: the first stage-by-stage pass pays one-time costs
@@ -145,6 +177,8 @@ def main(argv=None) -> int:
         "pipeline": str(args.model or args.config), "notes": len(texts), "counts": counts, "calibration": calibration,
         "get_spans": get_spans,
         "bare_windows": windows, "bare_rows_per_call_cpu_s": bare_rows_cpu_s, "encoder_positions": positions.counts(), "speed": speed, "ratio_cpu": ratio_cpu, "ratio_wall": ratio_wall,
+        "ratio_cpu_old_batching": ratio_old_batching,
+        "encoder_positions_old_batching": old_positions.counts() if args.old_batching else None,
         "stages_cpu_s_per_10k_words": stages, "transformer_parts_cpu_s_per_10k_words": parts,
         "host_cpu_s_per_10k_words": host,
         "host_without_tokenizer_cpu_s_per_10k_words": host - stages["tokenizer"],
@@ -168,6 +202,8 @@ def main(argv=None) -> int:
     ])
     print(f"\npipeline / bare forward: {ratio_cpu:.3f} (CPU time), {ratio_wall:.3f} (wall), "
           f"{counts['entities']} entities, {counts['relations']} relations over {words} words\n")
+    if ratio_old_batching is not None:
+        print(f"{OLD_BATCHING} / bare forward: {ratio_old_batching:.3f} (CPU time)\n")
     enc = positions.counts()
     print(f"encoder: {enc['real_wordpieces']} real wordpieces in {enc['processed_positions']} positions "
           f"({enc['backbone_calls']} backbone calls); bare forward: {windows['wordpieces']} in {windows['wordpieces_padded']}\n")

@@ -65,7 +65,11 @@ DEVICES = {
         warmup=60,
         batch_size=1000,
         gradient_checkpointing="false",
-        max_batch_items=4096,  # spacy-transformers' default
+        # inference sub-batches of the transformer pipe (padded spaCy tokens): spacy-transformers' 4,096 cut a
+        # 32-note batch into ~5 backbone calls whose windows the encoder then groups in smaller, less even
+        # chunks; one call per batch gives +6% words per CPU second (docs/speed.md). Only inference: the
+        # study's recipes and the checkpoints' fingerprints hash it at 4,096 (config_identity.py)
+        max_batch_items=65536,
     ),
     "gpu": dict(
         backbone="UFNLP/gatortron-base",

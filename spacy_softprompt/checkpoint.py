@@ -39,10 +39,13 @@ class CheckpointError(ValueError):
 
 def config_fingerprint(config) -> str:
     """SHA-256 of the interpolated config's text without ``[training.logger]``
-    (a logger changes nothing that is trained)."""
+    (a logger changes nothing that is trained) and with the inference-only
+    settings at fixed values (:mod:`spacy_softprompt.config_identity`)."""
     from thinc.api import Config
 
-    data = Config(config).interpolate()
+    from .config_identity import with_inference_settings_fixed
+
+    data = Config(with_inference_settings_fixed(Config(config).interpolate()))
     data.get("training", {}).pop("logger", None)
     return hashlib.sha256(data.to_str().encode("utf8")).hexdigest()
 

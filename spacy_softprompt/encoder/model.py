@@ -62,6 +62,10 @@ INFERENCE_CHUNK_ROWS = 64
 #: 3% (about 9% more words per CPU second than 10% on the main job's pipeline,
 #: `bench speed`; 1-2% gives no more), on a GPU 10% (fewer, larger calls)
 INFERENCE_PADDING_TOLERANCE = {"cpu": 0.03, "cuda": 0.1}
+#: default :attr:`PromptedEncoder.inference_chunk_positions` per device type: on CPU at
+#: most 2,048 positions per backbone call (rows x longest row; the bare forward is
+#: fastest at 16 windows of 128 per call, `bench speed`), on a GPU no limit
+INFERENCE_CHUNK_POSITIONS = {"cpu": 2048, "cuda": 0}
 #: Name of the prompt sub-module; every prompt parameter's name contains this
 #: segment (``prompt_encoder.table`` ...).  The PromptAdam optimizer keys on it.
 PROMPT_MODULE_NAME = "prompt_encoder"
@@ -128,11 +132,14 @@ def enable_layer_checkpointing(backbone: nn.Module) -> None:
             layer.forward = functools.partial(_checkpointed_forward, layer)
 
 
-def length_chunks(extents: numpy.ndarray, max_rows: int = 0, tolerance: float = 0.1) -> List[numpy.ndarray]:
+def length_chunks(
+    extents: numpy.ndarray, max_rows: int = 0, tolerance: float = 0.1, max_positions: int = 0
+) -> List[numpy.ndarray]:
     """Row indices grouped for inference: rows sorted by ``extents`` (real
     wordpieces, padding excluded), a chunk grows while it holds at most
-    ``max_rows`` rows (0: no limit) and cutting it to its longest row pads it by
-    at most ``tolerance`` times its real wordpieces."""
+    ``max_rows`` rows (0: no limit), cutting it to its longest row pads it by
+    at most ``tolerance`` times its real wordpieces, and its rows x longest row
+    stay within ``max_positions`` (0: no limit; a single row may pass it)."""
     extents = numpy.asarray(extents, dtype="int64").reshape(-1)
     order = numpy.argsort(extents, kind="stable")
     chunks: List[numpy.ndarray] = []
@@ -141,7 +148,9 @@ def length_chunks(extents: numpy.ndarray, max_rows: int = 0, tolerance: float = 
         length = int(extents[row])
         rows = position - start + 1
         if rows > 1 and (
-            (max_rows and rows > max_rows) or length * rows > (1.0 + tolerance) * (real + length)
+            (max_rows and rows > max_rows)
+            or (max_positions and length * rows > max_positions)
+            or length * rows > (1.0 + tolerance) * (real + length)
         ):
             chunks.append(order[start:position])
             start, real = position, 0
@@ -293,6 +302,10 @@ class PromptedEncoder(nn.Module):
         #: (each chunk is cut to its longest row); ``None``: the device's
         #: default (:data:`INFERENCE_PADDING_TOLERANCE`).  Not saved.
         self.inference_padding_tolerance: Optional[float] = None
+        #: without gradients, a chunk also stops growing before its rows x longest
+        #: row would pass this many positions (prompts excluded; 0 = no limit);
+        #: ``None``: the device's default (:data:`INFERENCE_CHUNK_POSITIONS`).  Not saved.
+        self.inference_chunk_positions: Optional[int] = None
         if freeze_backbone:
             self.freeze_backbone()
         if gradient_checkpointing:
@@ -669,7 +682,10 @@ class PromptedEncoder(nn.Module):
         tolerance = self.inference_padding_tolerance
         if tolerance is None:
             tolerance = INFERENCE_PADDING_TOLERANCE.get(input_ids.device.type, INFERENCE_PADDING_TOLERANCE["cuda"])
-        chunks = length_chunks(extents, self.inference_chunk_rows, tolerance)
+        positions = self.inference_chunk_positions
+        if positions is None:
+            positions = INFERENCE_CHUNK_POSITIONS.get(input_ids.device.type, INFERENCE_CHUNK_POSITIONS["cuda"])
+        chunks = length_chunks(extents, self.inference_chunk_rows, tolerance, positions)
         if len(chunks) == 1 and int(extents.max(initial=0)) == input_ids.shape[1] and chunks[0].size == batch:
             if bool((chunks[0] == numpy.arange(batch)).all()):
                 return self._forward_rows(

@@ -3,7 +3,8 @@
 A run's **recipe** is how it is trained: its config file with the run's
 overrides, resolved (variables interpolated), minus what only names data or
 randomness -- the ``[paths]`` section, ``system.seed``, the corpus paths and the
-training logger. Its fingerprint (:func:`recipe_fingerprint`) is recorded in
+training logger -- and with the settings that only batch inference hashed at fixed
+values (:mod:`spacy_softprompt.config_identity`). Its fingerprint (:func:`recipe_fingerprint`) is recorded in
 every result row (``recipe``). When a config's defaults change (a new learning
 rate, a longer schedule), the fingerprint changes while the run's key (what is
 compared: experiment, strategy, backbone, seed, k, prompt shape, data) stays.
@@ -22,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from ..config_identity import flat_inference_keys
+
 PathLike = Union[str, Path]
 IGNORED_PREFIXES = ("paths.", "training.logger.", "system.seed")
 IGNORED_SUFFIXES = (".path",)  # corpora.*.path
@@ -38,11 +41,13 @@ def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def recipe_items(config_path: PathLike, overrides: Mapping[str, Any]) -> Dict[str, Any]:
-    """The resolved config of a run as flat ``section.key -> value`` items, minus paths, seed and logger."""
+    """The resolved config of a run as flat ``section.key -> value`` items, minus paths, seed and
+    logger, with the inference-only settings at fixed values (:mod:`spacy_softprompt.config_identity`)."""
     from spacy.util import load_config
 
     kept = {k: v for k, v in overrides.items() if not k.startswith(IGNORED_PREFIXES)}
     flat = _flatten(load_config(Path(config_path), overrides=kept, interpolate=True))
+    flat.update({key: value for key, value in flat_inference_keys().items() if key in flat})
     return {
         key: value
         for key, value in flat.items()

@@ -396,12 +396,19 @@ def test_inference_chunks_give_the_unchunked_output(tiny_model, depth, hard):
             with torch.no_grad():
                 encoder(**enc, prompt_ids=ids)
             assert len(calls) == 1
+            calls.clear()
+            budget = 2 * max(lengths)  # the device's position budget: rows x longest row, prompts apart
+            patch.setitem(model_module.INFERENCE_CHUNK_POSITIONS, "cpu", budget)
+            with torch.no_grad():
+                capped = encoder(**enc, prompt_ids=ids, output_hidden_states=True)
+            added = encoder.prompt_length * (depth == "input") + len(hard_ids or [])
+            assert len(calls) > 1 and all(shape[0] * (shape[1] - added) <= budget for shape in calls)
         calls.clear()
         encoder(**enc, prompt_ids=ids)  # gradients on (training): one call, never chunked
         assert len(calls) == 1
     finally:
         hook.remove()
-    for chunked in (by_rows, by_length):
+    for chunked in (by_rows, by_length, capped):
         torch.testing.assert_close(chunked.last_hidden_state[real], whole.last_hidden_state[real], atol=ATOL, rtol=0)
         assert len(chunked.hidden_states) == len(whole.hidden_states)
         for mine, theirs in zip(chunked.hidden_states, whole.hidden_states):
@@ -418,6 +425,10 @@ def test_length_chunks_bound_padding_and_rows():
         assert extents[rows].max() * len(rows) <= 1.1 * extents[rows].sum()
     assert [sorted(extents[rows].tolist()) for rows in chunks] == [[9, 10, 11], [12], [48, 50, 50]]  # 12 * 4 > 1.1 * 42
     assert [len(rows) for rows in length_chunks(extents, max_rows=3, tolerance=float("inf"))] == [3, 3, 1]
+    # at most 100 positions (rows x longest row); a lone row longer than that still gets its chunk
+    by_positions = length_chunks(extents, tolerance=float("inf"), max_positions=100)
+    assert [sorted(extents[rows].tolist()) for rows in by_positions] == [[9, 10, 11, 12], [48, 50], [50]]
+    assert [len(rows) for rows in length_chunks(numpy.array([120, 5]), tolerance=float("inf"), max_positions=100)] == [1, 1]
     assert length_chunks(numpy.zeros((0,), dtype=int)) == []
 
 

@@ -25,6 +25,26 @@ def test_fingerprint_ignores_seed_and_paths_but_not_the_recipe():
     assert recipe_fingerprint(soft, same) == base
 
 
+def test_fingerprint_and_checkpoint_ignore_inference_batching_only():
+    """``max_batch_items`` groups notes at inference and trains nothing: runs made
+    with spacy-transformers' 4,096 keep their recipe and their checkpoint."""
+    from spacy.util import load_config
+
+    from spacy_softprompt.checkpoint import config_fingerprint
+
+    soft = CONFIGS / "tok_soft_cpu.cfg"
+    base = recipe_fingerprint(soft, {"system.seed": 0})
+    for items in (4096, 65536, 100):
+        assert recipe_fingerprint(soft, {"system.seed": 0, "components.transformer.max_batch_items": items}) == base
+    assert recipe_fingerprint(soft, {"system.seed": 0, "components.transformer.model.prompt_length": 5}) != base
+    config = load_config(soft)
+    before = config_fingerprint(config)
+    config["components"]["transformer"]["max_batch_items"] = 4096
+    assert config_fingerprint(config) == before
+    config["components"]["transformer"]["model"]["prompt_length"] = 5
+    assert config_fingerprint(config) != before
+
+
 def test_a_changed_config_default_keeps_the_key_and_changes_the_recipe(tmp_path, toy_corpus):
     configs = tmp_path / "configs"
     configs.mkdir()
