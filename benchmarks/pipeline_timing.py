@@ -314,13 +314,14 @@ class EncoderPositions:
 
     def __init__(self, nlp):
         self.encoder = nlp.get_pipe("transformer").model.encoder
-        self.real = self.processed = self.calls = 0
+        self.real = self.processed = self.calls = self.windows = 0
 
     def __enter__(self) -> "EncoderPositions":
         original = self.encoder._forward_rows
 
         def counted(input_ids, attention_mask, *args, **kwargs):
             self.calls += 1
+            self.windows += int(input_ids.shape[0])
             self.processed += int(input_ids.numel())
             self.real += int(attention_mask.sum()) if attention_mask is not None else int(input_ids.numel())
             return original(input_ids, attention_mask, *args, **kwargs)
@@ -332,7 +333,8 @@ class EncoderPositions:
         del self.encoder._forward_rows
 
     def counts(self) -> Dict[str, int]:
-        return {"backbone_calls": self.calls, "real_wordpieces": self.real, "processed_positions": self.processed}
+        return {"backbone_calls": self.calls, "windows": self.windows, "real_wordpieces": self.real,
+                "processed_positions": self.processed}
 
 
 def prime_wordpieces(nlp, primer: Sequence[str]) -> None:

@@ -21,6 +21,11 @@ or a trained pipeline (``--model``).  Text: the maccrobat2020 dev notes.
 
 ``--old-forward`` runs the encoder as before the length chunks (rows in order,
 padded to the longest row of the batch), for the before/after figures.
+``--window-sweep 96,128,160,192`` times the bare forward over the same text in
+windows of each length (wordpieces; about 2,048 positions per call),
+interleaved, and reports CPU microseconds per position: on a CPU a position
+of a longer window costs more, and the pipeline's windows (128 spaCy tokens)
+hold more wordpieces than the bare forward's 128.
 ``--old-batching`` adds a third runner, interleaved with the two: the pipeline
 as it batched inference before (spacy-transformers' 4,096
 ``max_batch_items``, no position budget per backbone call).
@@ -75,6 +80,29 @@ def _old_batching(nlp, runner):
     return run
 
 
+def _window_sweep(nlp, texts, widths, repeats: int) -> dict:
+    """``{window: {rows_per_call, positions, median_cpu_s, us_per_position}}``: the bare
+    forward over ``texts`` in windows of each length, about 2,048 positions per call, interleaved."""
+    if not widths:
+        return {}
+    bc.log(f"the bare forward by window length {widths}, {repeats} rounds ...")
+    backbone = pt.backbone_of(nlp)
+    runners, shapes = {}, {}
+    for width in widths:
+        rows = max(1, round(2048 / width))
+        batches, counts = pt.bare_batches(nlp, texts, window=width, rows=rows)
+        runners[str(width)] = pt.bare_forward(backbone, batches)
+        runners[str(width)]()  # warm-up
+        shapes[str(width)] = (rows, counts["wordpieces_padded"])
+    runs = pt.interleaved(runners, repeats)
+    out = {}
+    for width, values in runs.items():
+        cpu = pt.median([c for c, _ in values])
+        rows, positions = shapes[width]
+        out[width] = {"rows_per_call": rows, "positions": positions, "median_cpu_s": cpu, "us_per_position": cpu / positions * 1e6}
+    return out
+
+
 def main(argv=None) -> int:
     parser = bc.bench_parser(__doc__)
     parser.add_argument("--model", type=Path, default=None, help="a trained pipeline folder (default: --config, untrained heads)")
@@ -96,6 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--old-forward", action="store_true", help="encoder rows in order, padded (before length chunks)")
     parser.add_argument("--old-batching", action="store_true",
                         help="also time the pipeline batched as before the position budget, interleaved with the other two")
+    parser.add_argument("--window-sweep", default="",
+                        help="comma list of bare-forward window lengths (wordpieces) to time per position, e.g. 96,128,160,192")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -147,6 +177,8 @@ def main(argv=None) -> int:
         speed[OLD_BATCHING]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"] if OLD_BATCHING in speed else None
     )
 
+    window_sweep = _window_sweep(nlp, texts, [int(w) for w in args.window_sweep.split(",") if w.strip()], args.repeats)
+
     bc.log(f"stage by stage, {args.repeats} rounds ...")
     pt.stage_seconds(nlp, texts)  # warm-up: the first stage-by-stage pass pays one-time costs
     stage_runs = [pt.stage_seconds(nlp, texts)[0] for _ in range(args.repeats)]
@@ -178,6 +210,7 @@ def main(argv=None) -> int:
         "get_spans": get_spans,
         "bare_windows": windows, "bare_rows_per_call_cpu_s": bare_rows_cpu_s, "encoder_positions": positions.counts(), "speed": speed, "ratio_cpu": ratio_cpu, "ratio_wall": ratio_wall,
         "ratio_cpu_old_batching": ratio_old_batching,
+        "bare_forward_by_window_length": window_sweep,
         "encoder_positions_old_batching": old_positions.counts() if args.old_batching else None,
         "stages_cpu_s_per_10k_words": stages, "transformer_parts_cpu_s_per_10k_words": parts,
         "host_cpu_s_per_10k_words": host,
@@ -202,6 +235,11 @@ def main(argv=None) -> int:
     ])
     print(f"\npipeline / bare forward: {ratio_cpu:.3f} (CPU time), {ratio_wall:.3f} (wall), "
           f"{counts['entities']} entities, {counts['relations']} relations over {words} words\n")
+    if window_sweep:
+        bc.print_table(("bare forward, window (wordpieces)", "windows per call", "positions", "CPU us per position"), [
+            (w, str(v["rows_per_call"]), str(v["positions"]), f"{v['us_per_position']:.1f}") for w, v in window_sweep.items()])
+        print(f"(pipeline: {positions.counts()['real_wordpieces'] / max(positions.counts()['windows'], 1):.0f} real wordpieces per window "
+              "on average, plus the prompt)\n")
     if ratio_old_batching is not None:
         print(f"{OLD_BATCHING} / bare forward: {ratio_old_batching:.3f} (CPU time)\n")
     enc = positions.counts()

