@@ -28,8 +28,3 @@ def with_inference_settings_fixed(config: Mapping[str, Any]) -> Dict[str, Any]:
         if isinstance(section, dict) and path[-1] in section:
             section[path[-1]] = value
     return fixed
-
-
-def flat_inference_keys() -> Dict[str, Any]:
-    """:data:`INFERENCE_ONLY_SETTINGS` as flat ``section.key`` names."""
-    return {".".join(path): value for path, value in INFERENCE_ONLY_SETTINGS.items()}

@@ -160,6 +160,11 @@ def length_chunks(
     return chunks
 
 
+def _device_default(value, defaults: Dict[str, Any], device: str):
+    """``value``, or when it is None the device type's entry of ``defaults`` (others: ``"cuda"``'s)."""
+    return defaults.get(device, defaults["cuda"]) if value is None else value
+
+
 def _take_rows(tensor: Optional[torch.Tensor], index: torch.Tensor, width: int) -> Optional[torch.Tensor]:
     if tensor is None:
         return None
@@ -679,12 +684,9 @@ class PromptedEncoder(nn.Module):
         if on_host[-1]:
             raise ValueError(f"prompt_ids must index prompt_names {self._prompt_names}")
         extents = on_host[:-1]
-        tolerance = self.inference_padding_tolerance
-        if tolerance is None:
-            tolerance = INFERENCE_PADDING_TOLERANCE.get(input_ids.device.type, INFERENCE_PADDING_TOLERANCE["cuda"])
-        positions = self.inference_chunk_positions
-        if positions is None:
-            positions = INFERENCE_CHUNK_POSITIONS.get(input_ids.device.type, INFERENCE_CHUNK_POSITIONS["cuda"])
+        device = input_ids.device.type
+        tolerance = _device_default(self.inference_padding_tolerance, INFERENCE_PADDING_TOLERANCE, device)
+        positions = _device_default(self.inference_chunk_positions, INFERENCE_CHUNK_POSITIONS, device)
         chunks = length_chunks(extents, self.inference_chunk_rows, tolerance, positions)
         if len(chunks) == 1 and int(extents.max(initial=0)) == input_ids.shape[1] and chunks[0].size == batch:
             if bool((chunks[0] == numpy.arange(batch)).all()):

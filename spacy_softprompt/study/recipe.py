@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..config_identity import flat_inference_keys
+from ..config_identity import with_inference_settings_fixed
 
 PathLike = Union[str, Path]
 IGNORED_PREFIXES = ("paths.", "training.logger.", "system.seed")
@@ -46,8 +46,7 @@ def recipe_items(config_path: PathLike, overrides: Mapping[str, Any]) -> Dict[st
     from spacy.util import load_config
 
     kept = {k: v for k, v in overrides.items() if not k.startswith(IGNORED_PREFIXES)}
-    flat = _flatten(load_config(Path(config_path), overrides=kept, interpolate=True))
-    flat.update({key: value for key, value in flat_inference_keys().items() if key in flat})
+    flat = _flatten(with_inference_settings_fixed(load_config(Path(config_path), overrides=kept, interpolate=True)))
     return {
         key: value
         for key, value in flat.items()
