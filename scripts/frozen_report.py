@@ -22,13 +22,13 @@ from spacy_softprompt.study.curve import convergence
 
 DESCRIPTIONS = {
     "soft": "soft prompts, backbone unfrozen (the main job, 600 steps)",
-    "soft-frozen": "soft prompts (deep, P=20), frozen backbone",
-    "soft-frozen-p5": "soft prompts (deep, P=5), frozen backbone",
-    "soft-lora": "soft prompts (deep, P=20) + LoRA r=8, frozen backbone",
+    "soft-frozen": "soft prompts (deep, P=5), frozen backbone (the shipped soft-frozen)",
+    "peft-prefix7": "PEFT prefix tuning (7 virtual tokens: no fewer parameters than soft-frozen's entity path)",
+    "soft-frozen-p20": "soft prompts (deep, P=20), frozen backbone",
+    "peft-prefix22": "PEFT prefix tuning (22 virtual tokens: no fewer parameters than soft-frozen-p20's entity path)",
     "peft-prefix": "PEFT prefix tuning (20 virtual tokens), frozen backbone",
-    "peft-prefix22": "PEFT prefix tuning (22 virtual tokens: no fewer parameters than soft-frozen's entity path)",
+    "soft-lora": "soft prompts (deep, P=20) + LoRA r=8, frozen backbone",
     "peft-lora": "PEFT LoRA r=8, frozen backbone",
-    "peft-prefix7": "PEFT prefix tuning (7 virtual tokens: no fewer parameters than soft-frozen-p5's entity path)",
 }
 
 
@@ -36,7 +36,8 @@ RELATION_FACTORIES = ("relation_extractor",)
 # training bench run (benchmarks/training_bench.py) of each system, for step time and memory
 TRAINING_RUNS = {
     "soft": "unfrozen P=20 deep",
-    "soft-frozen": "frozen P=20 deep",
+    "soft-frozen": "frozen P=5 deep",
+    "soft-frozen-p20": "frozen P=20 deep",
     "soft-lora": "frozen P=20 deep + LoRA r8",
 }
 
@@ -267,13 +268,13 @@ README_START = "<!-- frozen-table:start (scripts/frozen_report.py --readme READM
 README_END = "<!-- frozen-table:end -->"
 README_NAMES = {
     "soft": "`soft` (the main job)",
-    "soft-frozen": "`soft-frozen`",
-    "soft-frozen-p5": "`soft-frozen`, P = 5",
-    "soft-lora": "`soft-lora`",
-    "peft-prefix": "PEFT prefix tuning, 20 virtual tokens",
-    "peft-prefix22": "PEFT prefix tuning, 22 virtual tokens",
-    "peft-lora": "PEFT LoRA, rank 8",
+    "soft-frozen": "`soft-frozen` (P = 5)",
     "peft-prefix7": "PEFT prefix tuning, 7 virtual tokens",
+    "soft-frozen-p20": "`soft-frozen` at P = 20",
+    "peft-prefix22": "PEFT prefix tuning, 22 virtual tokens",
+    "peft-prefix": "PEFT prefix tuning, 20 virtual tokens",
+    "soft-lora": "`soft-lora` (P = 20)",
+    "peft-lora": "PEFT LoRA, rank 8",
 }
 
 

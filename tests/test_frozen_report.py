@@ -93,7 +93,8 @@ def test_entity_path_and_training_costs_in_the_table(tmp_path):
     training = tmp_path / "training.json"
     training.write_text(json.dumps({"backbones": {"minilm": {"runs": {
         "unfrozen P=20 deep": {"step_s": 2.0, "peak_above_init_mb": 800.0},
-        "frozen P=20 deep": {"step_s": 1.0, "peak_above_init_mb": 200.0}}}}}))
+        "frozen P=5 deep": {"step_s": 1.0, "peak_above_init_mb": 200.0},
+        "frozen P=20 deep": {"step_s": 1.5, "peak_above_init_mb": 300.0}}}}}))
     table = report.build(folder, ["soft-frozen", "peft-prefix"], "soft-frozen", training)
     rows = {r["system"]: r for r in table["rows"]}
     assert rows["soft-frozen"]["parameters"]["entity_path"] == 100
@@ -227,7 +228,7 @@ exit 0
 @pytest.mark.parametrize(
     "system, expected",
     [
-        ("soft-frozen-p5", "-m spacy_softprompt train configs/tok_soft-frozen_cpu.cfg"),
+        ("soft-frozen-p20", "-m spacy_softprompt train configs/tok_soft-frozen_cpu.cfg"),
         ("soft-frozen", "-m spacy_softprompt train configs/tok_soft-frozen_cpu.cfg"),
         ("peft-prefix7", "benchmarks/baseline_peft.py --method prefix --virtual-tokens 7"),
     ],
@@ -250,7 +251,32 @@ def test_frozen_table_script_maps_each_system_to_its_run(tmp_path, system, expec
     first = lines[0]
     assert first.startswith(expected), first
     assert "--seed 3" in first or "--system.seed 3" in first
-    override = "--components.transformer.model.prompt_length 5"
-    assert (override in first) == (system == "soft-frozen-p5")
+    override = "--components.transformer.model.prompt_length"
+    assert (override in first) == (system == "soft-frozen-p20")
+    if system == "soft-frozen-p20":
+        assert f"{override} 20" in first
     assert (results / f"{system}-seed3.json").is_file()
     assert lines[-1] == f"scripts/frozen_report.py {results}"
+
+
+@pytest.mark.parametrize("system, config, override", [
+    ("soft-frozen", "tok_soft-frozen_cpu.cfg", None),
+    ("soft-frozen-p20", "tok_soft-frozen_cpu.cfg", 20),
+])
+def test_stored_frozen_runs_match_the_shipped_prompt_length(system: str, config: str, override):
+    """The table's rows are what the configs ship: a stored run's trained prompt (deep: keys and
+    values per layer, MiniLM-L6: 6 layers of width 384) has the config's prompt length, or the
+    ``-p<N>`` system's override (frozen_table.sh). Moving a config's prompt length without
+    retraining (or renaming) its stored runs fails here."""
+    from spacy.util import load_config
+
+    model = load_config(REPO / "configs" / config)["components"]["transformer"]["model"]
+    length = override or model["prompt_length"]
+    assert model["prompt_depth"] == "deep"
+    runs = sorted((REPO / "benchmarks" / "results" / "frozen" / "runs").glob(f"{system}-seed*.json"))
+    runs = [r for r in runs if not r.name.endswith(".curve.json")]
+    if not runs:
+        pytest.skip(f"no stored {system} runs")
+    for run in runs:
+        parameters = json.loads(run.read_text())["parameters"]
+        assert parameters["parts"]["transformer"] == 2 * 6 * 384 * length, run.name

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .runner import (
+    CONFIG_EVAL_FREQUENCY,
     DEFAULT_DEPTHS,
     DEFAULT_PROMPT_LENGTHS,
     RunSpec,
@@ -98,9 +99,12 @@ class Grid:
         return replace(self, experiments=[(s, k) for s, k in self.experiments if s.experiment in names])
 
 
-def _budget_value(value: Any, name: str, project_vars: Dict[str, Any]) -> Optional[int]:
+def _budget_value(value: Any, name: str, project_vars: Dict[str, Any]) -> Union[int, str, None]:
+    """One budget key's value: a number, ``project``'s, or the config's own (``config`` or missing:
+    max_steps None; eval_frequency ``CONFIG_EVAL_FREQUENCY``, so a recipe that sets only max_steps
+    keeps the config's scoring interval)."""
     if value == "config" or value is None:
-        return None
+        return CONFIG_EVAL_FREQUENCY if name == "eval_frequency" else None
     if value == "project":
         if name not in project_vars:
             raise StudyError(f"project.yml has no vars.{name}")
@@ -108,7 +112,7 @@ def _budget_value(value: Any, name: str, project_vars: Dict[str, Any]) -> Option
     return int(value)
 
 
-def read_recipes(raw: Dict[str, Any], project_vars: Dict[str, Any]) -> Tuple[Dict[str, Optional[int]], Dict[str, Dict[str, Optional[int]]]]:
+def read_recipes(raw: Dict[str, Any], project_vars: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
     """(default budget, per-strategy budgets) of a grid's ``recipes`` block."""
     default = {k: _budget_value((raw.get("default") or {}).get(k, "config"), k, project_vars) for k in BUDGET_KEYS}
     per_strategy = {

@@ -86,6 +86,9 @@ DEFAULT_PROMPT_LENGTHS = (1, 5, 10, 20, 50, 100)
 DEFAULT_DEPTHS = ("input", "deep")
 PROMPT_SHAPE_STRATEGIES = ("soft", "soft-frozen")
 ISOLATIONS = ("subprocess", "inline")
+#: a recipe's eval_frequency that keeps the config's own value even when max_steps is overridden
+#: (None there means: score once, at max_steps)
+CONFIG_EVAL_FREQUENCY = "config"
 _PROMPT_KEY = re.compile(r"^components\.([^.]+)\.model\.prompt_length$")
 
 
@@ -191,7 +194,7 @@ class StudySettings:
     device: str = "cpu"
     gpu_id: int = -1
     max_steps: Optional[int] = None
-    eval_frequency: Optional[int] = None
+    eval_frequency: Union[int, str, None] = None  # None: max_steps; CONFIG_EVAL_FREQUENCY: the config's
     dev_limit: int = 0
     eval_limit: int = 0
     eval_dev: bool = False
@@ -203,11 +206,13 @@ class StudySettings:
     eval_batch_size: int = 8
     head: str = "token_ner"
     # per-strategy training budget: strategy (or "mrc:<strategy>") -> {"max_steps": int | None,
-    # "eval_frequency": int | None}; None = the config's own value; missing = max_steps / eval_frequency
-    recipes: Dict[str, Dict[str, Optional[int]]] = field(default_factory=dict)
+    # "eval_frequency": int | "config" | None}; max_steps None = the config's own value; eval_frequency
+    # "config" = the config's own, None = max_steps; missing = max_steps / eval_frequency
+    recipes: Dict[str, Dict[str, Union[int, str, None]]] = field(default_factory=dict)
 
-    def budget(self, mode: str, strategy: str) -> Tuple[Optional[int], Optional[int]]:
-        """(max_steps, eval_frequency) of a strategy's runs; None = the config's."""
+    def budget(self, mode: str, strategy: str) -> Tuple[Optional[int], Union[int, str, None]]:
+        """(max_steps, eval_frequency) of a strategy's runs; max_steps None = the config's;
+        eval_frequency: see :func:`build_overrides`."""
         entry = self.recipes.get(f"{mode}:{strategy}", self.recipes.get(strategy))
         if entry is None:
             return self.max_steps, self.eval_frequency
@@ -365,7 +370,8 @@ def build_overrides(
 ) -> Tuple[Dict[str, Any], List[str]]:
     """The run's config overrides (without paths.train/dev/backbone) and the user
     override keys this config does not have (ignored for it). ``budget``:
-    (max_steps, eval_frequency), None = the config's."""
+    (max_steps, eval_frequency); max_steps None = the config's; eval_frequency None = max_steps
+    when that is set (one dev score, at the end), ``CONFIG_EVAL_FREQUENCY`` = the config's own."""
     out: Dict[str, Any] = {"system.seed": seed}
     steps, eval_frequency = budget
     if steps is not None:
@@ -375,7 +381,7 @@ def build_overrides(
         warmup = flat.get("training.optimizer.learn_rate.warmup_steps")
         if isinstance(warmup, int):
             out["training.optimizer.learn_rate.warmup_steps"] = min(warmup, max(1, steps // 10))
-    frequency = eval_frequency or steps
+    frequency = None if eval_frequency == CONFIG_EVAL_FREQUENCY else eval_frequency or steps
     if frequency is not None:
         out["training.eval_frequency"] = int(frequency)
     if settings.dev_limit and "corpora.dev.limit" in flat:
