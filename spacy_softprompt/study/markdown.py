@@ -1,5 +1,5 @@
 """The sections of the study report's Markdown, one function per section."""
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..bootstrap import BootstrapResult
 from .conclusions import SOURCE, Conclusion
@@ -279,17 +279,25 @@ def convergence_section(rows: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def stale_section(stale: List[Dict[str, Any]]) -> List[str]:
+def stale_section(stale: List[Dict[str, Any]], planned: Optional[Iterable[str]] = None) -> List[str]:
+    """The rows left out; ``planned``: the keys the grid plans now (a stale row whose key is not
+    among them is no longer planned at all, rather than planned with another recipe)."""
     if not stale:
         return []
-    body = [[r.get("key"), r.get("recipe") or "(none recorded)", r.get("finished_at") or "–"] for r in stale]
+    keys = set(planned) if planned is not None else None
+    body = [
+        [r.get("key"), r.get("recipe") or "(none recorded)", r.get("finished_at") or "–",
+         "no longer planned" if keys is not None and r.get("key") not in keys else "recipe changed"]
+        for r in stale
+    ]
     return [
         "## Stale runs (left out)",
         "",
-        "Trained with a recipe that is no longer current (the config or the budget changed since): not used in any "
-        "table; `study run` trains them again.",
+        "Trained with a recipe that is no longer current (the config or the budget changed since: `study run` "
+        "trains them again), or no longer planned by the grid (e.g. a strategy's prompt length moved, which "
+        "changes the run's key): not used in any table.",
         "",
-        markdown_table(["run", "recipe", "finished"], body),
+        markdown_table(["run", "recipe", "finished", "why"], body),
         "",
     ]
 

@@ -71,12 +71,17 @@ def split_stale(
     rows: List[Dict[str, Any]], current: Optional[Mapping[str, str]] = None
 ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """(rows with the current recipe, stale rows). ``current``: key -> the recipe
-    the grid plans now; rows whose key it does not know (and every row when it
-    is None) are judged against the newest successful run of their kind."""
-    current = dict(current or {})
+    the grid plans now; a row whose key it does not know is stale too (the grid
+    no longer plans that run: e.g. a strategy's prompt length moved, which changes
+    the key). Without a plan (None) every row is judged against the newest
+    successful run of its kind."""
+    if current is not None:
+        fresh = [row for row in rows if row.get("key") in current and row.get("recipe") == current[row["key"]]]
+        kept = {id(row) for row in fresh}
+        return fresh, [row for row in rows if id(row) not in kept]
     newest: Dict[Tuple, Tuple[str, Any]] = {}
     for row in rows:
-        if row.get("status") != "ok" or row.get("key") in current:
+        if row.get("status") != "ok":
             continue
         group = recipe_group(row)
         stamp = str(row.get("finished_at") or "")
@@ -84,10 +89,6 @@ def split_stale(
             newest[group] = (stamp, row.get("recipe"))
     fresh, stale = [], []
     for row in rows:
-        key = row.get("key")
-        if key in current:
-            expected = current[key]
-        else:
-            expected = newest.get(recipe_group(row), ("", row.get("recipe")))[1]
+        expected = newest.get(recipe_group(row), ("", row.get("recipe")))[1]
         (fresh if row.get("recipe") == expected else stale).append(row)
     return fresh, stale

@@ -122,7 +122,7 @@ def render_report(
     lines += prompt_shape_section(shape, images["prompt_shape"], shape_comparisons)
     lines += conclusions_section(conclusions, images["answers"])
     lines += convergence_section(rows)
-    lines += stale_section(stale)
+    lines += stale_section(stale, current_recipes)
     lines += failed_section(rows)
     report_path = out_dir / "report.md"
     report_path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf8")

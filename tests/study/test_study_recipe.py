@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from spacy_softprompt.study.curve import convergence
+from spacy_softprompt.study.markdown import stale_section
 from spacy_softprompt.study.recipe import recipe_fingerprint, split_stale
 from spacy_softprompt.study.results import read_results
 from spacy_softprompt.study.runner import StudySettings, plan_runs, run_grid
@@ -67,8 +68,14 @@ def test_split_stale_against_the_plan_or_the_newest_run_of_a_kind():
     rows = [_row("a", "r1", "2026-01-01"), _row("b", "r2", "2026-01-02"), _row("c", "r9", "2026-01-01", strategy="finetune")]
     fresh, stale = split_stale(rows)  # no plan: the newest soft run's recipe (r2) is current
     assert [r["key"] for r in fresh] == ["b", "c"] and [r["key"] for r in stale] == ["a"]
-    fresh, stale = split_stale(rows, {"a": "r1", "b": "r1"})
+    fresh, stale = split_stale(rows, {"a": "r1", "b": "r1", "c": "r9"})
     assert [r["key"] for r in fresh] == ["a", "c"] and [r["key"] for r in stale] == ["b"]
+    # with a plan, a row the plan does not know is stale: a moved prompt length changes the key, and
+    # the old runs must not stay in the tables as the newest of their kind
+    fresh, stale = split_stale(rows, {"a": "r1", "b": "r1"})
+    assert [r["key"] for r in fresh] == ["a"] and [r["key"] for r in stale] == ["b", "c"]
+    lines = "\n".join(stale_section(stale, {"a": "r1", "b": "r1"}))
+    assert "| b | r2 | 2026-01-02 | recipe changed |" in lines and "| c | r9 | 2026-01-01 | no longer planned |" in lines
 
 
 def _curve(scores, every=100):
