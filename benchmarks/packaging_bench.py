@@ -3,7 +3,8 @@
 Per backbone:
 
 * the shipped soft-frozen pipeline (configs/soft-frozen_cpu.cfg: transformer
-  with a P=20 deep prompt, frozen backbone + ner + relation_extractor) is
+  with a P=5 deep prompt since 2026-12-05, frozen backbone + ner +
+  relation_extractor; packaging.json was re-measured then) is
   initialised and saved twice, with ``save_backbone = true`` (full: backbone
   weights inside) and ``save_backbone = false`` (prompt-only: the backbone is
   referred to by name and SHA-256); each is built into a real wheel with

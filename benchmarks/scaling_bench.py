@@ -1,14 +1,15 @@
 """Scaling: time and memory as a note grows, and as the corpus grows.
 
 * **note length** (``--lengths 1000,5000,20000`` words; each length in a fresh
-  process): the shipped soft-frozen pipeline (P=20 deep prompt, transformer +
-  ner + relation_extractor) on one synthetic note; seconds per component,
-  words/s, peak memory above the memory before the call.  Because the
-  untrained ner predicts an arbitrary number of entities, the relation
-  extractor is also timed on the same note with *given* entities (a drug and
-  three attributes every ~25 words, i.e. realistic density): its candidate
-  generation is where a quadratic cost would show.  Linear = words/s of the
-  longest note >= 0.8x words/s of the shortest.
+  process): the shipped soft-frozen pipeline (transformer with a deep prompt,
+  P = 5 since 2026-12-05 -- the stored scaling.json and scaling_long_notes.json
+  were measured at P = 20 -- + ner + relation_extractor) on one synthetic note;
+  seconds per component, words/s, peak memory above the memory before the
+  call.  Because the untrained ner predicts an arbitrary number of entities,
+  the relation extractor is also timed on the same note with *given*
+  entities (a drug and three attributes every ~25 words, i.e. realistic
+  density): its candidate generation is where a quadratic cost would show.
+  Linear = words/s of the longest note >= 0.8x words/s of the shortest.
 * **corpus size** (``--corpus-notes 2000`` short notes of ``--corpus-words``
   words, a small random MegatronBert by default): one ``nlp.pipe`` stream;
   seconds and process RSS after every ``--chunk`` notes (RSS read after a

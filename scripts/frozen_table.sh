@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The frozen-backbone table: soft-frozen and soft-lora (configs' own recipes), the PEFT peers
-# (prefix tuning, LoRA; benchmarks/baseline_peft.py) and the unfrozen main job (soft, its config's
+# The frozen-backbone table: soft-frozen (P = 5), soft-frozen at P = 20 and soft-lora (configs' own
+# recipes), the PEFT peers (prefix tuning, LoRA; benchmarks/baseline_peft.py) and the unfrozen main job (soft, its config's
 # schedule: up to 1,600 steps, early stopping),
 # SEEDS seeds each, on MACCROBAT train/dev with MiniLM; then mean ± sd and paired bootstrap
 # intervals (python -m spacy_softprompt compare) against soft-frozen.
@@ -9,11 +9,12 @@
 # stopped (a killed run of ours goes on from its last dev evaluation: `train --resume`; a PEFT peer
 # restarts from its beginning). Runs one after the other, at the priority the
 # caller gives (e.g. `nice -n 19`).
-# usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen soft-lora peft-prefix22 peft-lora soft"] [PEFT_ARGS="..."] scripts/frozen_table.sh
-# peft-prefix<N>: prefix tuning with N virtual tokens (peft-prefix: 20; peft-prefix22: 22, the
-# smallest prefix that trains at least as many parameters as soft-frozen's entity path).
-# <strategy>-p<N>: configs/tok_<strategy>_cpu.cfg with prompt_length N (soft-frozen-p5: P = 5, whose
-# equal-parameter PEFT peer is peft-prefix7). PEFT_ARGS
+# usage: [SEEDS="0 1 2"] [SYSTEMS="soft-frozen peft-prefix7 soft-frozen-p20 peft-prefix22 soft-lora peft-lora soft"] [PEFT_ARGS="..."] scripts/frozen_table.sh
+# peft-prefix<N>: prefix tuning with N virtual tokens (peft-prefix: 20; peft-prefix7: 7, the
+# smallest prefix that trains at least as many parameters as soft-frozen's entity path at P = 5;
+# peft-prefix22: the same for P = 20).
+# <strategy>-p<N>: configs/tok_<strategy>_cpu.cfg with prompt_length N (soft-frozen-p20: P = 20,
+# the shipped length until 2026-12-05). PEFT_ARGS
 # go to benchmarks/baseline_peft.py; the stored 20-token prefix runs (seeds 0, 1) were made with
 # SEEDS="0 1" SYSTEMS=peft-prefix PEFT_ARGS="--patience 5". The table covers every system stored.
 # outputs: trained pipelines in training/frozen/<system>-seed<S>/ (not kept); per run, in
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 TRAIN=${TRAIN:-corpus/maccrobat2020-maccrobat_medication-train.spacy}
 DEV=${DEV:-corpus/maccrobat2020-maccrobat_medication-dev.spacy}
-SYSTEMS=${SYSTEMS:-soft-frozen soft-lora peft-prefix22 peft-lora soft}
+SYSTEMS=${SYSTEMS:-soft-frozen peft-prefix7 soft-frozen-p20 peft-prefix22 soft-lora peft-lora soft}
 read -r -a PEFT_EXTRA <<< "${PEFT_ARGS:-}"
 RESULTS=${RESULTS:-benchmarks/results/frozen}
 mkdir -p "$RESULTS/runs" training/frozen

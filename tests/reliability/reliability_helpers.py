@@ -15,10 +15,10 @@ from spacy_softprompt.testing import toy_docs
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-#: the default concept head (token_ner) with a frozen P=20 deep prompt
+#: the default concept head (token_ner) with a frozen deep prompt (P=5 since 2026-12-05)
 DEFAULT_CONFIG = "tok_soft-frozen_cpu.cfg"
 
-#: windows that fit the tiny encoder's 128 positions next to a P=20 prompt
+#: windows that fit the tiny encoder's 128 positions next to a prompt of up to P=20
 TINY_WINDOW = {
     "components.transformer.model.get_spans.window": 48,
     "components.transformer.model.get_spans.stride": 40,

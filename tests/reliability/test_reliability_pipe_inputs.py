@@ -1,5 +1,5 @@
 """nlp.pipe over hostile inputs: the shipped single-pass pipeline (transformer with a
-P=20 deep prompt + token_ner + relation_extractor, from configs/tok_soft-frozen_cpu.cfg) on a
+P=5 deep prompt + token_ner + relation_extractor, from configs/tok_soft-frozen_cpu.cfg) on a
 tiny random MegatronBert never raises, and every offset it produces points into
 the input exactly (doc.text == input, entity text == input[start:end], relation
 arguments are entities, brat output reads back with the same text)."""
