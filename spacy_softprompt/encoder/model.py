@@ -29,7 +29,7 @@ as spacy-transformers calls it (bit-identical output).
 import contextlib
 import functools
 import inspect
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy
 import torch
@@ -66,6 +66,11 @@ INFERENCE_PADDING_TOLERANCE = {"cpu": 0.03, "cuda": 0.1}
 #: most 2,048 positions per backbone call (rows x longest row; the bare forward is
 #: fastest at 16 windows of 128 per call, `bench speed`), on a GPU no limit
 INFERENCE_CHUNK_POSITIONS = {"cpu": 2048, "cuda": 0}
+#: default :attr:`PromptedEncoder.inference_key_alignment` per device type: on CPU a deep
+#: prompt's keys are padded with masked zero keys so that prompt + window is a multiple of
+#: 16 keys (torch's CPU flash attention is 0.7-0.85x as slow at such lengths as at the odd
+#: ones just under them, `bench speed --unaligned-keys`); on a GPU off
+INFERENCE_KEY_ALIGNMENT = {"cpu": 16, "cuda": 0}
 #: Name of the prompt sub-module; every prompt parameter's name contains this
 #: segment (``prompt_encoder.table`` ...).  The PromptAdam optimizer keys on it.
 PROMPT_MODULE_NAME = "prompt_encoder"
@@ -170,6 +175,13 @@ def _take_rows(tensor: Optional[torch.Tensor], index: torch.Tensor, width: int) 
         return None
     rows = tensor.index_select(0, index)
     return rows[:, :width] if rows.dim() > 1 else rows
+
+
+def _with_zero_keys(key: torch.Tensor, value: torch.Tensor, extra: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A layer's prefix ``(key, value)``, each ``[B, heads, P, head_dim]``, with ``extra`` zero
+    rows after the prompt's (the attention mask hides them)."""
+    pad = key.new_zeros(key.shape[:2] + (extra, key.shape[3]))
+    return torch.cat([key, pad], dim=2), torch.cat([value, pad], dim=2)
 
 
 def _scatter_rows(parts, shape) -> torch.Tensor:
@@ -311,6 +323,10 @@ class PromptedEncoder(nn.Module):
         #: row would pass this many positions (prompts excluded; 0 = no limit);
         #: ``None``: the device's default (:data:`INFERENCE_CHUNK_POSITIONS`).  Not saved.
         self.inference_chunk_positions: Optional[int] = None
+        #: without gradients, a deep prompt's keys get masked zero keys after them so that
+        #: prompt + row width is a multiple of this (0 = none; the output is the same);
+        #: ``None``: the device's default (:data:`INFERENCE_KEY_ALIGNMENT`).  Not saved.
+        self.inference_key_alignment: Optional[int] = None
         if freeze_backbone:
             self.freeze_backbone()
         if gradient_checkpointing:
@@ -687,12 +703,13 @@ class PromptedEncoder(nn.Module):
         device = input_ids.device.type
         tolerance = _device_default(self.inference_padding_tolerance, INFERENCE_PADDING_TOLERANCE, device)
         positions = _device_default(self.inference_chunk_positions, INFERENCE_CHUNK_POSITIONS, device)
+        alignment = _device_default(self.inference_key_alignment, INFERENCE_KEY_ALIGNMENT, device)
         chunks = length_chunks(extents, self.inference_chunk_rows, tolerance, positions)
         if len(chunks) == 1 and int(extents.max(initial=0)) == input_ids.shape[1] and chunks[0].size == batch:
             if bool((chunks[0] == numpy.arange(batch)).all()):
                 return self._forward_rows(
                     input_ids, attention_mask, token_type_ids, prompt_ids, mask_prompt, output_hidden_states,
-                    prompt_ids_checked=True,
+                    prompt_ids_checked=True, key_alignment=alignment,
                 )
         parts = []
         shared_kv = self._shared_kv(input_ids.device)  # looked up once, not once per chunk
@@ -702,7 +719,8 @@ class PromptedEncoder(nn.Module):
             tensors = (input_ids, attention_mask, token_type_ids, prompt_ids)
             chunk = [_take_rows(t, index, width) for t in tensors]
             part = self._forward_rows(
-                *chunk, mask_prompt, output_hidden_states, prompt_ids_checked=True, shared_kv=shared_kv
+                *chunk, mask_prompt, output_hidden_states, prompt_ids_checked=True, shared_kv=shared_kv,
+                key_alignment=alignment,
             )
             parts.append((index, width, part))
         return BaseModelOutput(
@@ -751,7 +769,10 @@ class PromptedEncoder(nn.Module):
         output_hidden_states: Optional[bool],
         prompt_ids_checked: bool = False,
         shared_kv: Optional[torch.Tensor] = None,
+        key_alignment: int = 0,
     ) -> BaseModelOutput:
+        """One backbone call. ``key_alignment`` (deep prompts): masked zero keys after the
+        prompt's, up to a multiple of it with the row width (same output, faster kernels)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         batch = input_ids.shape[0]
@@ -773,9 +794,12 @@ class PromptedEncoder(nn.Module):
             if types is None:
                 types = torch.zeros_like(ids)
             positions = self._position_ids(ids)
+            zero_keys = (-(P + ids.shape[1])) % key_alignment if P and key_alignment and self.prompt_depth == "deep" else 0
             if P:
                 fill = 0 if mask_prompt else 1
                 prompt_mask = torch.full((batch, P), fill, dtype=mask.dtype, device=mask.device)
+                if zero_keys:
+                    prompt_mask = torch.cat([prompt_mask, prompt_mask.new_zeros((batch, zero_keys))], dim=1)
                 mask = torch.cat([prompt_mask, mask], dim=1)
             if P and self.prompt_depth == "input":
                 word_embeddings = self.backbone.get_input_embeddings()
@@ -790,6 +814,8 @@ class PromptedEncoder(nn.Module):
                 )
                 return self._output(out, P, K)
             past = self._prefix(prompt_ids, self._compute_dtype(ids.device), shared_kv) if P else None
+            if zero_keys:
+                past = tuple(_with_zero_keys(key, value, zero_keys) for key, value in past)
             out = self.backbone(
                 input_ids=ids,
                 attention_mask=mask,

@@ -65,3 +65,26 @@ def test_nested_device_work_is_counted_once(monkeypatch):
     assert timed_outer() == 2 and calls == ["inner"]
     # outer: read at 0 and 1; the inner call inside it is not timed again (else 0 -> 3 and 1 -> 2: 4 s)
     assert clock.cpu_s == {pt.DEVICE_WORK_KEY: 1.0} and clock._depth == 0
+
+
+def test_the_bare_forward_with_a_prefix_is_the_encoders_deep_prompt(tiny_bert):
+    """``bench speed --prompt-sweep`` times the backbone with a deep prompt passed as the encoder
+    passes it: the same hidden states as the encoder's own forward, padding rows included."""
+    import torch
+    from transformers import AutoModel
+
+    from spacy_softprompt.encoder.model import PromptedEncoder
+
+    encoder = PromptedEncoder(AutoModel.from_pretrained(str(tiny_bert)), prompt_length=3, prompt_depth="deep")
+    encoder.eval()
+    (batch,) = pt.padded_batches([[2, 5, 6, 7, 3], [2, 8, 3]], rows=2)
+    with torch.no_grad():
+        expected = encoder(**batch).last_hidden_state
+        prefix = pt.deep_prefix(encoder, 3)
+        got = encoder.backbone(**pt.with_prefix(batch, prefix)).last_hidden_state
+        plain = encoder.backbone(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(got[real], expected[real], atol=1e-5)
+    assert not torch.allclose(plain[real], expected[real], atol=1e-3)  # the prompt changes the output
+    config = encoder.backbone.config
+    assert tuple(pt.deep_prefix(encoder, 7).shape[-2:]) == (7, config.hidden_size // config.num_attention_heads)

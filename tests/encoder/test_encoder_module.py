@@ -485,3 +485,39 @@ def test_inference_chunks_share_one_prompt_lookup(tiny_model):
         hook2.remove()
     assert len(backbone_calls) > 1 and len(lookups) == 1 and lookups[0][0] == 1
     torch.testing.assert_close(chunked.last_hidden_state[real], whole.last_hidden_state[real], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("alignment", [16, 7])
+def test_key_alignment_pads_the_deep_prompt_keys_without_changing_the_output(tiny_model, alignment):
+    """Without gradients on CPU, a deep prompt's keys get masked zero keys so that prompt + row
+    width is a multiple of the alignment (faster CPU attention kernels); the real positions get
+    the numbers of the unaligned call, and training calls are never padded."""
+    backbone, tokenizer = load(tiny_model)
+    encoder = prompted(backbone, tokenizer, prompt_depth="deep", prompt_length=3)
+    enc = batch(tokenizer, TEXTS * 2 + ["warfarin"])
+    real = enc["attention_mask"].bool()
+    keys = []
+    hook = encoder.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: keys.append((kwargs["past_key_values"][0][0].shape[2], kwargs["input_ids"].shape[1],
+                                                  kwargs["attention_mask"].shape[1])), with_kwargs=True)
+    encoder.eval()
+    try:
+        encoder.inference_key_alignment = 0
+        with torch.no_grad():
+            plain = encoder(**enc, output_hidden_states=True)
+        assert all(prefix == 3 for prefix, _, _ in keys)
+        keys.clear()
+        encoder.inference_key_alignment = alignment
+        with torch.no_grad():
+            aligned = encoder(**enc, output_hidden_states=True)
+        assert keys and all((prefix + width) % alignment == 0 and mask == prefix + width for prefix, width, mask in keys)
+        assert any(prefix > 3 for prefix, _, _ in keys)
+        keys.clear()
+        encoder(**enc)  # gradients on: the training call keeps the prompt's own keys
+        assert [prefix for prefix, _, _ in keys] == [3]
+    finally:
+        hook.remove()
+    torch.testing.assert_close(aligned.last_hidden_state[real], plain.last_hidden_state[real], atol=ATOL, rtol=0)
+    for mine, theirs in zip(aligned.hidden_states, plain.hidden_states):
+        torch.testing.assert_close(mine[real], theirs[real], atol=ATOL, rtol=0)
+    assert model_module.INFERENCE_KEY_ALIGNMENT == {"cpu": 16, "cuda": 0}
