@@ -69,7 +69,9 @@ INFERENCE_CHUNK_POSITIONS = {"cpu": 2048, "cuda": 0}
 #: default :attr:`PromptedEncoder.inference_key_alignment` per device type: on CPU a deep
 #: prompt's keys are padded with masked zero keys so that prompt + window is a multiple of
 #: 16 keys (torch's CPU flash attention is 0.7-0.85x as slow at such lengths as at the odd
-#: ones just under them, `bench speed --unaligned-keys`); on a GPU off
+#: ones just under them, `bench speed --unaligned-keys`); on a GPU off. Only for backbones
+#: whose attention runs through torch's SDPA (BERT, RoBERTa); MegatronBert's eager attention
+#: would only do the extra keys' work
 INFERENCE_KEY_ALIGNMENT = {"cpu": 16, "cuda": 0}
 #: Name of the prompt sub-module; every prompt parameter's name contains this
 #: segment (``prompt_encoder.table`` ...).  The PromptAdam optimizer keys on it.
@@ -325,7 +327,8 @@ class PromptedEncoder(nn.Module):
         self.inference_chunk_positions: Optional[int] = None
         #: without gradients, a deep prompt's keys get masked zero keys after them so that
         #: prompt + row width is a multiple of this (0 = none; the output is the same);
-        #: ``None``: the device's default (:data:`INFERENCE_KEY_ALIGNMENT`).  Not saved.
+        #: ``None``: the device's default (:data:`INFERENCE_KEY_ALIGNMENT`) when the backbone's
+        #: attention is SDPA, else 0.  Not saved.
         self.inference_key_alignment: Optional[int] = None
         if freeze_backbone:
             self.freeze_backbone()
@@ -703,7 +706,10 @@ class PromptedEncoder(nn.Module):
         device = input_ids.device.type
         tolerance = _device_default(self.inference_padding_tolerance, INFERENCE_PADDING_TOLERANCE, device)
         positions = _device_default(self.inference_chunk_positions, INFERENCE_CHUNK_POSITIONS, device)
-        alignment = _device_default(self.inference_key_alignment, INFERENCE_KEY_ALIGNMENT, device)
+        alignment = self.inference_key_alignment
+        if alignment is None:
+            sdpa = getattr(self.backbone.config, "_attn_implementation", None) == "sdpa"
+            alignment = _device_default(None, INFERENCE_KEY_ALIGNMENT, device) if sdpa else 0
         chunks = length_chunks(extents, self.inference_chunk_rows, tolerance, positions)
         if len(chunks) == 1 and int(extents.max(initial=0)) == input_ids.shape[1] and chunks[0].size == batch:
             if bool((chunks[0] == numpy.arange(batch)).all()):

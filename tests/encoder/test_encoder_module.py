@@ -521,3 +521,23 @@ def test_key_alignment_pads_the_deep_prompt_keys_without_changing_the_output(tin
     for mine, theirs in zip(aligned.hidden_states, plain.hidden_states):
         torch.testing.assert_close(mine[real], theirs[real], atol=ATOL, rtol=0)
     assert model_module.INFERENCE_KEY_ALIGNMENT == {"cpu": 16, "cuda": 0}
+
+
+def test_key_alignment_defaults_to_sdpa_backbones_on_cpu(tiny_model):
+    """The device's default applies where the backbone's attention is torch's SDPA (whose CPU
+    kernel the alignment is for); an eager attention (MegatronBert) keeps the prompt's keys."""
+    backbone, tokenizer = load(tiny_model)
+    encoder = prompted(backbone, tokenizer, prompt_depth="deep", prompt_length=3)
+    enc = batch(tokenizer, TEXTS)
+    prefixes = []
+    hook = encoder.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: prefixes.append((kwargs["past_key_values"][0][0].shape[2], kwargs["input_ids"].shape[1])),
+        with_kwargs=True)
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            encoder(**enc)
+    finally:
+        hook.remove()
+    sdpa = encoder.backbone.config._attn_implementation == "sdpa"
+    assert all(((prefix + width) % 16 == 0) if sdpa else prefix == 3 for prefix, width in prefixes)
