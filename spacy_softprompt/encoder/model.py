@@ -68,8 +68,8 @@ INFERENCE_PADDING_TOLERANCE = {"cpu": 0.03, "cuda": 0.1}
 INFERENCE_CHUNK_POSITIONS = {"cpu": 2048, "cuda": 0}
 #: default :attr:`PromptedEncoder.inference_key_alignment` per device type: on CPU a deep
 #: prompt's keys are padded with masked zero keys so that prompt + window is a multiple of
-#: 16 keys (torch's CPU flash attention is 0.7-0.85x as slow at such lengths as at the odd
-#: ones just under them, `bench speed --unaligned-keys`); on a GPU off. Only for backbones
+#: 16 keys (torch's CPU flash attention takes 0.7-0.85x the time at such lengths that it
+#: takes at the odd ones just under them, `bench speed --unaligned-keys`); on a GPU off. Only for backbones
 #: whose attention runs through torch's SDPA (BERT, RoBERTa); MegatronBert's eager attention
 #: would only do the extra keys' work
 INFERENCE_KEY_ALIGNMENT = {"cpu": 16, "cuda": 0}
