@@ -29,7 +29,7 @@ as spacy-transformers calls it (bit-identical output).
 import contextlib
 import functools
 import inspect
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy
 import torch
@@ -177,13 +177,6 @@ def _take_rows(tensor: Optional[torch.Tensor], index: torch.Tensor, width: int) 
         return None
     rows = tensor.index_select(0, index)
     return rows[:, :width] if rows.dim() > 1 else rows
-
-
-def _with_zero_keys(key: torch.Tensor, value: torch.Tensor, extra: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A layer's prefix ``(key, value)``, each ``[B, heads, P, head_dim]``, with ``extra`` zero
-    rows after the prompt's (the attention mask hides them)."""
-    pad = key.new_zeros(key.shape[:2] + (extra, key.shape[3]))
-    return torch.cat([key, pad], dim=2), torch.cat([value, pad], dim=2)
 
 
 def _scatter_rows(parts, shape) -> torch.Tensor:
@@ -611,15 +604,21 @@ class PromptedEncoder(nn.Module):
         head_types = torch.zeros((batch, K + 1), dtype=ids.dtype, device=ids.device)
         return new_ids, new_mask, torch.cat([head_types, text_types], dim=1)
 
-    def _prefix(self, prompt_ids: torch.Tensor, dtype: torch.dtype, shared_kv: Optional[torch.Tensor] = None):
-        """Per-layer ``(key, value)`` prefixes, each ``[B, heads, P, head_dim]``. ``shared_kv``:
-        :meth:`_shared_kv`'s tensor, looked up once for all chunks of an inference batch."""
+    def _prefix(
+        self, prompt_ids: torch.Tensor, dtype: torch.dtype, shared_kv: Optional[torch.Tensor] = None, zero_keys: int = 0
+    ):
+        """Per-layer ``(key, value)`` prefixes, each ``[B, heads, P + zero_keys, head_dim]``. ``shared_kv``:
+        :meth:`_shared_kv`'s tensor, looked up once for all chunks of an inference batch;
+        ``zero_keys``: zero rows after the prompt's (the attention mask hides them), added to
+        the table before it is expanded over the rows."""
         batch = prompt_ids.shape[0]
         shared = len(self._prompt_names) == 1 and batch > 1  # every row has prompt 0: look it up once
         if shared_kv is not None:
             kv = shared_kv
         else:
             kv = self._kv(self.prompt_encoder(prompt_ids[:1] if shared else prompt_ids).to(dtype))
+        if zero_keys:
+            kv = torch.cat([kv, kv.new_zeros(kv.shape[:4] + (zero_keys, kv.shape[5]))], dim=4)
         if shared or shared_kv is not None:  # a view per layer, not B copies of the prompt (the attention concatenates anyway)
             kv = kv.expand(-1, -1, batch, -1, -1, -1)
         return tuple((kv[i, 0], kv[i, 1]) for i in range(self._num_layers))
@@ -819,9 +818,7 @@ class PromptedEncoder(nn.Module):
                     **extra,
                 )
                 return self._output(out, P, K)
-            past = self._prefix(prompt_ids, self._compute_dtype(ids.device), shared_kv) if P else None
-            if zero_keys:
-                past = tuple(_with_zero_keys(key, value, zero_keys) for key, value in past)
+            past = self._prefix(prompt_ids, self._compute_dtype(ids.device), shared_kv, zero_keys) if P else None
             out = self.backbone(
                 input_ids=ids,
                 attention_mask=mask,
