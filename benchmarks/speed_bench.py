@@ -45,6 +45,7 @@ writes ``benchmarks/results/speed.json``.
 """
 import sys
 from pathlib import Path
+from unittest import mock
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -74,15 +75,11 @@ def _old_batching(nlp, runner):
     """``runner`` with the transformer pipe's sub-batches and the encoder's chunks as before
     the position budget: 4,096 padded spaCy tokens per predict call, no position budget per chunk."""
     pipe = nlp.get_pipe("transformer")
-    encoder = pipe.model.encoder
 
     def run():
-        saved = pipe.cfg["max_batch_items"], encoder.inference_chunk_positions
-        pipe.cfg["max_batch_items"], encoder.inference_chunk_positions = 4096, 0
-        try:
+        with mock.patch.dict(pipe.cfg, max_batch_items=4096), \
+                mock.patch.object(pipe.model.encoder, "inference_chunk_positions", 0):
             return runner()
-        finally:
-            pipe.cfg["max_batch_items"], encoder.inference_chunk_positions = saved
 
     return run
 
@@ -93,12 +90,8 @@ def _unaligned_keys(nlp, runner):
     encoder = nlp.get_pipe("transformer").model.encoder
 
     def run():
-        saved = encoder.inference_key_alignment
-        encoder.inference_key_alignment = 0
-        try:
+        with mock.patch.object(encoder, "inference_key_alignment", 0):
             return runner()
-        finally:
-            encoder.inference_key_alignment = saved
 
     return run
 
@@ -229,11 +222,9 @@ def main(argv=None) -> int:
                        "median_wall_s": wall, "runs_cpu_s": [c for c, _ in values], "runs_wall_s": [w for _, w in values]}
     ratio_cpu = speed["pipeline"]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"]
     ratio_wall = speed["pipeline"]["words_per_s"] / speed["bare forward"]["words_per_s"]
-    ratio_unaligned_keys = (
-        speed[UNALIGNED_KEYS]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"] if UNALIGNED_KEYS in speed else None
-    )
-    ratio_old_batching = (
-        speed[OLD_BATCHING]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"] if OLD_BATCHING in speed else None
+    ratio_unaligned_keys, ratio_old_batching = (
+        speed[name]["words_per_cpu_s"] / speed["bare forward"]["words_per_cpu_s"] if name in speed else None
+        for name in (UNALIGNED_KEYS, OLD_BATCHING)
     )
 
     window_sweep = _window_sweep(nlp, texts, [int(w) for w in args.window_sweep.split(",") if w.strip()], args.repeats)

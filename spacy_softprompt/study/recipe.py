@@ -75,10 +75,12 @@ def split_stale(
     no longer plans that run: e.g. a strategy's prompt length moved, which changes
     the key). Without a plan (None) every row is judged against the newest
     successful run of its kind."""
+    fresh, stale = [], []
     if current is not None:
-        fresh = [row for row in rows if row.get("key") in current and row.get("recipe") == current[row["key"]]]
-        kept = {id(row) for row in fresh}
-        return fresh, [row for row in rows if id(row) not in kept]
+        for row in rows:
+            key = row.get("key")
+            (fresh if key in current and row.get("recipe") == current[key] else stale).append(row)
+        return fresh, stale
     newest: Dict[Tuple, Tuple[str, Any]] = {}
     for row in rows:
         if row.get("status") != "ok":
@@ -87,7 +89,6 @@ def split_stale(
         stamp = str(row.get("finished_at") or "")
         if group not in newest or stamp >= newest[group][0]:
             newest[group] = (stamp, row.get("recipe"))
-    fresh, stale = [], []
     for row in rows:
         expected = newest.get(recipe_group(row), ("", row.get("recipe")))[1]
         (fresh if row.get("recipe") == expected else stale).append(row)
