@@ -318,7 +318,9 @@ class _PartClock:
         return timed
 
     def _patch(self, owner: Any, attr: str, name: str, nested: bool) -> None:
-        original = getattr(owner, attr)
+        original = getattr(owner, attr, None)
+        if original is None:  # an earlier revision without this function (host-side-by-side)
+            return
         self._saved.append((owner, attr, original))
         setattr(owner, attr, self._timed(original, name, nested))
 

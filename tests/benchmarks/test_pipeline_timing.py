@@ -67,6 +67,16 @@ def test_nested_device_work_is_counted_once(monkeypatch):
     assert clock.cpu_s == {pt.DEVICE_WORK_KEY: 1.0} and clock._depth == 0
 
 
+def test_a_function_missing_from_the_timed_code_is_skipped(monkeypatch):
+    """host-side-by-side times an earlier revision with this checkout's clock: a timed
+    function that revision lacks is left out instead of failing the run."""
+    monkeypatch.setitem(pt.DEVICE_WORK, ("spacy_softprompt.encoder.model", "_no_such_function"), "missing")
+    with pt._PartClock() as clock:
+        patched = [attr for _, attr, _ in clock._saved]
+    assert "_no_such_function" not in patched and "_take_rows" in patched
+    assert clock._saved == []
+
+
 def test_the_bare_forward_with_a_prefix_is_the_encoders_deep_prompt(tiny_bert):
     """``bench speed --prompt-sweep`` times the backbone with a deep prompt passed as the encoder
     passes it: the same hidden states as the encoder's own forward, padding rows included."""
