@@ -253,6 +253,11 @@ def main(argv=None) -> int:
                          if k != "forward" and k != pt.DEVICE_WORK_KEY and k not in pt.TRANSFORMER_PARTS.values()), words)
         if primed_runs else None
     )
+    # ... and of it, what stays on the CPU with a GPU: the t_host of a long-running GPU worker
+    host_cpu_only_primed = (
+        host_primed - pt.per_words(pt.median([r.get(pt.DEVICE_WORK_KEY, 0.0) for r in primed_runs]), words)
+        if primed_runs else None
+    )
     bare_per_words = pt.per_words(speed["bare forward"]["median_cpu_s"], words)
     transformer_stage = stages.get("transformer", 0.0) + stages.get("forward", 0.0)
 
@@ -273,6 +278,7 @@ def main(argv=None) -> int:
         "host_device_work_cpu_s_per_10k_words": device_work,
         "host_cpu_only_cpu_s_per_10k_words": host - device_work,
         "host_primed_cpu_s_per_10k_words": host_primed,
+        "host_cpu_only_primed_cpu_s_per_10k_words": host_cpu_only_primed,
         "primer_notes": len(primer),
         "tokenizer_side_by_side_cpu_s_per_10k_words": tokenizer_ab,
         "wordpieces_side_by_side_cpu_s_per_10k_words": wordpieces_ab,
@@ -312,6 +318,8 @@ def main(argv=None) -> int:
         ("  of which array work a GPU takes over (gather/scatter, pooling, head products)", f"{device_work:.4f}"),
         ("  host work that stays on the CPU with a GPU", f"{host - device_work:.4f}"),
         (f"host, wordpiece cache primed with {len(primer)} other notes", "n/a" if host_primed is None else f"{host_primed:.4f}"),
+        ("  of which stays on the CPU with a GPU (a long-running GPU worker)",
+         "n/a" if host_cpu_only_primed is None else f"{host_cpu_only_primed:.4f}"),
         ("bare forward", f"{bare_per_words:.4f}"),
         ("transformer stage / bare forward", f"{transformer_stage / bare_per_words:.3f}x"),
     ] + [(f"  (side by side) {k}", f"{v:.4f}") for k, v in tokenizer_ab.items()]

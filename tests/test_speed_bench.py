@@ -46,6 +46,8 @@ def test_speed_bench_figures_are_consistent(tmp_path):
     assert 0 < device < report["host_cpu_s_per_10k_words"]
     assert report["host_cpu_only_cpu_s_per_10k_words"] == pytest.approx(report["host_cpu_s_per_10k_words"] - device)
     assert report["primer_notes"] > 0 and report["host_primed_cpu_s_per_10k_words"] > 0  # a worker's steady state
+    # a long-running GPU worker: the primed host work less the array work a GPU takes over
+    assert 0 < report["host_cpu_only_primed_cpu_s_per_10k_words"] < report["host_primed_cpu_s_per_10k_words"]
     assert report["get_spans"]["window"] == 128 and report["get_spans"]["stride"] == 112  # the main job's windows
     # the bare forward: windows of at most 128 wordpieces, all full but each note's last
     windows = report["bare_windows"]
