@@ -248,16 +248,13 @@ def main(argv=None) -> int:
     wordpieces_ab = {k: pt.per_words(v, words) for k, v in pt.wordpiece_seconds(nlp, texts, primer, args.repeats).items()}
     # a long-running worker: the same stages with the wordpiece cache primed by other notes
     primed_runs = [pt.stage_seconds(nlp, texts, primer=primer)[0] for _ in range(args.repeats)] if primer else []
-    host_primed = (
-        pt.per_words(sum(pt.median([r[k] for r in primed_runs]) for k in primed_runs[0]
-                         if k != "forward" and k != pt.DEVICE_WORK_KEY and k not in pt.TRANSFORMER_PARTS.values()), words)
-        if primed_runs else None
-    )
     # ... and of it, what stays on the CPU with a GPU: the t_host of a long-running GPU worker
-    host_cpu_only_primed = (
-        host_primed - pt.per_words(pt.median([r.get(pt.DEVICE_WORK_KEY, 0.0) for r in primed_runs]), words)
-        if primed_runs else None
-    )
+    host_primed = host_cpu_only_primed = None
+    if primed_runs:
+        primed = {name: pt.per_words(pt.median([r[name] for r in primed_runs]), words) for name in primed_runs[0]}
+        host_primed = sum(v for k, v in primed.items()
+                          if k not in ("forward", pt.DEVICE_WORK_KEY) and k not in pt.TRANSFORMER_PARTS.values())
+        host_cpu_only_primed = host_primed - primed.get(pt.DEVICE_WORK_KEY, 0.0)
     bare_per_words = pt.per_words(speed["bare forward"]["median_cpu_s"], words)
     transformer_stage = stages.get("transformer", 0.0) + stages.get("forward", 0.0)
 
