@@ -16,8 +16,14 @@ script gives the *ratio* of two code versions measured in one run:
 * each process also hashes its predictions (entities and relations of every
   note): a speed change that alters an output is reported as such.
 
+``--malloc`` compares this checkout with itself instead: "before" with glibc's
+own malloc behaviour, "after" keeping freed memory as ``annotate`` does
+(:mod:`spacy_softprompt.memory`). In ``--before`` mode both sides run with
+glibc's default.
+
 Run: ``python -m spacy_softprompt bench host-side-by-side --before 7c1b14e
-[--model training/windows/default-seed3/model-best] [--rounds 2] [--repeats 3]``;
+[--model training/windows/default-seed3/model-best] [--rounds 2] [--repeats 3]``
+(or ``--malloc`` instead of ``--before REV``);
 writes ``benchmarks/results/host_side_by_side.json``.  Pause other work on the
 machine first.
 """
@@ -36,9 +42,15 @@ REPO = HERE.parent
 RESULTS = HERE / "results" / "host_side_by_side.json"
 
 
-def measure(label: str, model: Optional[str], repeats: int, threads: int) -> Dict[str, Any]:
+def measure(label: str, model: Optional[str], repeats: int, threads: int, malloc: str = "default") -> Dict[str, Any]:
     """Host work of the code this process imports (child side)."""
     sys.path.insert(0, str(HERE))
+    if malloc != "default":
+        from spacy_softprompt.memory import apply_malloc_setting
+
+        apply_malloc_setting(malloc)
+    import resource
+
     import numpy
     import torch
 
@@ -47,7 +59,7 @@ def measure(label: str, model: Optional[str], repeats: int, threads: int) -> Dic
     import spacy_softprompt
     from spacy_softprompt.annotations import get_relations
 
-    out: Dict[str, Any] = {"label": label, "code": str(Path(spacy_softprompt.__file__).resolve().parent)}
+    out: Dict[str, Any] = {"label": label, "code": str(Path(spacy_softprompt.__file__).resolve().parent), "malloc": malloc}
     kinds = [("calibrated", None)] + ([("trained", model)] if model else [])
     for kind, path in kinds:
         nlp, gold = pt.default_pipeline(model=Path(path) if path else None)
@@ -73,13 +85,14 @@ def measure(label: str, model: Optional[str], repeats: int, threads: int) -> Dic
             "entities": sum(len(doc.ents) for doc in docs),
             "relations": sum(len(get_relations(doc)) for doc in docs),
         }
+    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
-def run_child(code: Path, label: str, args: argparse.Namespace, output: Path) -> Dict[str, Any]:
+def run_child(code: Path, label: str, args: argparse.Namespace, output: Path, malloc: str = "default") -> Dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(code), OMP_NUM_THREADS=str(args.threads))
     command = [sys.executable, str(Path(__file__).resolve()), "--child", label, "--output", str(output),
-               "--repeats", str(args.repeats), "--threads", str(args.threads)]
+               "--repeats", str(args.repeats), "--threads", str(args.threads), "--child-malloc", malloc]
     if args.model:
         command += ["--model", str(Path(args.model).resolve())]
     subprocess.run(command, check=True, env=env, cwd=str(REPO))
@@ -112,45 +125,52 @@ def summarise(rounds: List[Dict[str, Dict[str, Any]]], kinds: List[str]) -> Dict
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", help="git revision to compare this checkout with")
+    parser.add_argument("--malloc", action="store_true",
+                        help="instead of --before: this checkout with glibc's malloc (before) vs keeping freed memory (after)")
     parser.add_argument("--model", help="a trained pipeline folder (measured beside the calibrated one)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-malloc", default="default", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        Path(args.output).write_text(json.dumps(measure(args.child, args.model, args.repeats, args.threads), indent=1))
+        result = measure(args.child, args.model, args.repeats, args.threads, args.child_malloc)
+        Path(args.output).write_text(json.dumps(result, indent=1))
         return 0
-    if not args.before:
-        parser.error("--before REV is required")
-    rev = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=REPO, check=True,
+    if bool(args.before) == bool(args.malloc):
+        parser.error("give --before REV or --malloc")
+    rev = subprocess.run(["git", "rev-parse", "--short", args.before or "HEAD"], cwd=REPO, check=True,
                          capture_output=True, text=True).stdout.strip()
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
                           capture_output=True, text=True).stdout.strip()
     kinds = ["calibrated"] + (["trained"] if args.model else [])
     with tempfile.TemporaryDirectory(prefix="host_side_by_side_") as tmp:
-        tree = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True, capture_output=True)
+        tree = REPO if args.malloc else Path(tmp) / "before"
+        if not args.malloc:
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True, capture_output=True)
+        mallocs = {"before": "default", "after": "retain" if args.malloc else "default"}
         try:
             rounds = []
             for n in range(args.rounds):
                 result = {}
                 for label, code in (("before", tree), ("after", REPO)):
-                    result[label] = run_child(code, label, args, Path(tmp) / f"{label}{n}.json")
+                    result[label] = run_child(code, label, args, Path(tmp) / f"{label}{n}.json", mallocs[label])
                     for kind in kinds:
                         print(f"round {n + 1} {label:6s} {kind:10s} host {result[label][kind]['host_cpu_s_per_10k_words']:.4f} "
-                              f"CPU s per 10k words", flush=True)
+                              f"CPU s per 10k words, peak RSS {result[label]['max_rss_mb']:.0f} MB", flush=True)
                 rounds.append(result)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+            if not args.malloc:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
     summary = summarise(rounds, kinds)
     for kind in kinds:
         s = summary[kind]
         print(f"{kind}: after / before {s['after_over_before_median']:.2f} "
               f"(rounds {', '.join(f'{x:.2f}' for x in s['after_over_before_per_round'])}), "
               f"same predictions: {s['same_predictions']}")
-    report = {"before": rev, "after": head, "model": args.model, "rounds": rounds, "summary": summary,
+    report = {"before": rev, "after": head, "malloc": mallocs, "model": args.model, "rounds": rounds, "summary": summary,
               "settings": {"repeats": args.repeats, "threads": args.threads}}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=1))

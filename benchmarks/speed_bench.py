@@ -39,10 +39,13 @@ as it batched inference before (spacy-transformers' 4,096
 them for ``spacy_softprompt.sentence_windows.v1`` (non-overlapping windows of
 whole sentences, ``--window`` tokens at most, 128 by default); both change
 predictions, so the accuracy must be re-checked by training.
+``--malloc retain`` (the default, as ``annotate``) keeps freed memory in the process
+(:mod:`spacy_softprompt.memory`); ``--malloc default`` measures glibc's own behaviour.
 
 Run: ``python -m spacy_softprompt bench speed [--model PATH] [--repeats 5] [--threads 1]``;
 writes ``benchmarks/results/speed.json``.
 """
+import resource
 import sys
 from pathlib import Path
 from unittest import mock
@@ -171,9 +174,15 @@ def main(argv=None) -> int:
                         help="also time the pipeline without the deep prompt's key alignment, interleaved")
     parser.add_argument("--prompt-sweep", default="",
                         help="comma list of deep prompt lengths to time the bare forward with, e.g. 0,5,20")
+    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory as `annotate` does by default (spacy_softprompt.memory); "
+                             "default: glibc's own behaviour")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
+    from spacy_softprompt.memory import apply_malloc_setting
+
+    memory_retained = apply_malloc_setting(args.malloc)  # before anything large is allocated
     import torch
 
     if args.threads:
@@ -281,6 +290,8 @@ def main(argv=None) -> int:
         "wordpieces_side_by_side_cpu_s_per_10k_words": wordpieces_ab,
         "transformer_stage_vs_bare_forward": transformer_stage / bare_per_words,
         "torch_threads": torch.get_num_threads(),
+        "memory_retained": memory_retained,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # peak of the whole run (Linux: KiB)
     })
     report["targets"]["pipeline / bare forward (CPU time)"] = bc.target_entry(ratio_cpu, TARGET_RATIO, True)
     report["targets"]["host CPU s per 10k words (one core)"] = bc.target_entry(host, TARGET_HOST_S, False, unit=" s")

@@ -1,11 +1,14 @@
 """``python -m spacy_softprompt <command>``: data conversion, scoring, training helpers,
 evaluation and annotation. Every command has ``--help``."""
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from .memory import MALLOC_ENV, MALLOC_SETTINGS, apply_malloc_setting
 
 #: ``annotate``'s default notes per batch: on a GPU a backbone call of fewer than ~30 windows is
 #: bound by kernel launches (docs/gpu.md, "Why max_batch_items is 16,384")
@@ -200,6 +203,9 @@ def annotate(
     overlap: bool = typer.Option(
         False, "--overlap", help="run the transformer of the next batch in a background thread while the heads work on this one, in this process or in each worker (--n-process, ray); for a GPU (docs/speed.md)."
     ),
+    malloc: str = typer.Option(
+        "retain", "--malloc", help="retain: keep freed memory for the next batch (glibc; fewer page faults, memory stays at its peak), in every worker too; default: glibc's own behaviour (docs/speed.md)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data, sharded, exactly once)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: 'auto', 'ray://host:10001'; default starts a local cluster."),
@@ -222,10 +228,14 @@ def annotate(
         batch_size = GPU_BATCH_SIZE if (gpu_id >= 0 or gpus_per_worker > 0) else CPU_BATCH_SIZE
     if batch_size < 1:
         raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
+    if malloc not in MALLOC_SETTINGS:
+        raise CliUsageError(f"--malloc {malloc!r}: use {' or '.join(MALLOC_SETTINGS)}")
     if engine == "ray":
         _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
-                         gpus_per_worker, cpus_per_worker, shard_size, code, schema, overlap)
+                         gpus_per_worker, cpus_per_worker, shard_size, code, schema, overlap, malloc)
         return
+    os.environ[MALLOC_ENV] = malloc  # spawned workers (--n-process) read it
+    apply_malloc_setting(malloc)
     from .annotate import annotate as run_annotate
     from .annotate import check_apart, check_brat_schema, check_output, check_source, errors_path_for
 
@@ -261,7 +271,8 @@ def _load_model(model: str, gpu_id: int = -1):
 
 
 def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
-                     gpus_per_worker, cpus_per_worker, shard_size, code, schema=None, overlap=False) -> None:
+                     gpus_per_worker, cpus_per_worker, shard_size, code, schema=None, overlap=False,
+                     malloc="default") -> None:
     from .annotate import check_apart, check_brat_schema, check_source
     from .scale import annotate_on_ray
 
@@ -284,7 +295,7 @@ def _annotate_on_ray(model, source, output, output_format, batch_size, quiet, ad
         model, source, output, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, batch_size=batch_size, code=code,
         output_format="jsonl" if output_format == "brat" else output_format, brat=output_format == "brat",
-        brat_schema=brat_schema, progress=not quiet, overlap=overlap,
+        brat_schema=brat_schema, progress=not quiet, overlap=overlap, malloc=malloc,
     )
     run = result["run"]
     typer.echo(

@@ -99,6 +99,9 @@ _worker_device: str = "cpu"
 def _init_worker(model_dir: str, threads: int, modules: List[str], gpu_id: int = -1) -> None:
     global _worker_nlp, _worker_error, _worker_device
     try:
+        from .memory import apply_malloc_setting
+
+        apply_malloc_setting()  # the parent's choice, through the environment (MALLOC_ENV)
         import torch
 
         torch.set_num_threads(threads)
@@ -127,6 +130,10 @@ def _worker_info() -> Tuple[int, int, str, Optional[str]]:
     import torch
 
     return os.getpid(), torch.get_num_threads(), _worker_device, _worker_error
+
+
+def _worker_pid_and(fn: Callable[[], Any]) -> Tuple[int, Any]:
+    return os.getpid(), fn()
 
 
 # ---- parent side ----------------------------------------------------------------
@@ -175,6 +182,13 @@ class WorkerPool:
         that answered (for tests and logs)."""
         futures = [self._executor.submit(_worker_info) for _ in range(self.n_process * 2)]
         return sorted({f.result() for f in futures})
+
+    def memory_retained(self) -> List[bool]:
+        """Whether each worker that answered keeps freed memory (:mod:`.memory`), by pid order."""
+        from .memory import memory_is_retained
+
+        futures = [self._executor.submit(_worker_pid_and, memory_is_retained) for _ in range(self.n_process * 2)]
+        return [retained for _, retained in sorted({f.result() for f in futures})]
 
     def map(self, fn: ChunkFn, chunks: Iterable[List[Tuple[str, str]]]) -> Iterator[List[Result]]:
         """Results of ``fn`` per chunk, in the order of ``chunks``; at most two

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from ..annotate import check_apart
 from ..data.schema import Schema, load_schema, schema_from_dict
+from ..memory import MALLOC_SETTINGS
 from ..safe_io import LOCK_FILE, OutputLock, remove_partial_files
 from .errors import ScaleError, WorkerSetupError
 from .shards import ShardPlan, pack, read_shard
@@ -42,8 +43,13 @@ class ShardAnnotator:
         code: Optional[str] = None,
         brat_schema: Optional[Dict[str, Any]] = None,
         overlap: bool = False,
+        malloc: str = "default",
     ) -> None:
         import spacy
+
+        from ..memory import apply_malloc_setting
+
+        apply_malloc_setting(malloc)  # before the pipeline allocates anything
 
         if code:
             from spacy.util import import_file
@@ -98,6 +104,7 @@ def annotate_on_ray(
     max_worker_restarts: int = 3,
     progress: bool = True,
     overlap: bool = False,
+    malloc: str = "default",
 ) -> Dict[str, Any]:
     """Annotate ``source`` into the folder ``output`` on Ray; return the success
     marker (counts) plus this run's figures. ``address``: None starts (or joins,
@@ -105,7 +112,10 @@ def annotate_on_ray(
     joins one; an already initialised Ray is used as it is. ``output`` must be a
     folder every worker can read and write (shared storage on a cluster).
     ``overlap``: each worker runs the transformer of its next batch in a background
-    thread while the heads work on this one (:mod:`~spacy_softprompt.overlap`)."""
+    thread while the heads work on this one (:mod:`~spacy_softprompt.overlap`).
+    ``malloc="retain"``: each worker keeps freed memory for reuse (:mod:`~spacy_softprompt.memory`)."""
+    if malloc not in MALLOC_SETTINGS:
+        raise ValueError(f"malloc {malloc!r}: use one of {', '.join(MALLOC_SETTINGS)}")
     if output_format not in ("jsonl", "parquet"):
         raise ValueError(f"Unknown output format '{output_format}': use 'jsonl' or 'parquet' (and brat=True for brat files).")
     if workers < 1:
@@ -140,7 +150,7 @@ def annotate_on_ray(
                 "brat_dir": str(brat_dir) if brat_dir else None, "use_gpu": gpus_per_worker > 0,
                 "torch_threads": max(1, int(cpus_per_worker)), "code": str(Path(code).resolve()) if code else None,
                 "brat_schema": schema.to_dict() if schema is not None else None,  # plain data: workers may run elsewhere
-                "overlap": overlap,
+                "overlap": overlap, "malloc": malloc,
             }
             run.update(_run_on_ray(plan, pending, output_format, actor_kwargs, names, address=address, workers=workers,
                                    gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,

@@ -45,3 +45,9 @@ def test_before_is_required(module, capsys):
     with pytest.raises(SystemExit):
         module.main([])
     assert "--before" in capsys.readouterr().err
+
+
+def test_before_and_malloc_exclude_each_other(module, capsys):
+    with pytest.raises(SystemExit):
+        module.main(["--before", "HEAD", "--malloc"])
+    assert "--malloc" in capsys.readouterr().err
