@@ -23,8 +23,11 @@ trainable parameters (encoder + ner + relation_extractor heads).
 Targets (GatorTron-base shape): frozen step time <= 0.75x unfrozen, frozen peak
 memory <= 0.6x unfrozen, trainable share <= 3% when frozen.
 
+Each worker keeps freed memory for reuse as ``train`` does (``--malloc default``:
+glibc's own behaviour, for the side-by-side figure in docs/speed.md).
+
 Run: ``python benchmarks/training_bench.py [--backbones minilm,gatortron-base-shaped]
-[--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 5]``;
+[--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 5] [--malloc default]``;
 writes ``benchmarks/results/training.json``.
 """
 import resource
@@ -51,6 +54,9 @@ TARGET_TIME, TARGET_MEMORY, TARGET_SHARE = 0.75, 0.6, 0.03
 
 
 def worker_train(spec):
+    from spacy_softprompt.memory import apply_malloc_setting
+
+    retained = apply_malloc_setting(spec.get("malloc", "default"))  # before anything large is allocated
     import torch
 
     from spacy_softprompt.optimizers import PromptAdam
@@ -95,6 +101,7 @@ def worker_train(spec):
         "losses": losses,
         "words_per_step": sum(len(eg.predicted) for eg in egs),
         "device": device,
+        "memory_retained": retained,
     }
 
 
@@ -113,6 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default=",".join(RUNS), help="which runs (comma-separated names)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory, as `train` does (spacy_softprompt.memory); default: glibc's own")
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -127,7 +136,7 @@ def main(argv=None) -> int:
         entry = {"source": source, "docs": args.gt_docs if big else args.docs, "words_per_doc": args.gt_words if big else args.words, "runs": {}}
         for run in runs:
             spec = {"backbone": source, "run": run, "docs": entry["docs"], "words": entry["words_per_doc"],
-                    "steps": args.steps, "threads": args.threads, "gpu_id": args.gpu_id}
+                    "steps": args.steps, "threads": args.threads, "gpu_id": args.gpu_id, "malloc": args.malloc}
             bc.log(f"{label}: training '{run}' ...")
             res = bc.run_worker(HERE / "training_bench.py", "train", spec)
             entry["runs"][run] = res

@@ -333,6 +333,9 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Go on from the checkpoint a killed run left in --output (same config and overrides); without it an old checkpoint is discarded."
     ),
+    malloc: str = typer.Option(
+        "retain", "--malloc", help="retain: keep freed memory for the next step (glibc; fewer page faults); default: glibc's own behaviour (docs/speed.md)."
+    ),
 ) -> None:
     """Train a pipeline (spacy train), resumable from its last dev evaluation with --resume.
 
@@ -349,6 +352,9 @@ def train(
 
     if not config_path.is_file():
         raise CliUsageError(f"config file not found: {config_path}")
+    if malloc not in MALLOC_SETTINGS:
+        raise CliUsageError(f"--malloc {malloc!r}: use {' or '.join(MALLOC_SETTINGS)}")
+    apply_malloc_setting(malloc)
     overrides = parse_config_overrides(ctx.args)
     if "paths.backbone" in overrides:
         overrides["paths.backbone"] = resolve_backbone(overrides["paths.backbone"])

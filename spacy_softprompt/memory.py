@@ -13,7 +13,8 @@ threshold (``mallopt``), so such blocks come from the heap and stay there when
 freed: the next batch reuses them. The process's memory then stays at its peak
 instead of falling between batches (the peak itself, measured: docs/speed.md). ``annotate`` does this by default (``--malloc
 default`` leaves glibc's behaviour), in its spawned and Ray workers too, through
-:data:`MALLOC_ENV`. Elsewhere (not Linux, not glibc) it does nothing.
+:data:`MALLOC_ENV`; so do ``train`` (a training step allocates the same way) and the
+study's runs. Elsewhere (not Linux, not glibc) it does nothing.
 """
 import ctypes
 import os

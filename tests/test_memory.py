@@ -87,3 +87,13 @@ def test_annotate_refuses_an_unknown_malloc_setting(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["annotate", "model", str(tmp_path / "notes"), str(tmp_path / "out"), "--malloc", "keep"])
     assert info.value.code == 2 and "--malloc 'keep'" in capsys.readouterr().err
+
+
+def test_train_refuses_an_unknown_malloc_setting(tmp_path, capsys):
+    from spacy_softprompt.cli import main
+
+    config = tmp_path / "c.cfg"
+    config.write_text("[nlp]\n", encoding="utf8")
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(config), "--malloc", "keep"])
+    assert info.value.code == 2 and "--malloc 'keep'" in capsys.readouterr().err
