@@ -23,7 +23,7 @@ import torch
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 counts = []
-for _ in range(5):
+for _ in range(8):
     before = faults()
     big, small = torch.ones((64 << 20) // 4), torch.ones((16 << 20) // 4)
     del big, small
@@ -43,9 +43,10 @@ def test_retained_memory_is_reused_without_page_faults():
     pages = (64 << 20) // 4096
     default, retained = _faults("default"), _faults("retain")
     assert default["retained"] is False and retained["retained"] is True
-    later = lambda counts: sorted(counts[1:])[len(counts[1:]) // 2]  # noqa: E731 - median of the repeats
-    assert later(default["faults"]) > pages // 2  # glibc maps and faults in the 64 MB again every time
-    assert later(retained["faults"]) < pages // 10  # kept: the pages are reused
+    # the heap settles within the first repeats; the last four show the steady state
+    steady = lambda counts: sorted(counts[-4:])[2]  # noqa: E731 - upper median of the last four repeats
+    assert steady(default["faults"]) > pages // 2  # glibc maps and faults in the 64 MB again every time
+    assert steady(retained["faults"]) < pages // 10  # kept: the pages are reused
 
 
 def test_setting_is_checked_and_default_changes_nothing(monkeypatch):
