@@ -293,6 +293,9 @@ def serve_worker(args, workers: Dict[str, Any]) -> bool:
     print its JSON result, and return True; else False."""
     if not args.worker:
         return False
+    from spacy_softprompt.memory import apply_malloc_setting
+
+    apply_malloc_setting()  # the parent's --malloc, through SPACY_SOFTPROMPT_MALLOC (unset: glibc's default)
     kind, spec = args.worker
     print(json.dumps(workers[kind](json.loads(spec))))
     return True

@@ -22,6 +22,7 @@ Needs no network and no packaged backbone.  ``--device cpu --layers 2 --hidden
 128`` is a quick smoke run of the same code (tests/test_gpu_bench.py).
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,8 @@ def parse_args(argv=None):
     parser.add_argument("--large-layers", type=int, default=gpu_backbones.LARGE_SHAPE["layers"])
     parser.add_argument("--large-hidden", type=int, default=gpu_backbones.LARGE_SHAPE["hidden"])
     parser.add_argument("--large-heads", type=int, default=gpu_backbones.LARGE_SHAPE["heads"])
+    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                        help="retain: every process keeps freed memory, as `annotate` does (spacy_softprompt.memory)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per worker process")
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -106,6 +109,9 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run with --device cpu")
+    from spacy_softprompt.memory import MALLOC_ENV
+
+    os.environ[MALLOC_ENV] = args.malloc  # read by each worker process (bench_common.serve_worker, WorkerPool)
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if args.backbone:
