@@ -5,16 +5,17 @@ first, raised to the largest block freed so far) a fresh ``mmap`` and gives it
 back to the kernel on ``free``. Inference allocates the same few large blocks
 over and over (the encoder's ``[windows, L, H]`` output and its activations,
 tens of MB per batch), so every batch pays the kernel again to fault in and
-zero those pages: on MiniLM over clinical notes about 25,000 page faults per
-30 notes, a third of the host work around the forward (docs/speed.md).
+zero those pages: on MiniLM about 25,000 page faults per pass over 30 clinical
+notes, a sixth of the host work around the forward (docs/speed.md).
 
 :func:`retain_freed_memory` raises both the mmap threshold and the trim
 threshold (``mallopt``), so such blocks come from the heap and stay there when
 freed: the next batch reuses them. The process's memory then stays at its peak
-instead of falling between batches (the peak itself, measured: docs/speed.md). ``annotate`` does this by default (``--malloc
-default`` leaves glibc's behaviour), in its spawned and Ray workers too, through
-:data:`MALLOC_ENV`; so do ``train`` (a training step allocates the same way) and the
-study's runs. Elsewhere (not Linux, not glibc) it does nothing.
+instead of falling between batches (peak figures: docs/speed.md). ``annotate``
+does this by default (``--malloc default`` leaves glibc's behaviour), in its
+spawned and Ray workers too, through :data:`MALLOC_ENV`; so do ``train`` (a
+training step allocates the same way) and the study's runs. Elsewhere (not
+Linux, not glibc) it does nothing.
 """
 import ctypes
 import os
@@ -59,7 +60,8 @@ def retain_freed_memory(limit: int = RETAINED_BYTES) -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    # the trim threshold first: once the mmap threshold is fixed, blocks freed to the heap's top stay
+    # both are needed: the mmap threshold keeps large blocks on the heap, the trim threshold keeps
+    # the heap from being handed back to the kernel when they are freed
     _retained = bool(mallopt(_M_TRIM_THRESHOLD, limit)) and bool(mallopt(_M_MMAP_THRESHOLD, limit))
     return _retained
 
