@@ -30,6 +30,7 @@ Run: ``python benchmarks/training_bench.py [--backbones minilm,gatortron-base-sh
 [--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 5] [--malloc default]``;
 writes ``benchmarks/results/training.json``.
 """
+import os
 import resource
 import sys
 import time
@@ -38,6 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_common as bc  # noqa: E402
+from spacy_softprompt.memory import MALLOC_ENV, memory_is_retained  # noqa: E402
 
 RESULTS = bc.RESULTS_DIR / "training.json"
 RUNS = {
@@ -54,9 +56,6 @@ TARGET_TIME, TARGET_MEMORY, TARGET_SHARE = 0.75, 0.6, 0.03
 
 
 def worker_train(spec):
-    from spacy_softprompt.memory import apply_malloc_setting
-
-    retained = apply_malloc_setting(spec.get("malloc", "default"))  # before anything large is allocated
     import torch
 
     from spacy_softprompt.optimizers import PromptAdam
@@ -101,7 +100,7 @@ def worker_train(spec):
         "losses": losses,
         "words_per_step": sum(len(eg.predicted) for eg in egs),
         "device": device,
-        "memory_retained": retained,
+        "memory_retained": memory_is_retained(),  # set by bc.serve_worker from the parent's --malloc
     }
 
 
@@ -127,6 +126,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if bc.serve_worker(args, WORKERS):
         return 0
+    os.environ[MALLOC_ENV] = args.malloc  # read by each worker process (bc.serve_worker)
 
     runs = [r for r in RUNS if r in bc.csv(args.runs)]
     report = bc.new_report("training", args, backbones={})
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         entry = {"source": source, "docs": args.gt_docs if big else args.docs, "words_per_doc": args.gt_words if big else args.words, "runs": {}}
         for run in runs:
             spec = {"backbone": source, "run": run, "docs": entry["docs"], "words": entry["words_per_doc"],
-                    "steps": args.steps, "threads": args.threads, "gpu_id": args.gpu_id, "malloc": args.malloc}
+                    "steps": args.steps, "threads": args.threads, "gpu_id": args.gpu_id}
             bc.log(f"{label}: training '{run}' ...")
             res = bc.run_worker(HERE / "training_bench.py", "train", spec)
             entry["runs"][run] = res

@@ -228,8 +228,7 @@ def annotate(
         batch_size = GPU_BATCH_SIZE if (gpu_id >= 0 or gpus_per_worker > 0) else CPU_BATCH_SIZE
     if batch_size < 1:
         raise CliUsageError(f"--batch-size {batch_size}: must be at least 1")
-    if malloc not in MALLOC_SETTINGS:
-        raise CliUsageError(f"--malloc {malloc!r}: use {' or '.join(MALLOC_SETTINGS)}")
+    _check_malloc(malloc)
     if engine == "ray":
         _annotate_on_ray(model, source, output, output_format, batch_size, quiet, address, workers,
                          gpus_per_worker, cpus_per_worker, shard_size, code, schema, overlap, malloc)
@@ -257,6 +256,13 @@ def annotate(
     )
     if report.failed:
         raise typer.Exit(code=3)
+
+
+def _check_malloc(malloc: str) -> str:
+    """``--malloc``, refused before anything loads when it is not a setting of :mod:`.memory`."""
+    if malloc not in MALLOC_SETTINGS:
+        raise CliUsageError(f"--malloc {malloc!r}: use {' or '.join(MALLOC_SETTINGS)}")
+    return malloc
 
 
 def _load_model(model: str, gpu_id: int = -1):
@@ -352,9 +358,7 @@ def train(
 
     if not config_path.is_file():
         raise CliUsageError(f"config file not found: {config_path}")
-    if malloc not in MALLOC_SETTINGS:
-        raise CliUsageError(f"--malloc {malloc!r}: use {' or '.join(MALLOC_SETTINGS)}")
-    apply_malloc_setting(malloc)
+    apply_malloc_setting(_check_malloc(malloc))
     overrides = parse_config_overrides(ctx.args)
     if "paths.backbone" in overrides:
         overrides["paths.backbone"] = resolve_backbone(overrides["paths.backbone"])

@@ -180,15 +180,19 @@ class WorkerPool:
     def worker_info(self) -> List[Tuple[int, int, str, Optional[str]]]:
         """(pid, torch threads, device, load error or None) as seen by the workers
         that answered (for tests and logs)."""
-        futures = [self._executor.submit(_worker_info) for _ in range(self.n_process * 2)]
-        return sorted({f.result() for f in futures})
+        return self._ask_workers(_worker_info)
 
     def memory_retained(self) -> List[bool]:
         """Whether each worker that answered keeps freed memory (:mod:`.memory`), by pid order."""
         from .memory import memory_is_retained
 
-        futures = [self._executor.submit(_worker_pid_and, memory_is_retained) for _ in range(self.n_process * 2)]
-        return [retained for _, retained in sorted({f.result() for f in futures})]
+        return [retained for _, retained in self._ask_workers(_worker_pid_and, memory_is_retained)]
+
+    def _ask_workers(self, fn: Callable[..., Tuple], *args: Any) -> List[Tuple]:
+        """``fn(*args)`` (whose first item is the worker's pid) from the workers that answer
+        ``2 * n_process`` requests, one answer per distinct result, sorted."""
+        futures = [self._executor.submit(fn, *args) for _ in range(self.n_process * 2)]
+        return sorted({f.result() for f in futures})
 
     def map(self, fn: ChunkFn, chunks: Iterable[List[Tuple[str, str]]]) -> Iterator[List[Result]]:
         """Results of ``fn`` per chunk, in the order of ``chunks``; at most two
