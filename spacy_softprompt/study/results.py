@@ -4,7 +4,8 @@ and a flat CSV copy written beside it.
 A row holds the run's identity (``key``, ``signature``, ``experiment``, ``mode``,
 ``strategy``, ``backbone``, ``seed``, ``k``, ``prompt_length``, ``prompt_depth``,
 ``frozen``, corpus names), its cost (``trainable_params``, ``total_params``,
-``wall_seconds``, ``train_seconds``, ``eval_seconds``, ``peak_mb``), ``status``
+``wall_seconds``, ``train_seconds``, ``eval_seconds``, ``peak_mb``; a run resumed
+from its checkpoint counts every sitting), ``status``
 (``ok`` | ``failed``, then ``error_type``/``error``), the scorer's scalar keys
 for the primary evaluation set at the top level and every evaluation set's full
 scores under ``evaluations[name]``, with its per-document counts under
@@ -88,8 +89,21 @@ def read_results(path: PathLike) -> List[Dict[str, Any]]:
             warnings.warn(f"{path}:{number}: not a JSON line, skipped")
             continue
         if isinstance(row, dict):
-            rows.append(row)
+            rows.append(whole_run_wall_seconds(row))
     return rows
+
+
+def whole_run_wall_seconds(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A resumed run's row written before rows carried ``seconds_before_resume``
+    holds only its last sitting in ``wall_seconds``; such a run took at least its
+    training (``train_seconds`` spans every sitting) plus its evaluation, so that
+    is its wall time. Other rows are returned unchanged."""
+    if "resumed_after_step" not in row or "seconds_before_resume" in row:
+        return row
+    at_least = float(row.get("train_seconds") or 0.0) + float(row.get("eval_seconds") or 0.0)
+    if float(row.get("wall_seconds") or 0.0) >= at_least:
+        return row
+    return {**row, "wall_seconds": round(at_least, 2)}
 
 
 def append_result(path: PathLike, row: Dict[str, Any]) -> None:

@@ -683,6 +683,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, work_dir: Path) -> Dict[st
     loop_start = time.perf_counter()
     train_pipeline(nlp, run_dir, use_gpu=spec.gpu_id, stdout=sys.stdout, stderr=sys.stderr, resume=resumed is not None)
     earlier = float(resumed["seconds"]) if resumed is not None else 0.0  # loop seconds before the checkpoint
+    if resumed is not None:
+        out["seconds_before_resume"] = round(earlier, 2)
     out["train_seconds"] = round(time.perf_counter() - start + earlier, 2)
     out["dev_curve"] = read_curve(curve_path)
     last_step = max((int(p["step"]) for p in out["dev_curve"]), default=0)
@@ -806,6 +808,7 @@ def make_row(spec: RunSpec, result: Dict[str, Any], wall_seconds: float) -> Dict
         "dev_curve",
         "seconds_per_step",
         "resumed_after_step",
+        "seconds_before_resume",
     ):
         if key in result:
             row[key] = result[key]
@@ -814,7 +817,8 @@ def make_row(spec: RunSpec, result: Dict[str, Any], wall_seconds: float) -> Dict
     row.setdefault("peak_scope", "run")
     if row.get("trainable_params") is not None and row.get("total_params"):
         row["trainable_share"] = round(row["trainable_params"] / row["total_params"], 6)
-    row["wall_seconds"] = round(wall_seconds, 2)
+    # the whole run's time: this sitting plus the training loop of the sittings before a resume
+    row["wall_seconds"] = round(wall_seconds + float(result.get("seconds_before_resume") or 0.0), 2)
     evaluations = result.get("evaluations") or {}
     if evaluations:
         row["evaluations"] = evaluations

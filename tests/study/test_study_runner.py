@@ -325,6 +325,26 @@ def test_a_stopped_run_goes_on_from_its_checkpoint(toy_corpus, tiny_megatron, tm
     resumed = execute_run(spec, run_dir, work)
     assert resumed["status"] == "ok", resumed.get("error")
     assert resumed["resumed_after_step"] == 2
-    assert make_row(spec, resumed, 1.0)["resumed_after_step"] == 2  # the results row says so too
+    row = make_row(spec, resumed, 1.0)
+    assert row["resumed_after_step"] == 2  # the results row says so too
+    # its wall time spans both sittings: this one (1 s here) plus the first one's training loop
+    assert resumed["seconds_before_resume"] > 0
+    assert row["wall_seconds"] == pytest.approx(1.0 + resumed["seconds_before_resume"], abs=0.01)
     assert [p["step"] for p in resumed["dev_curve"]] == [0, 2, 4]
     assert not (run_dir / CHECKPOINT_DIR).exists()
+
+
+def test_old_resumed_rows_count_every_sitting_when_read(tmp_path):
+    """Rows of resumed runs written before ``seconds_before_resume`` kept only their last
+    sitting in ``wall_seconds``; reading them gives at least training plus evaluation."""
+    from spacy_softprompt.study.results import append_result
+
+    path = tmp_path / "results.jsonl"
+    old_resumed = {"key": "a", "resumed_after_step": 2600, "wall_seconds": 1046.2, "train_seconds": 4399.71, "eval_seconds": 30.76}
+    new_resumed = {"key": "b", "resumed_after_step": 200, "seconds_before_resume": 50.0, "wall_seconds": 80.0,
+                   "train_seconds": 70.0, "eval_seconds": 20.0}
+    never_stopped = {"key": "c", "wall_seconds": 10.0, "train_seconds": 30.0, "eval_seconds": 5.0}
+    for row in (old_resumed, new_resumed, never_stopped):
+        append_result(path, row)
+    walls = {r["key"]: r["wall_seconds"] for r in read_results(path)}
+    assert walls == {"a": 4430.47, "b": 80.0, "c": 10.0}
