@@ -23,11 +23,11 @@ trainable parameters (encoder + ner + relation_extractor heads).
 Targets (GatorTron-base shape): frozen step time <= 0.75x unfrozen, frozen peak
 memory <= 0.6x unfrozen, trainable share <= 3% when frozen.
 
-Each worker keeps freed memory for reuse as ``train`` does (``--malloc default``:
-glibc's own behaviour, for the side-by-side figure in docs/speed.md).
+Each worker leaves malloc as ``train`` does by default (``--malloc retain``: keeps
+freed memory for reuse, for the side-by-side figure in docs/speed.md).
 
 Run: ``python benchmarks/training_bench.py [--backbones minilm,gatortron-base-shaped]
-[--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 5] [--malloc default]``;
+[--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 5] [--malloc retain]``;
 writes ``benchmarks/results/training.json``.
 """
 import os
@@ -119,8 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default=",".join(RUNS), help="which runs (comma-separated names)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gpu-id", type=int, default=-1)
-    parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
-                        help="retain: keep freed memory, as `train` does (spacy_softprompt.memory); default: glibc's own")
+    parser.add_argument("--malloc", choices=("retain", "default"), default="default",
+                        help="default: glibc's own, as `train` does; retain: keep freed memory (spacy_softprompt.memory)")
     parser.add_argument("--workdir", type=Path, default=bc.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -13,9 +13,13 @@ threshold (``mallopt``), so such blocks come from the heap and stay there when
 freed: the next batch reuses them. The process's memory then stays at its peak
 instead of falling between batches (peak figures: docs/speed.md). ``annotate``
 does this by default (``--malloc default`` leaves glibc's behaviour), in its
-spawned and Ray workers too, through :data:`MALLOC_ENV`; so do ``train`` (a
-training step allocates the same way) and the study's runs. Elsewhere (not
-Linux, not glibc) it does nothing.
+spawned and Ray workers too, through :data:`MALLOC_ENV`; there the heap stays
+at its peak (four shuffled passes over 162 notes: flat after the third).
+Training does not by default: its blocks vary in size from step to step, the
+heap fragments and keeps growing (a fine-tuning run on DDI grew by 2.3 GB in
+100 steps and was killed for memory near 20 GB; glibc's default levelled off
+at 3.4 GB), so ``train --malloc retain`` is an opt-in. Elsewhere (not Linux,
+not glibc) it does nothing.
 """
 import ctypes
 import os

@@ -98,3 +98,40 @@ def test_train_refuses_an_unknown_malloc_setting(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", str(config), "--malloc", "keep"])
     assert info.value.code == 2 and "--malloc 'keep'" in capsys.readouterr().err
+
+
+class _Stop(BaseException):
+    """Ends a command right after it chose its malloc setting."""
+
+
+@pytest.mark.parametrize("args, expected", [([], "default"), (["--malloc", "retain"], "retain")])
+def test_train_leaves_malloc_alone_unless_asked(tmp_path, monkeypatch, args, expected):
+    """A whole training run fragments a retained heap (docs/speed.md), so `train` opts in only on request."""
+    from spacy_softprompt import cli
+
+    chosen = []
+
+    def record(setting=None):
+        chosen.append(setting)
+        raise _Stop
+
+    monkeypatch.setattr(cli, "apply_malloc_setting", record)
+    config = tmp_path / "c.cfg"
+    config.write_text("[nlp]\n", encoding="utf8")
+    with pytest.raises(_Stop):
+        cli.main(["train", str(config), *args])
+    assert chosen == [expected]
+
+
+def test_study_worker_leaves_malloc_alone(tmp_path, monkeypatch):
+    from spacy_softprompt.study import runner, worker
+
+    monkeypatch.setattr(memory, "_retained", False)
+    monkeypatch.setattr(memory, "retain_freed_memory", lambda *a, **k: pytest.fail("the study worker kept freed memory"))
+    monkeypatch.setattr(runner.RunSpec, "from_dict", staticmethod(lambda data: data))
+    monkeypatch.setattr(runner, "execute_run", lambda spec, run_dir, work_dir, keep_models=False: {"status": "ok"})
+    spec, result = tmp_path / "spec.json", tmp_path / "result.json"
+    spec.write_text("{}", encoding="utf8")
+    assert worker.main([str(spec), str(result), str(tmp_path / "work")]) == 0
+    assert json.loads(result.read_text(encoding="utf8")) == {"status": "ok"}
+    assert memory.memory_is_retained() is False

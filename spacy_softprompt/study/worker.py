@@ -4,8 +4,10 @@
 
 Reads a :class:`~spacy_softprompt.study.runner.RunSpec`, trains and evaluates
 (:func:`~spacy_softprompt.study.runner.execute_run`) and writes the result JSON;
-the runner turns it into a results row. Training logs go to stdout. Freed memory
-is kept for reuse, as ``train`` does (:mod:`spacy_softprompt.memory`).
+the runner turns it into a results row. Training logs go to stdout. malloc keeps
+glibc's own behaviour, as ``train`` does by default: keeping freed memory
+(:mod:`spacy_softprompt.memory`) let a fine-tuning run's heap grow until it was
+killed for memory.
 """
 import json
 import sys
@@ -20,9 +22,6 @@ def main(argv=None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     spec_path, result_path, work_dir = map(Path, args)
-    from ..memory import retain_freed_memory
-
-    retain_freed_memory()  # as `train` does: steps reuse freed memory instead of faulting in new pages
     from .runner import RunSpec, execute_run
 
     spec = RunSpec.from_dict(json.loads(spec_path.read_text(encoding="utf8")))
