@@ -2,8 +2,8 @@
 
 :func:`curve_logger` wraps the config's training logger (console output
 unchanged) and writes every evaluation -- step, dev score, entity and relation
-strict F1, seconds since the start -- to a JSON file as training goes, so a
-killed run still leaves its curve. :func:`convergence` reads such a curve.
+strict F1, seconds since the start, the process's peak memory so far -- to a
+JSON file as training goes, so a killed run still leaves its curve. :func:`convergence` reads such a curve.
 
 A run resumed from a checkpoint (:mod:`spacy_softprompt.training_loop`) keeps
 the points of its curve file before its first new evaluation; a fresh run's
@@ -19,6 +19,7 @@ ended the run). A curve with no evaluation before the last quarter cannot say
 """
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -49,6 +50,17 @@ def convergence(curve: Sequence[Dict[str, Any]], *, min_gain: float = MIN_GAIN, 
     }
 
 
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory so far, in MB (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # kilobytes on Linux, bytes on macOS
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data), encoding="utf8")
@@ -74,6 +86,9 @@ def curve_logger(path: str, inner: Callable) -> Callable:
             point: Dict[str, Any] = {"step": step, "score": float(info.get("score") or 0.0)}
             if info.get("seconds") is not None:
                 point["seconds"] = float(info["seconds"])
+            peak = peak_rss_mb()
+            if peak is not None:  # so that a resumed run's peak covers its earlier sittings
+                point["peak_mb"] = peak
             other = info.get("other_scores") or {}
             for key in CURVE_KEYS:
                 if isinstance(other.get(key), (int, float)):

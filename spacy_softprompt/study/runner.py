@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import EXPERIMENTS, HEADS, MODES, STRATEGIES
-from .curve import convergence
+from .curve import convergence, peak_rss_mb
 from .recipe import recipe_fingerprint
 from .results import (
     EVAL_EXTRA_KEYS,
@@ -580,16 +580,6 @@ def _make_spec(
 
 
 # ------------------------------------------------------------------ worker side
-def _peak_rss_mb() -> Optional[float]:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # kilobytes on Linux, bytes on macOS
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
-
-
 def _peak_gpu_mb() -> Optional[float]:
     torch = sys.modules.get("torch")
     if torch is None:
@@ -642,7 +632,10 @@ def execute_run(spec: RunSpec, run_dir: PathLike, work_dir: PathLike, *, keep_mo
             for name in ("model-best", "model-last"):
                 shutil.rmtree(run_dir / name, ignore_errors=True)
     result["worker_seconds"] = round(time.perf_counter() - start, 2)
-    result["peak_mb"] = _peak_rss_mb()
+    # a resumed run: the earlier sittings' peaks are in its curve's points
+    earlier_peaks = [float(p["peak_mb"]) for p in result.get("dev_curve") or () if p.get("peak_mb") is not None]
+    peak = peak_rss_mb()
+    result["peak_mb"] = max(earlier_peaks + ([peak] if peak is not None else []), default=None)
     result["peak_gpu_mb"] = _peak_gpu_mb()
     return result
 

@@ -321,6 +321,10 @@ def test_a_stopped_run_goes_on_from_its_checkpoint(toy_corpus, tiny_megatron, tm
     assert json.loads((run_dir / CHECKPOINT_DIR / "state.json").read_text())["progress"]["step"] == 2
     monkeypatch.setattr(Language, "update", update)
     calls["n"] = 0
+    # the first sitting's evaluations carry its peak memory; make it the larger one
+    curve = json.loads((run_dir / "curve.json").read_text())
+    assert curve and all(p["peak_mb"] > 0 for p in curve)
+    (run_dir / "curve.json").write_text(json.dumps([{**p, "peak_mb": 123456.0} for p in curve]))
 
     resumed = execute_run(spec, run_dir, work)
     assert resumed["status"] == "ok", resumed.get("error")
@@ -329,6 +333,7 @@ def test_a_stopped_run_goes_on_from_its_checkpoint(toy_corpus, tiny_megatron, tm
     assert row["resumed_after_step"] == 2  # the results row says so too
     # its wall time spans both sittings: this one (1 s here) plus the first one's training loop
     assert resumed["seconds_before_resume"] > 0
+    assert resumed["peak_mb"] == 123456.0  # the run's peak covers the first sitting too
     assert row["wall_seconds"] == pytest.approx(1.0 + resumed["seconds_before_resume"], abs=0.01)
     assert [p["step"] for p in resumed["dev_curve"]] == [0, 2, 4]
     assert not (run_dir / CHECKPOINT_DIR).exists()
