@@ -334,7 +334,7 @@ def train(
     output_path: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder."),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g"),
     curve: Optional[Path] = typer.Option(
-        None, "--curve", help="Also write the dev curve (step, score, entity and relation strict F1, seconds) to this JSON file, updated at every evaluation."
+        None, "--curve", help="Also write the dev curve (step, score, entity and relation strict F1, seconds, peak memory in MB so far) to this JSON file, updated at every evaluation."
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Go on from the checkpoint a killed run left in --output (same config and overrides); without it an old checkpoint is discarded."
