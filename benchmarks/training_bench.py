@@ -23,8 +23,9 @@ trainable parameters (encoder + ner + relation_extractor heads).
 Targets (GatorTron-base shape): frozen step time <= 0.75x unfrozen, frozen peak
 memory <= 0.6x unfrozen, trainable share <= 3% when frozen.
 
-Each worker leaves malloc as ``train`` does by default (``--malloc retain``: keeps
-freed memory for reuse, for the side-by-side figure in docs/speed.md).
+Each worker leaves malloc as ``train`` does by default (glibc's own behaviour);
+``--malloc retain`` keeps freed memory for reuse, as ``train --malloc retain`` does
+(the side-by-side figure in docs/speed.md).
 
 Run: ``python benchmarks/training_bench.py [--backbones minilm,gatortron-base-shaped]
 [--layers 24] [--docs 8 --words 90] [--gt-docs 2 --gt-words 40] [--steps 5] [--malloc retain]``;

@@ -28,6 +28,7 @@ BENCHMARKS: Dict[str, tuple] = {
     "training": ("training_bench.py", "training.json", "s/step, peak memory, trainable share: frozen vs unfrozen"),
     "packaging": ("packaging_bench.py", "packaging.json", "wheel size full vs prompt-only; memory of two prompt-only pipelines"),
     "scaling": ("scaling_bench.py", "scaling.json", "time and memory vs note length and corpus size"),
+    "train-malloc": ("train_malloc_bench.py", "train_malloc.json", "train's CPU time and memory under glibc's default vs fixed mmap thresholds, the runs side by side"),
     "encoder": ("encoder_bench.py", "encoder.json", "encoder only: throughput, training step, memory, size (transformer + ner)"),
     "mrc": ("mrc_bench.py", "mrc_vs_single.json", "MRC mode vs single pass throughput"),
     "baseline-hf": ("baseline_hf_tokcls.py", "baseline_hf_tokcls.json", "peer baseline: HF token classification fine-tuning, dev n2c2 F1 per epoch"),
