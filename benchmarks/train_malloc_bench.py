@@ -82,7 +82,7 @@ def tree_rss_mb(pid: int) -> float:
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as children:
                     todo += [int(c) for c in children.read().split()]
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return total / 1024
 
