@@ -1,21 +1,10 @@
 """benchmarks/host_side_by_side.py: the side-by-side summary (ratios per round, predictions compared)."""
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture()
-def module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import host_side_by_side
-
-        yield host_side_by_side
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def module(benchmark_script):
+    return benchmark_script("host_side_by_side")
 
 
 def _side(host, sha, stage):

@@ -1,26 +1,18 @@
 """benchmarks/train_malloc_bench.py: variants, their environment, the summary, and a tiny side-by-side run."""
+import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from spacy_softprompt.testing import write_toy_corpus
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture()
-def module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import train_malloc_bench
-
-        yield train_malloc_bench
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def module(benchmark_script):
+    return benchmark_script("train_malloc_bench")
 
 
 def test_variants_are_default_or_a_threshold_in_glibcs_range(module):
@@ -76,8 +68,6 @@ def test_two_variants_train_side_by_side_and_report(module, tiny_megatron, tmp_p
         "--", "--components.transformer.model.get_spans.window", "24", "--components.transformer.model.get_spans.stride", "16",
     ])
     assert status == 0
-    import json
-
     report = json.loads(output.read_text())
     variants = report["variants"]
     assert [v["MALLOC_MMAP_THRESHOLD_"] for v in variants] == [None, 131072]
