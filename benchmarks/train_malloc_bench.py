@@ -39,6 +39,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import bench_common as bc  # noqa: E402
+from measure import tree_rss_mb  # noqa: E402
 
 MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 #: glibc's mallopt takes an int; its own cap for the threshold is HEAP_MAX_SIZE / 2 (32 MiB on 64-bit)
@@ -69,22 +70,6 @@ def variant_env(threshold: Optional[int], threads: int, base: Optional[Dict[str,
         env[name] = str(threads)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
-
-
-def tree_rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and its descendants, in MB (0 once gone)."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            with open(f"/proc/{current}/status") as status:
-                total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as children:
-                    todo += [int(c) for c in children.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / 1024
 
 
 def summarise(
@@ -134,7 +119,7 @@ def run_side_by_side(
             pid, status, rusage = os.wait4(run["proc"].pid, os.WNOHANG)
             if pid:
                 run["rc"], run["rusage"] = os.waitstatus_to_exitcode(status), rusage
-                run["proc"].returncode = run["rc"]
+                run["proc"].returncode = run["rc"]  # reaped here (for its rusage): Popen must not wait again
                 run["log"].close()
             else:
                 run["samples"].append((time.monotonic() - start, tree_rss_mb(run["proc"].pid)))
