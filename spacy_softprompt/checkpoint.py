@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy
 
@@ -37,17 +37,42 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed (another config, another pipeline, a torn write)."""
 
 
-def config_fingerprint(config) -> str:
-    """SHA-256 of the interpolated config's text without ``[training.logger]``
-    (a logger changes nothing that is trained) and with the inference-only
-    settings at fixed values (:mod:`spacy_softprompt.config_identity`)."""
+#: ``[training]`` settings a resumed run may change: they decide when training stops
+#: or what it logs, never what a step does, so a checkpoint at step N is the same
+#: whichever value the run had (early stopping cannot have fired before a checkpoint
+#: the run went on to write)
+UNTRAINED_TRAINING_KEYS = ("logger", "patience")
+
+
+#: what fingerprints written before ``patience`` joined :data:`UNTRAINED_TRAINING_KEYS` left out
+_EARLIER_UNTRAINED_KEYS = ("logger",)
+
+
+def config_fingerprint(config, *, untrained: Sequence[str] = UNTRAINED_TRAINING_KEYS) -> str:
+    """SHA-256 of the interpolated config's text without the ``[training]`` settings in
+    ``untrained`` (logger, patience) and with the inference-only settings at fixed values
+    (:mod:`spacy_softprompt.config_identity`)."""
     from thinc.api import Config
 
     from .config_identity import with_inference_settings_fixed
 
     data = Config(with_inference_settings_fixed(Config(config).interpolate()))
-    data.get("training", {}).pop("logger", None)
+    for key in untrained:
+        data.get("training", {}).pop(key, None)
     return hashlib.sha256(data.to_str().encode("utf8")).hexdigest()
+
+
+def _earlier_form_matches(folder: Path, stored: str, fingerprint: str) -> bool:
+    """Whether a checkpoint fingerprinted the earlier way (patience included) was written
+    by a config that is ``fingerprint``'s up to patience: its own saved config must give
+    the stored value the earlier way and ``fingerprint`` the current way."""
+    from spacy.util import load_config
+
+    path = folder / _MODEL / "config.cfg"
+    if not path.is_file():
+        return False
+    saved = load_config(path)
+    return config_fingerprint(saved, untrained=_EARLIER_UNTRAINED_KEYS) == stored and config_fingerprint(saved) == fingerprint
 
 
 def parameter_places(nlp) -> Dict[Hashable, str]:
@@ -170,7 +195,7 @@ def read_checkpoint(output_path: Path, fingerprint: str) -> Optional[Dict[str, A
         raise CheckpointError(f"{path}: not a checkpoint ({error})") from None
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, this version reads {FORMAT_VERSION}")
-    if state.get("config") != fingerprint:
+    if state.get("config") != fingerprint and not _earlier_form_matches(folder, str(state.get("config")), fingerprint):
         raise CheckpointError(
             f"{folder} was written by a run of another config; resume with the same config and "
             "overrides, or train into another output folder"

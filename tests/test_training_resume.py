@@ -10,7 +10,7 @@ from spacy.training.initialize import init_nlp
 from spacy.util import load_config
 
 import spacy_softprompt  # noqa: F401  (registers the architectures without entry points)
-from spacy_softprompt.checkpoint import CHECKPOINT_DIR, CheckpointError
+from spacy_softprompt.checkpoint import CHECKPOINT_DIR, CheckpointError, config_fingerprint
 from spacy_softprompt.study.curve import record_curve
 from spacy_softprompt.testing import write_toy_corpus
 from spacy_softprompt.training_loop import train_pipeline
@@ -137,3 +137,33 @@ def test_a_checkpoint_of_another_config_is_refused_and_a_fresh_run_discards_it(t
     train_pipeline(fresh, tmp_path / "out")  # no resume: starts at step 0
     assert [p["step"] for p in json.loads((tmp_path / "curve.json").read_text())] == [0, 2]
     assert not (tmp_path / "out" / CHECKPOINT_DIR).exists()
+
+
+@pytest.mark.parametrize("earlier_form", [False, True])
+def test_a_run_resumes_under_another_patience_and_ends_like_a_run_that_had_it(earlier_form, toy, tiny_megatron, tmp_path, one_thread):
+    """Patience decides when a run stops, not what a step does: a checkpoint written
+    with one patience is the same state another patience reaches at that step. Also for
+    a checkpoint fingerprinted the earlier way, with patience in (``earlier_form``)."""
+    straight = _pipeline(toy, tiny_megatron, tmp_path / "a.curve.json")  # patience 0: runs all 6 steps
+    train_pipeline(straight, tmp_path / "a")
+    expected = _weights(straight)
+
+    killed = _pipeline(toy, tiny_megatron, tmp_path / "b.curve.json", **{"training.patience": 100})
+    _kill_at(killed, 5)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_pipeline(killed, tmp_path / "b")
+    if earlier_form:
+        state_path = tmp_path / "b" / CHECKPOINT_DIR / "state.json"
+        state = json.loads(state_path.read_text())
+        state["config"] = config_fingerprint(killed.config, untrained=("logger",))
+        state_path.write_text(json.dumps(state))
+        other = _pipeline(toy, tiny_megatron, tmp_path / "b.curve.json", **{"training.dropout": 0.2})
+        with pytest.raises(CheckpointError, match="another config"):
+            train_pipeline(other, tmp_path / "b", resume=True)
+
+    resumed = _pipeline(toy, tiny_megatron, tmp_path / "b.curve.json")
+    train_pipeline(resumed, tmp_path / "b", resume=True)
+    got = _weights(resumed)
+    for name in expected:
+        assert numpy.array_equal(got[name], expected[name]), name
+    assert [p["step"] for p in _curve(tmp_path / "b.curve.json")] == [0, 2, 4, 6]

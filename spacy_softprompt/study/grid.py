@@ -17,7 +17,10 @@ whichever grid writes the report.
 Recipe budgets (``recipes``): per strategy (or ``mrc:<strategy>``) ``max_steps``
 and ``eval_frequency`` as a number, ``config`` (the config file's own value) or
 ``project`` (``vars.max_steps`` / ``vars.eval_frequency`` of ``project.yml``,
-the main job's budget), so the study follows the product's recipe when it moves.
+the main job's budget), so the study follows the product's recipe when it moves;
+``patience`` (early stopping) as a number (0: none) or ``config``. Planning warns
+when a patience under a quarter of max_steps would end runs that the convergence
+rule then flags (:func:`~.runner.patience_warning`).
 A dataset may carry its own ``recipes`` (same form): its experiments take them
 over the grid's, key by key (a larger training set wants a longer schedule).
 """
@@ -27,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .runner import (
     CONFIG_EVAL_FREQUENCY,
+    RECIPE_KEYS,
     DEFAULT_DEPTHS,
     DEFAULT_PROMPT_LENGTHS,
     RunSpec,
@@ -40,7 +44,7 @@ from .runner import (
 )
 
 PathLike = Union[str, Path]
-BUDGET_KEYS = ("max_steps", "eval_frequency")
+BUDGET_KEYS = RECIPE_KEYS
 SETTING_KEYS = ("device", "gpu_id", "head", "dev_limit", "eval_limit", "eval_dev", "configs_dir", "threads", "overrides")
 DEFAULT_OVERHEAD_S = 60.0  # per run: start, initialisation, final evaluation
 
@@ -105,6 +109,8 @@ def _budget_value(value: Any, name: str, project_vars: Dict[str, Any]) -> Union[
     keeps the config's scoring interval)."""
     if value == "config" or value is None:
         return CONFIG_EVAL_FREQUENCY if name == "eval_frequency" else None
+    if value == "project" and name == "patience":
+        raise StudyError("recipes: patience is a number or 'config' (project.yml has no patience)")
     if value == "project":
         if name not in project_vars:
             raise StudyError(f"project.yml has no vars.{name}")
@@ -165,6 +171,7 @@ def load_grid(path: PathLike, project: PathLike = "project.yml", *, threads: Opt
             hard_prompt=data.get("hard_prompt"),
             max_steps=default["max_steps"],
             eval_frequency=default["eval_frequency"],
+            patience=default["patience"],
             recipes=per_strategy,
             **shared,
         )

@@ -89,6 +89,11 @@ ISOLATIONS = ("subprocess", "inline")
 #: a recipe's eval_frequency that keeps the config's own value even when max_steps is overridden
 #: (None there means: score once, at max_steps)
 CONFIG_EVAL_FREQUENCY = "config"
+#: what a grid's ``recipes`` entry may set
+RECIPE_KEYS = ("max_steps", "eval_frequency", "patience")
+#: early stopping whose patience is shorter than this share of the schedule ends runs
+#: the convergence rule (:mod:`.curve`) flags by construction: see :func:`patience_warning`
+MIN_PATIENCE_SHARE = 0.25
 _PROMPT_KEY = re.compile(r"^components\.([^.]+)\.model\.prompt_length$")
 
 
@@ -205,18 +210,25 @@ class StudySettings:
     threads: int = 0
     eval_batch_size: int = 8
     head: str = "token_ner"
+    patience: Optional[int] = None  # early stopping's patience; None: the config's, 0: none
     # per-strategy training budget: strategy (or "mrc:<strategy>") -> {"max_steps": int | None,
-    # "eval_frequency": int | "config" | None}; max_steps None = the config's own value; eval_frequency
-    # "config" = the config's own, None = max_steps; missing = max_steps / eval_frequency
+    # "eval_frequency": int | "config" | None, "patience": int | None}; max_steps / patience None = the
+    # config's own value; eval_frequency "config" = the config's own, None = max_steps; missing = the
+    # settings' max_steps / eval_frequency / patience
     recipes: Dict[str, Dict[str, Union[int, str, None]]] = field(default_factory=dict)
+
+    def _recipe(self, mode: str, strategy: str) -> Dict[str, Union[int, str, None]]:
+        return self.recipes.get(f"{mode}:{strategy}", self.recipes.get(strategy)) or {}
 
     def budget(self, mode: str, strategy: str) -> Tuple[Optional[int], Union[int, str, None]]:
         """(max_steps, eval_frequency) of a strategy's runs; max_steps None = the config's;
         eval_frequency: see :func:`build_overrides`."""
-        entry = self.recipes.get(f"{mode}:{strategy}", self.recipes.get(strategy))
-        if entry is None:
-            return self.max_steps, self.eval_frequency
+        entry = self._recipe(mode, strategy)
         return entry.get("max_steps", self.max_steps), entry.get("eval_frequency", self.eval_frequency)
+
+    def patience_for(self, mode: str, strategy: str) -> Optional[int]:
+        """Early stopping's patience of a strategy's runs (None: the config's)."""
+        return self._recipe(mode, strategy).get("patience", self.patience)
 
     def __post_init__(self):
         if self.experiment not in EXPERIMENTS:
@@ -240,8 +252,12 @@ class StudySettings:
             raise StudyError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.head not in HEADS:
             raise StudyError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.patience is not None and self.patience < 0:
+            raise StudyError(f"patience must be >= 0, got {self.patience}")
         for name, entry in self.recipes.items():
-            unknown = set(entry) - {"max_steps", "eval_frequency"}
+            unknown = set(entry) - set(RECIPE_KEYS)
+            if isinstance(entry.get("patience"), int) and entry["patience"] < 0:
+                raise StudyError(f"recipes: bad entry {name!r}: patience must be >= 0")
             if name.split(":")[-1] not in STRATEGIES or unknown:
                 raise StudyError(f"recipes: bad entry {name!r}: {entry!r}")
 
@@ -367,13 +383,17 @@ def build_overrides(
     prompt_length: Optional[int],
     prompt_depth: Optional[str],
     budget: Tuple[Optional[int], Optional[int]] = (None, None),
+    patience: Optional[int] = None,
 ) -> Tuple[Dict[str, Any], List[str]]:
     """The run's config overrides (without paths.train/dev/backbone) and the user
     override keys this config does not have (ignored for it). ``budget``:
     (max_steps, eval_frequency); max_steps None = the config's; eval_frequency None = max_steps
-    when that is set (one dev score, at the end), ``CONFIG_EVAL_FREQUENCY`` = the config's own."""
+    when that is set (one dev score, at the end), ``CONFIG_EVAL_FREQUENCY`` = the config's own.
+    ``patience``: ``training.patience`` (None: the config's; 0: no early stopping)."""
     out: Dict[str, Any] = {"system.seed": seed}
     steps, eval_frequency = budget
+    if patience is not None:
+        out["training.patience"] = int(patience)
     if steps is not None:
         out["training.max_steps"] = steps
         if "training.optimizer.learn_rate.total_steps" in flat:
@@ -475,6 +495,7 @@ def plan_runs(
     cache = _ConfigCache()
     specs: Dict[str, RunSpec] = {}
     missing_overrides: Dict[str, int] = {}
+    patience_notes: Dict[str, None] = {}  # ordered, each once
     for mode in modes:
         for backbone_arg in backbones or (None,):
             for strategy in strategies:
@@ -494,7 +515,11 @@ def plan_runs(
                                     prompt_length=length,
                                     prompt_depth=depth,
                                     budget=settings.budget(used_mode, strategy),
+                                    patience=settings.patience_for(used_mode, strategy),
                                 )
+                                message = patience_warning(flat, overrides)
+                                if message:
+                                    patience_notes.setdefault(f"{config_path.name}: {message}", None)
                                 for key in missing:
                                     missing_overrides[key] = missing_overrides.get(key, 0) + 1
                                 spec = _make_spec(
@@ -505,7 +530,29 @@ def plan_runs(
         if all(key in _missing_for(cache.flat(Path(s.config)), key) for s in specs.values()):
             raise StudyError(f"override {key!r} matches no key of the planned configs")
         warn(f"override {key!r} ignored for the configs that do not have it")
+    for message in patience_notes:
+        warn(message)
     return list(specs.values())
+
+
+def patience_warning(flat: Dict[str, Any], overrides: Dict[str, Any]) -> Optional[str]:
+    """Why a run's early stopping and the convergence rule disagree, or None.
+
+    Early stopping ends a run ``patience`` steps after its best dev score; the rule
+    (:func:`.curve.convergence`) flags a run whose best lies in the last quarter of the
+    steps it ran, i.e. every run stopped early whose best came after step 3 x patience,
+    unless its score stayed within 0.5 points. A patience of at least a quarter of
+    max_steps leaves no such run (the best of a run stopped early is at or before its
+    three-quarter mark)."""
+    merged = {**flat, **overrides}
+    patience, steps = merged.get("training.patience"), _resolved_steps(flat, overrides)
+    if not isinstance(patience, int) or patience <= 0 or not steps or patience >= MIN_PATIENCE_SHARE * steps:
+        return None
+    return (
+        f"early stopping's patience ({patience}) is under a quarter of max_steps ({steps}): a run it stops whose "
+        f"best dev score came after step {3 * patience} is flagged not converged unless the score stayed within "
+        f"0.5 points; set the recipe's patience to {-(-steps // 4)} or more (or 0: no early stopping)"
+    )
 
 
 def _make_spec(

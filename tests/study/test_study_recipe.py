@@ -46,6 +46,23 @@ def test_fingerprint_and_checkpoint_ignore_inference_batching_only():
     assert config_fingerprint(config) != before
 
 
+def test_checkpoint_ignores_patience_but_the_recipe_does_not():
+    """Patience only decides when a run stops: a checkpoint resumes under another
+    patience, while the result row's recipe (what the run ends as) changes."""
+    from spacy.util import load_config
+
+    from spacy_softprompt.checkpoint import config_fingerprint
+
+    soft = CONFIGS / "tok_soft_cpu.cfg"
+    config = load_config(soft)
+    before = config_fingerprint(config)
+    config["training"]["patience"] = 0
+    assert config_fingerprint(config) == before
+    config["training"]["max_steps"] = 3200  # the schedule's total_steps follows: another trajectory
+    assert config_fingerprint(config) != before
+    assert recipe_fingerprint(soft, {"system.seed": 0, "training.patience": 0}) != recipe_fingerprint(soft, {"system.seed": 0})
+
+
 def test_a_changed_config_default_keeps_the_key_and_changes_the_recipe(tmp_path, toy_corpus):
     configs = tmp_path / "configs"
     configs.mkdir()
