@@ -337,7 +337,7 @@ def train(
         None, "--curve", help="Also write the dev curve (step, score, entity and relation strict F1, seconds, peak memory in MB so far) to this JSON file, updated at every evaluation."
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="Go on from the checkpoint a killed run left in --output (same config and overrides); without it an old checkpoint is discarded."
+        False, "--resume", help="Go on from the checkpoint a killed run left in --output (same config and overrides; training.patience may change); without it an old checkpoint is discarded."
     ),
     malloc: str = typer.Option(
         "default", "--malloc", help="default: glibc's own behaviour; retain: keep freed memory for the next step (glibc; fewer page faults, but the heap can grow step after step: 2.3 GB more in 100 fine-tuning steps; docs/speed.md)."

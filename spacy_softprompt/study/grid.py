@@ -30,9 +30,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .runner import (
     CONFIG_EVAL_FREQUENCY,
-    RECIPE_KEYS,
     DEFAULT_DEPTHS,
     DEFAULT_PROMPT_LENGTHS,
+    RECIPE_KEYS,
     RunSpec,
     StudyError,
     StudySettings,
