@@ -262,21 +262,43 @@ def convergence_section(rows: List[Dict[str, Any]]) -> List[str]:
     ]
     if flagged:
         body = []
+        stopped_early = 0
         for r in flagged:
             c = r.get("convergence") or {}
             gain = c.get("late_gain")
+            ended = _ended_by(r.get("max_steps"), c)
+            stopped_early += ended == "early stopping"
             body.append(
                 [
                     r.get("key"),
                     r.get("max_steps") if r.get("max_steps") is not None else "–",
+                    c.get("last_step", "–") if c else "–",
                     c.get("best_step", "–") if c else "–",
                     "–" if gain is None else f"{100 * gain:+.1f}",
-                    "no" if c.get("converged") is False else "unknown (no dev curve)",
+                    ended,
                 ]
             )
         lines += ["Not converged (their figures are flagged † in the tables):", ""]
-        lines += [markdown_table(["run", "steps", "best step", "late gain (points)", "converged"], body), ""]
+        lines += [markdown_table(["run", "steps", "last step", "best step", "late gain (points)", "ended by"], body), ""]
+        if stopped_early:
+            lines += [
+                f"{stopped_early} of them were ended by early stopping with their best in the last quarter of the "
+                "steps they ran, which only a patience under a quarter of the schedule allows: a longer patience "
+                "(the grid's `recipes`), not a longer schedule, lets such a run show its plateau (`study run` "
+                "warns when a recipe's patience is that short).",
+                "",
+            ]
     return lines
+
+
+def _ended_by(max_steps: Any, convergence: Dict[str, Any]) -> str:
+    """What ended a run: its schedule, early stopping (last step before max_steps), or unknown."""
+    last = convergence.get("last_step")
+    if last is None:
+        return "– (no dev curve)"
+    if isinstance(max_steps, int) and last < max_steps:
+        return "early stopping"
+    return "its schedule"
 
 
 def stale_section(stale: List[Dict[str, Any]], planned: Optional[Iterable[str]] = None) -> List[str]:

@@ -121,6 +121,31 @@ def test_convergence_without_enough_points():
     assert early_stop["converged"] is True and early_stop["cutoff_step"] == 300
 
 
+def test_convergence_section_says_what_ended_each_flagged_run():
+    """A flagged run ended by early stopping (last step before max_steps) is told apart from
+    one that ran its schedule: the first wants a longer patience, not a longer schedule."""
+    from spacy_softprompt.study.markdown import convergence_section
+
+    def row(key, scores, max_steps):
+        return {"key": key, "status": "ok", "max_steps": max_steps, "convergence": convergence(_curve(scores)) if scores else None}
+
+    rows = [
+        row("stopped", [0.0, 0.3, 0.4, 0.5, 0.52, 0.55, 0.58, 0.6, 0.62, 0.6, 0.7, 0.69, 0.68], 3200),  # best 1,000, stopped 1,200
+        row("schedule", [0.0, 0.2, 0.3, 0.35, 0.40, 0.45, 0.50], 600),
+        row("flat", [0.0, 0.4, 0.5, 0.52, 0.53, 0.51, 0.50], 600),
+        row("nocurve", None, 600),
+    ]
+    lines = convergence_section(rows)
+    table = [part for line in lines for part in line.split("\n") if part.startswith("| ")]
+    assert table[0] == "| run | steps | last step | best step | late gain (points) | ended by |"
+    assert "| stopped | 3200 | 1200 | 1000 | +8.0 | early stopping |" in table
+    assert "| schedule | 600 | 600 | 600 | +10.0 | its schedule |" in table
+    assert "| nocurve | 600 | – | – | – | – (no dev curve) |" in table
+    assert not any(line.startswith("| flat ") for line in table)
+    assert any(line.startswith("1 of them were ended by early stopping") for line in lines)
+    assert not any("ended by early stopping" in line for line in convergence_section(rows[1:]))
+
+
 def test_runner_reruns_a_run_whose_recipe_changed(tmp_path, toy_corpus):
     settings = StudySettings(experiment="strategies", train=str(toy_corpus), dev=str(toy_corpus), configs_dir=str(CONFIGS))
     (spec,) = plan_runs(settings, strategies=["soft"], backbones=["package:no_such_backbone/model"], seeds=[0])
