@@ -216,7 +216,7 @@ def test_runs_that_did_not_converge_are_flagged(tmp_path):
     assert "| soft-frozen † | 1 |" in text and "| soft | 1 |" in text
     assert "| single · small · maccrobat → maccrobat-test | soft-frozen | 30.0 † |" in text
     assert "| deep | yes | 45.0 † | 55.0 |" in text  # prompt shape: the P=5 cell only
-    assert "3 of 6 trained runs converged" in text and "| +2.0 | no |" in text
+    assert "3 of 6 trained runs converged" in text and "| 600 | 600 | +2.0 | its schedule |" in text
 
 
 def test_verdicts_before_the_grid_is_done_are_provisional(tmp_path):
