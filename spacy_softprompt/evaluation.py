@@ -131,18 +131,25 @@ def flat_entity_scores(
 ) -> Optional[Dict[str, Any]]:
     """Entity scores of the non-overlapping view (``doc.ents``) of predictions whose
     span group holds nested or overlapping entities (MRC decodes them), against the
-    same gold; None when every prediction is flat already. Relations are unchanged."""
+    same gold, with each document's entity counts (``per_doc``, for paired bootstrap
+    comparisons with flat systems); None when every prediction is flat already.
+    Relations are unchanged."""
     if all(len(get_entities(doc, spans_key)) == len(doc.ents) for doc in predicted):
         return None
+
     def flat_view(doc: Doc) -> Doc:
         flat = doc.copy()
         flat.spans[spans_key] = list(flat.ents)
         return flat
 
-    examples = (Example(flat_view(pred), gold) for pred, gold in zip(predicted, gold_docs))
-    scores = count_examples(examples, spans_key, lenient_matching=lenient_matching).scores()
-    out = {k: v for k, v in scores.items() if k.startswith("ents_") and not isinstance(v, dict)}
+    per_doc = [
+        count_examples([Example(flat_view(pred), gold)], spans_key, lenient_matching=lenient_matching)
+        for pred, gold in zip(predicted, gold_docs)
+    ]
+    scores = sum(per_doc, N2C2Counts()).scores()
+    out: Dict[str, Any] = {k: v for k, v in scores.items() if k.startswith("ents_") and not isinstance(v, dict)}
     out["n_pred_entities"] = sum(len(doc.ents) for doc in predicted)
+    out[PER_DOC_KEY] = per_doc_record(doc_ids(gold_docs), per_doc, keys=("ents_strict", "ents_lenient"))
     return out
 
 

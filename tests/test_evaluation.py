@@ -126,6 +126,17 @@ def test_flat_entity_scores_of_nested_predictions():
     # flat view keeps "81 mg daily" (longer) over "81 mg": 2 of 3 right; nested: 3 of 5 right
     assert flat["ents_strict_p"] == pytest.approx(2 / 3) and flat["ents_strict_r"] == pytest.approx(2 / 3)
     assert "rels_strict_f" not in flat
+    from spacy_softprompt.per_doc import read_per_doc
+
+    counts = read_per_doc(flat)  # per document, for a paired bootstrap against flat systems
+    assert counts.ids == ["#0"] and set(counts.counts) == {"ents_strict", "ents_lenient"}
+    exact = nlp.make_doc(text)
+    set_entities(exact, [exact.char_span(0, 7, label="Drug"), exact.char_span(8, 13, label="Strength"),
+                         exact.char_span(8, 19, label="Strength")])  # nested; flat view: 1 right of 2
+    two = read_per_doc(flat_entity_scores([nested, exact], [gold, gold]))
+    assert two.ids == ["#0", "#1"]
+    assert two.counts["ents_strict"][0].tolist() == counts.counts["ents_strict"][0].tolist()
+    assert two.counts["ents_strict"][1].tolist() != counts.counts["ents_strict"][0].tolist()
     plain = nlp.make_doc(text)
     set_entities(plain, [plain.char_span(0, 7, label="Drug")])
     assert flat_entity_scores([plain], [gold]) is None

@@ -6,7 +6,19 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from ..bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, paired_bootstrap
 from ..per_doc import stack
 from .results import F1_KEYS
-from .stats import BOOTSTRAP_KEYS, Stat, context_of, group, k_value, make_stat, ok_rows, per_doc_of, row_value, strategy_sort
+from .stats import (
+    BOOTSTRAP_KEYS,
+    Stat,
+    context_of,
+    flat_view_of,
+    group,
+    k_value,
+    make_stat,
+    ok_rows,
+    per_doc_of,
+    row_value,
+    strategy_sort,
+)
 
 
 def unconverged(rows: List[Dict[str, Any]]) -> int:
@@ -241,5 +253,28 @@ def mrc_table(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                     entry["results"][key] = paired_bootstrap(stack(docs_mrc, key, ids), stack(docs_single, key, ids))
             except ValueError as error:
                 entry["error"] = str(error)[:120]
+        entry["flat"] = _flat_view_comparison(mrc, single)
         out.append(entry)
+    return out
+
+
+def _flat_view_comparison(mrc: List[Dict[str, Any]], single: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """MRC's non-overlapping view (``doc.ents``) against the single pass, on entity strict F1:
+    ``{"mrc": Stat, "single": Stat, "result": bootstrap or None}``; None when no MRC run
+    recorded that view (its predictions were flat, or it was evaluated before the view existed)."""
+    if not any(isinstance(((r.get("evaluations") or {}).get(r.get("primary_eval")) or {}).get("flat_entities"), dict) for r in mrc):
+        return None
+    mrc_views, single_views = [flat_view_of(r) for r in mrc], [flat_view_of(r) for r in single]
+    out: Dict[str, Any] = {
+        "mrc": make_stat(f for f, _ in mrc_views),
+        "single": make_stat(f for f, _ in single_views),
+        "result": None,
+    }
+    counts_mrc, counts_single = [c for _, c in mrc_views], [c for _, c in single_views]
+    if all(c is not None for c in counts_mrc + counts_single):
+        try:
+            ids = counts_single[0].ids
+            out["result"] = paired_bootstrap(stack(counts_mrc, "ents_strict", ids), stack(counts_single, "ents_strict", ids))
+        except ValueError:
+            out["result"] = None
     return out

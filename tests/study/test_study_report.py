@@ -314,3 +314,25 @@ def test_prompt_shape_comparisons_give_intervals_in_the_report(tmp_path):
     render_report(synthetic.write(rows, tmp_path / "results.jsonl"), tmp_path / "out", plots=False)
     text = (tmp_path / "out" / "report.md").read_text(encoding="utf8")
     assert f"- {found['deep: P=5 − P=20'].text()}" in text and "-> held" in text
+
+
+def test_mrc_section_compares_mrcs_non_overlapping_view_with_an_interval(tmp_path):
+    """MRC's nested spans count as false positives against flat gold; when its runs recorded
+    the non-overlapping view (``flat_entities`` with per-document counts), the MRC section
+    compares that view with the single pass too, paired by document."""
+    single = synthetic.row("mrc", "soft", 0, 0.6, 0.6, docs=synthetic.DOCS)
+    mrc = synthetic.row("mrc", "soft", 0, 0.4, 0.2, mode="mrc", docs=synthetic.DOCS)
+    results = synthetic.write([single, mrc], tmp_path / "plain.jsonl")
+    render_report(results, tmp_path / "plain", plots=False)
+    assert "non-overlapping view" not in (tmp_path / "plain" / "report.md").read_text(encoding="utf8")
+
+    evaluation = mrc["evaluations"][mrc["primary_eval"]]
+    evaluation["flat_entities"] = {"ents_strict_f": 0.5, "per_doc": synthetic.per_doc_for(0.5, None)}
+    render_report(synthetic.write([single, mrc], tmp_path / "flat.jsonl"), tmp_path / "flat", plots=False)
+    text = (tmp_path / "flat" / "report.md").read_text(encoding="utf8")
+    section = text.split("## MRC with per-label prompts vs single pass")[1].split("\n## ")[0]
+    (line,) = [x for x in section.splitlines() if "entity strict F1 of the non-overlapping view" in x]
+    assert "single / MRC 60.0 / 50.0" in line
+    observed = float(line.split("MRC − single ")[1].strip("*").split(" [")[0])
+    low, high = (float(x) for x in line.split("[")[1].split("]")[0].split(", "))
+    assert -11 < observed < -9 and low <= observed <= high < 0 and "**" in line
