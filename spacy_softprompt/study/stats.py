@@ -98,13 +98,19 @@ def per_doc_of(row: Dict[str, Any], eval_name: Optional[str] = None) -> Optional
         return None
 
 
+def flat_entities_of(row: Dict[str, Any], eval_name: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The ``flat_entities`` scores of a run on one evaluation set (default: its primary one):
+    recorded when its predictions nest or overlap (MRC), else None."""
+    flat = ((row.get("evaluations") or {}).get(eval_name or row.get("primary_eval")) or {}).get("flat_entities")
+    return flat if isinstance(flat, dict) else None
+
+
 def flat_view_of(row: Dict[str, Any], eval_name: Optional[str] = None) -> Tuple[Optional[float], Optional[PerDoc]]:
     """(entity strict F1, per-document entity counts) of a run's non-overlapping view
     (``doc.ents``) on one evaluation set: its ``flat_entities`` scores when its
     predictions nest or overlap (MRC), else its own (they are flat already)."""
-    scores = (row.get("evaluations") or {}).get(eval_name or row.get("primary_eval")) or {}
-    flat = scores.get("flat_entities")
-    if not isinstance(flat, dict):
+    flat = flat_entities_of(row, eval_name)
+    if flat is None:
         return row_value(row, "ents_strict_f", eval_name), per_doc_of(row, eval_name)
     try:
         counts = read_per_doc(flat) if isinstance(flat.get(PER_DOC_KEY), dict) else None

@@ -10,6 +10,7 @@ from .stats import (
     BOOTSTRAP_KEYS,
     Stat,
     context_of,
+    flat_entities_of,
     flat_view_of,
     group,
     k_value,
@@ -262,7 +263,7 @@ def _flat_view_comparison(mrc: List[Dict[str, Any]], single: List[Dict[str, Any]
     """MRC's non-overlapping view (``doc.ents``) against the single pass, on entity strict F1:
     ``{"mrc": Stat, "single": Stat, "result": bootstrap or None}``; None when no MRC run
     recorded that view (its predictions were flat, or it was evaluated before the view existed)."""
-    if not any(isinstance(((r.get("evaluations") or {}).get(r.get("primary_eval")) or {}).get("flat_entities"), dict) for r in mrc):
+    if all(flat_entities_of(r) is None for r in mrc):
         return None
     mrc_views, single_views = [flat_view_of(r) for r in mrc], [flat_view_of(r) for r in single]
     out: Dict[str, Any] = {
