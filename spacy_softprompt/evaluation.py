@@ -93,10 +93,7 @@ def evaluate_pipeline(
     start = time.perf_counter()
     predicted, timing = _timed_pipe(nlp, [doc.text for doc in gold_docs], batch_size)
     seconds = time.perf_counter() - start
-    per_doc = [
-        count_examples([Example(pred, gold)], spans_key, lenient_matching=lenient_matching)
-        for pred, gold in zip(predicted, gold_docs)
-    ]
+    per_doc = _count_per_doc(predicted, gold_docs, spans_key, lenient_matching)
     scores = sum(per_doc, N2C2Counts()).scores()
     n_words = sum(len(doc) for doc in gold_docs)
     scores.update(
@@ -126,6 +123,14 @@ def evaluate_pipeline(
 
 
 
+def _count_per_doc(predicted: Iterable[Doc], gold_docs: List[Doc], spans_key: str, lenient_matching: str) -> List[N2C2Counts]:
+    """Each document's counts (their sum is the corpus's)."""
+    return [
+        count_examples([Example(pred, gold)], spans_key, lenient_matching=lenient_matching)
+        for pred, gold in zip(predicted, gold_docs)
+    ]
+
+
 def flat_entity_scores(
     predicted: List[Doc], gold_docs: List[Doc], spans_key: str = ENTITY_SPANS_KEY, lenient_matching: str = "any"
 ) -> Optional[Dict[str, Any]]:
@@ -142,10 +147,7 @@ def flat_entity_scores(
         flat.spans[spans_key] = list(flat.ents)
         return flat
 
-    per_doc = [
-        count_examples([Example(flat_view(pred), gold)], spans_key, lenient_matching=lenient_matching)
-        for pred, gold in zip(predicted, gold_docs)
-    ]
+    per_doc = _count_per_doc((flat_view(pred) for pred in predicted), gold_docs, spans_key, lenient_matching)
     scores = sum(per_doc, N2C2Counts()).scores()
     out: Dict[str, Any] = {k: v for k, v in scores.items() if k.startswith("ents_") and not isinstance(v, dict)}
     out["n_pred_entities"] = sum(len(doc.ents) for doc in predicted)
