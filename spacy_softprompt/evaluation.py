@@ -122,7 +122,6 @@ def evaluate_pipeline(
     return scores
 
 
-
 def _count_per_doc(predicted: Iterable[Doc], gold_docs: List[Doc], spans_key: str, lenient_matching: str) -> List[N2C2Counts]:
     """Each document's counts (their sum is the corpus's)."""
     return [
